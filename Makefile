@@ -1,0 +1,35 @@
+# The two commands of the README, and the steps they stand on.
+# Everything a clean clone needs is here: the virtualenv, the package, the Kafka jars.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-pure setup broker-fetch clean
+
+## demo: the main job: the whole pipeline end to end on the embedded broker
+demo: setup
+	$(BIN)/scoreline demo --requests 2000
+
+## test: the whole test suite, broker tests against a real Apache Kafka
+test: setup broker-fetch
+	$(BIN)/pytest
+
+## test-pure: only the tests that need no broker (milliseconds each)
+test-pure: setup
+	$(BIN)/pytest -m "not kafka"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+broker-fetch: setup
+	$(BIN)/scoreline broker fetch
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

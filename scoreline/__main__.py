@@ -1,0 +1,5 @@
+import sys
+
+from scoreline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""The ``scoreline`` command line: parses arguments and hands each command to its module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from schemas.errors import ScorelineError
+
+from scoreline.commands import broker
+
+COMMANDS = [broker]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command-line surface."""
+    parser = argparse.ArgumentParser(prog="scoreline", description="A Kafka-native model serving router.")
+    parser.add_argument("--log-level", default=os.environ.get("SCORELINE_LOG_LEVEL", "WARNING"))
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``scoreline`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ScorelineError as exc:
+        print(f"scoreline: error [{exc.code}]: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

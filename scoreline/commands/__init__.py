@@ -1,0 +1,1 @@
+"""One module per ``scoreline`` sub-command; each exposes ``register(subparsers)``."""
