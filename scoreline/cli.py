@@ -9,9 +9,9 @@ import sys
 
 from schemas.errors import ScorelineError
 
-from scoreline.commands import broker
+from scoreline.commands import broker, demo, run, send
 
-COMMANDS = [broker]
+COMMANDS = [broker, run, send, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

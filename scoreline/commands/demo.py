@@ -1,0 +1,45 @@
+"""``scoreline demo``: the whole pipeline end to end on the local broker, with a JSON summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from scoreline import settings
+from scoreline.demo import DemoPlan, run_demo
+from scoreline.output import emit_json, progress
+from workflows import ModelRegistry
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run the whole pipeline end to end and account for every request")
+    settings.add_connection_arguments(parser)
+    parser.add_argument("--requests", type=int, default=2000, help="good requests per objective (default 2000)")
+    parser.add_argument("--bad-per-kind", type=int, default=5, help="bad inputs of each kind (default 5)")
+    parser.add_argument("--concurrency", type=int, default=200, help="requests in flight (default 200)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every outcome")
+    parser.add_argument("--json", action="store_true", help="print only the JSON summary")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = DemoPlan(requests=args.requests, bad_per_kind=args.bad_per_kind, concurrency=args.concurrency,
+                    timeout=args.timeout)
+    summary = asyncio.run(run_demo(settings.kafka_settings(args), settings.layout(args),
+                                   settings.load_example_rules(args), ModelRegistry.default(), plan, progress))
+    if args.json:
+        emit_json(summary)
+    else:
+        _print_table(summary)
+    return 0 if summary["missing"] == 0 else 1
+
+
+def _print_table(summary: dict) -> None:
+    results = summary["results"]
+    print(f"sent {summary['sent']} requests ({summary['bad_sent']} bad on purpose)")
+    print(f"results: {results['ok']} ok, {results['error']} error, {results['expired']} expired")
+    print(f"dead letters: {summary['dead_lettered']} {summary['dead_letters_by_code']}")
+    print(f"shadow records: {summary['shadow_results']['primary']} primary, {summary['shadow_results']['shadow']} shadow")
+    print(f"missing {summary['missing']}, duplicates {summary['duplicates']}")
+    lat = summary["latency_ms"]
+    print(f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms; throughput {summary['throughput_rps']} requests/s")

@@ -1,0 +1,53 @@
+"""``scoreline run``: the router, workers and shadow workers, in one process or one role per process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from scoreline import settings
+from scoreline.output import progress
+from streams.pipeline import ROLES, Pipeline, PipelineOptions
+from workflows import ModelRegistry
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run scoreline's services until stopped")
+    settings.add_connection_arguments(parser)
+    parser.add_argument("--role", action="append", choices=ROLES,
+                        help="run only this role (repeatable); default: every role in this process")
+    parser.add_argument("--shard", action="append",
+                        help="with --role worker: serve only this shard (repeatable); default: every shard")
+    parser.add_argument("--workers-per-shard", type=int, default=1,
+                        help="worker instances per shard in this process (default 1)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    kafka = settings.kafka_settings(args)
+    rules = settings.load_example_rules(args)
+    options = PipelineOptions(roles=tuple(args.role or ROLES), shards=args.shard,
+                              workers_per_shard=args.workers_per_shard)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Pipeline(kafka, settings.layout(args), rules, ModelRegistry.default(), options) as pipeline:
+        await pipeline.wait_ready()
+        progress(f"scoreline running on {kafka.bootstrap}: roles {', '.join(options.roles)}, "
+                 f"rules version {rules.version}; Ctrl-C stops")
+        while not stop.is_set():
+            failed = next((s for s in pipeline.services if s.failed), None)
+            if failed is not None:
+                raise failed.failed  # type: ignore[misc]
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+        progress("stopping: finishing the batches in hand ...")
+    return 0

@@ -1,0 +1,79 @@
+"""``scoreline send``: publish one request, wait for its result, print it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+import orjson
+
+from scoreline import settings
+from scoreline.output import emit_json, progress
+from streams.client import ScoreClient, ScoreTimeout
+from streams.pipeline import Pipeline, PipelineOptions
+from streams.topics import TopicLayout
+from workflows import ModelRegistry
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("send", help="send one scoring request and print its result")
+    settings.add_connection_arguments(parser)
+    parser.add_argument("--objective", required=True, help="the objective to call, e.g. title-ranking")
+    parser.add_argument("--context", default="{}", help="the request context as JSON")
+    parser.add_argument("--payload", default="{}", help="the request payload as JSON")
+    parser.add_argument("--client", default="demo", help="the calling client (default demo)")
+    parser.add_argument("--model", default=None, help="a model override (only for clients allowed to)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the result")
+    parser.add_argument("--json", action="store_true", help="print only the result JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_send(args))
+
+
+def _json_arg(text: str, name: str) -> dict:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise SystemExit(f"scoreline send: --{name} is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        raise SystemExit(f"scoreline send: --{name} must be a JSON object")
+    return value
+
+
+async def _send(args: argparse.Namespace) -> int:
+    context, payload = _json_arg(args.context, "context"), _json_arg(args.payload, "payload")
+    kafka = settings.kafka_settings(args)
+    layout = settings.layout(args)
+    async with contextlib.AsyncExitStack() as stack:
+        if not await _router_running(kafka.bootstrap, layout):
+            progress("no scoreline router is running on this cluster; serving this request in-process "
+                     "(`scoreline run` keeps one running)")
+            pipeline = await stack.enter_async_context(
+                Pipeline(kafka, layout, settings.load_example_rules(args), ModelRegistry.default()))
+            await pipeline.wait_ready()
+        client = await stack.enter_async_context(ScoreClient(kafka, args.client, layout=layout))
+        try:
+            result = await client.score(args.objective, context, payload, model=args.model, timeout=args.timeout)
+        except ScoreTimeout as exc:
+            print(f"scoreline send: {exc}", file=sys.stderr)
+            return 1
+    emit_json(result)
+    return 0 if result.status == "ok" else 1
+
+
+async def _router_running(bootstrap: str, layout: TopicLayout) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([f"{layout.prefix}router"])
+        return any(group["members"] for r in responses for group in r.to_object()["groups"])
+    except Exception:  # no such group yet, or no coordinator: nobody routes
+        return False
+    finally:
+        await admin.close()

@@ -1,0 +1,105 @@
+"""All of scoreline's roles in one process, or any subset of them: the thing ``scoreline run`` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from routing import Rules
+from schemas import codec
+from streams.kafka import KafkaSettings
+from streams.router import Router
+from streams.rules_source import RulesHolder
+from streams.service import BatchService
+from streams.topics import TopicLayout, ensure_topics
+from streams.worker import ShadowWorker, Worker
+from workflows import ModelRegistry
+
+__all__ = ["Pipeline", "PipelineOptions", "ROLES"]
+
+log = logging.getLogger(__name__)
+
+ROLES = ("router", "worker", "shadow")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Which roles run here, and how."""
+
+    roles: Sequence[str] = ROLES
+    """Roles to run in this process: any of ``router``, ``worker``, ``shadow``."""
+    shards: Sequence[str] | None = None
+    """Shards whose workers run here; None means every shard in the rules."""
+    max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES
+    """Requests larger than this are rejected with ``payload_too_large``."""
+    group_suffix: str = ""
+    """Appended to consumer group ids (tests run isolated pipelines side by side)."""
+    create_topics: bool = True
+    """Create missing topics on start."""
+    workers_per_shard: int = 1
+    """Worker instances per shard in this process (they share the shard's partitions)."""
+    extra: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    """Starts the configured roles, keeps them running, stops them in order."""
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, rules: Rules | RulesHolder,
+                 registry: ModelRegistry, options: PipelineOptions = PipelineOptions()) -> None:
+        self.kafka = kafka
+        self.layout = layout
+        self.rules = rules if isinstance(rules, RulesHolder) else RulesHolder(rules)
+        self.registry = registry
+        self.options = options
+        self.services: list[BatchService] = []
+
+    async def __aenter__(self) -> "Pipeline":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    def _group(self, name: str) -> str:
+        return f"{self.layout.prefix}{name}{self.options.group_suffix}"
+
+    async def start(self) -> None:
+        """Create topics if asked, then start every role."""
+        rules = self.rules()
+        shards = list(self.options.shards or rules.shards)
+        if self.options.create_topics:
+            reply_topics = sorted({t for c in rules.clients.values() for t in c.reply_topics if not t.endswith("*")})
+            await ensure_topics(self.kafka.bootstrap, self.layout.specs(rules.shards, reply_topics),
+                                replication_factor=self.layout.replication_factor, **self.kafka.security)
+        roles = set(self.options.roles)
+        if "router" in roles:
+            self.services.append(Router(self.kafka, self.layout, self.rules, group_id=self._group("router"),
+                                        max_request_bytes=self.options.max_request_bytes))
+        if "worker" in roles:
+            for shard in shards:
+                for _ in range(self.options.workers_per_shard):
+                    self.services.append(Worker(self.kafka, self.layout, self.registry, shard=shard,
+                                                group_id=self._group(f"worker.{shard}")))
+        if "shadow" in roles:
+            self.services.append(ShadowWorker(self.kafka, self.layout, self.registry, group_id=self._group("shadow")))
+        await asyncio.gather(*(s.start() for s in self.services))
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once every role has partitions assigned."""
+        await asyncio.gather(*(s.wait_assigned(timeout) for s in self.services))
+
+    async def stop(self) -> None:
+        """Stop every role; each finishes and commits the batch in hand."""
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                await service.stop()
+        self.services.clear()
+
+    def stats(self) -> dict:
+        """Counters per role, for logs and the demo summary."""
+        return {s.role + (f".{getattr(s, 'shard', '')}" if s.role == "worker" else ""): {
+            "batches": s.batches, "records": s.records, "dead_letters": s.dead_letters}
+            for s in self.services}

@@ -1,0 +1,160 @@
+"""The routing agent: requests in, routed work out, one decision per request.
+
+The router is stateless; any number of router processes share the request topics in one
+consumer group. For a request that carries the contract's headers it routes without
+parsing the body (unless the objective's rules match on context); for a plain request
+(kcat, any producer) it parses the body. It forwards the original bytes, adding the
+decision as headers, keyed and partitioned by the shard key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Callable
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from routing import Decision, RequestView, Rules, RoutingError, extract_shard_key, partition_for
+from routing import route as route_request
+from schemas import codec, headers as H
+from schemas.errors import ErrorCode, InvalidMessage
+from schemas.messages import Result, Stage, Status, Traffic
+from streams.kafka import KafkaSettings, headers_of, to_headers
+from streams.outbox import Outbox
+from streams.service import Batch, BatchService
+from streams.topics import TopicLayout
+
+__all__ = ["Router"]
+
+# Headers a client sets that name the request; the router routes from these alone.
+_ROUTING_HEADERS = (H.REQUEST_ID, H.OBJECTIVE, H.CLIENT, H.REPLY_TO)
+# Headers the router owns: a client cannot smuggle a decision past it.
+_DECISION_HEADERS = frozenset(H.DECISION_HEADERS)
+
+
+class Router(BatchService):
+    """Consumes the live and backfill request topics and routes every request to a shard topic."""
+
+    role = "router"
+    stage = Stage.ROUTER
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, rules: Callable[[], Rules], *,
+                 max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES, group_id: str | None = None) -> None:
+        super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}router",
+                         topics=[layout.requests, layout.requests_backfill])
+        self.rules = rules
+        self.max_request_bytes = max_request_bytes
+        self._spread = itertools.count()
+        self.routed = 0
+        self.parsed_bodies = 0
+
+    async def handle(self, batch: Batch, outbox: Outbox) -> None:
+        rules = self.rules()  # one snapshot per batch: a reload never splits a batch
+        now_ms = str(int(time.time() * 1000))
+        for records in batch.values():
+            for record in records:
+                await self._route_one(record, rules, now_ms, outbox)
+
+    async def _route_one(self, record: ConsumerRecord, rules: Rules, now_ms: str, outbox: Outbox) -> None:
+        headers = headers_of(record.headers)
+        traffic = headers.get(H.TRAFFIC) or (
+            Traffic.BACKFILL if record.topic == self.layout.requests_backfill else Traffic.LIVE)
+        value = record.value or b""
+        try:
+            if len(value) > self.max_request_bytes:
+                raise InvalidMessage(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"request is {len(value)} bytes; the limit is {self.max_request_bytes}",
+                    partial=_partial_from_headers(headers))
+            view, traffic = self._view(value, headers, rules, traffic)
+            decision = _route(view, rules)
+        except InvalidMessage as exc:
+            await self._reject(record, exc, headers, rules, outbox)
+            return
+        await self._forward(record, headers, view, decision, traffic, now_ms, outbox)
+
+    def _view(self, value: bytes, headers: dict[str, str], rules: Rules,
+              traffic: str) -> tuple[RequestView, str]:
+        if all(h in headers for h in _ROUTING_HEADERS) and headers[H.OBJECTIVE] in rules.objectives \
+                and not rules.needs_context(headers[H.OBJECTIVE]):
+            return RequestView(
+                request_id=headers[H.REQUEST_ID], objective=headers[H.OBJECTIVE], client=headers[H.CLIENT],
+                reply_to=headers[H.REPLY_TO], shard_key=headers.get(H.SHARD_KEY) or None,
+                context=None, model=headers.get(H.MODEL_OVERRIDE) or None,
+            ), traffic
+        self.parsed_bodies += 1
+        request = codec.decode_request(value, max_bytes=self.max_request_bytes)
+        if request.objective not in rules.objectives:
+            raise InvalidMessage(ErrorCode.UNKNOWN_OBJECTIVE, f"unknown objective {request.objective!r}",
+                                 field="objective", partial=_partial_of(request))
+        shard_key = extract_shard_key(request.context, rules.shard_key_path(request.objective))
+        view = RequestView(request_id=request.request_id, objective=request.objective, client=request.client,
+                           reply_to=request.reply_to, shard_key=shard_key, context=request.context,
+                           model=request.model)
+        return view, headers.get(H.TRAFFIC) or request.traffic
+
+    async def _forward(self, record: ConsumerRecord, headers: dict[str, str], view: RequestView,
+                       decision: Decision, traffic: str, now_ms: str, outbox: Outbox) -> None:
+        out = {k: v for k, v in headers.items() if k not in _DECISION_HEADERS}
+        out.update({
+            H.REQUEST_ID: view.request_id, H.OBJECTIVE: view.objective, H.CLIENT: view.client,
+            H.REPLY_TO: view.reply_to, H.TRAFFIC: traffic, H.MODEL: decision.model, H.SHARD: decision.shard,
+            H.RULES_VERSION: str(decision.rules_version), H.ROUTED_AT: now_ms,
+            H.SHARD_KEY: decision.shard_key, H.CELL: decision.cell,
+            H.SHADOWS: ",".join(decision.shadows) or None,
+        })
+        key = decision.shard_key.encode() if decision.shard_key is not None else None
+        topic = self.layout.shard(decision.shard, traffic)
+        await outbox.add(topic, record.value, key=key, partition=await self._partition(topic, decision.shard_key),
+                         headers=to_headers(out), timestamp_ms=record.timestamp, tag=record)
+        for candidate in decision.shadows:
+            shadow_headers = dict(out)
+            shadow_headers.update({H.ROLE: "shadow", H.MODEL: candidate, H.PRIMARY_MODEL: decision.model,
+                                   H.SHARD: None})
+            await outbox.add(self.layout.shadow, record.value, key=key,
+                             partition=await self._partition(self.layout.shadow, decision.shard_key),
+                             headers=to_headers(shadow_headers), timestamp_ms=record.timestamp, tag=record)
+        self.routed += 1
+
+    async def _partition(self, topic: str, shard_key: str | None) -> int:
+        count = await self.partition_count(topic)
+        if shard_key is None:
+            # No shard key: no locality to keep, so spread evenly over the shard's partitions.
+            return next(self._spread) % count
+        return partition_for(shard_key, count)
+
+    async def _reject(self, record: ConsumerRecord, exc: InvalidMessage, headers: dict[str, str], rules: Rules,
+                      outbox: Outbox) -> None:
+        await self.dead_letter(outbox, record, exc)
+        partial = exc.partial or {}
+        client, reply_to, request_id = partial.get("client"), partial.get("reply_to"), partial.get("request_id")
+        if not (client and reply_to and request_id) or not rules.reply_allowed(client, reply_to):
+            return  # no reply topic this client may use: the dead letter is the only trace
+        result = Result(request_id=request_id, objective=partial.get("objective"), status=Status.ERROR,
+                        error=exc.to_error_info(), rules_version=rules.version,
+                        traffic=partial.get("traffic") or Traffic.LIVE)
+        await outbox.add(reply_to, codec.encode(result), key=request_id.encode(),
+                         partition=await self.reply_partition(reply_to, headers))
+
+
+def _route(view: RequestView, rules: Rules) -> Decision:
+    try:
+        return route_request(view, rules)
+    except RoutingError as exc:
+        raise InvalidMessage(exc.code, exc.message, field=exc.field, partial={
+            "request_id": view.request_id, "client": view.client, "reply_to": view.reply_to,
+            "objective": view.objective}) from None
+
+
+def _partial_from_headers(headers: dict[str, str]) -> dict[str, str]:
+    names = {H.REQUEST_ID: "request_id", H.CLIENT: "client", H.REPLY_TO: "reply_to", H.OBJECTIVE: "objective",
+             H.TRAFFIC: "traffic"}
+    return {field: headers[h] for h, field in names.items() if h in headers}
+
+
+def _partial_of(request) -> dict[str, str]:
+    return {"request_id": request.request_id, "client": request.client, "reply_to": request.reply_to,
+            "objective": request.objective, "traffic": request.traffic}
+

@@ -1,0 +1,38 @@
+"""Where a running process gets its routing rules: the snapshot in force, swapped atomically."""
+
+from __future__ import annotations
+
+import logging
+
+from routing import Rules
+
+__all__ = ["RulesHolder"]
+
+log = logging.getLogger(__name__)
+
+
+class RulesHolder:
+    """Holds the rules snapshot in force; readers call it once per batch.
+
+    Swapping is a single attribute assignment, so a batch routed under one version is never
+    split across two. A rejected update keeps the last good version.
+    """
+
+    __slots__ = ("_rules",)
+
+    def __init__(self, rules: Rules) -> None:
+        self._rules = rules
+
+    def __call__(self) -> Rules:
+        return self._rules
+
+    @property
+    def version(self) -> int:
+        """The version in force."""
+        return self._rules.version
+
+    def replace(self, rules: Rules) -> None:
+        """Put ``rules`` in force."""
+        if rules.version != self._rules.version:
+            log.info("routing rules version %s in force (was %s)", rules.version, self._rules.version)
+        self._rules = rules

@@ -1,0 +1,176 @@
+"""The consume-process-produce loop every scoreline role runs, with at-least-once commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from schemas import codec, headers as H
+from schemas.errors import ErrorCode, InvalidMessage
+from schemas.messages import Stage
+from streams.kafka import KafkaSettings, headers_of
+from streams.outbox import Outbox
+from streams.topics import TopicLayout
+
+__all__ = ["BatchService", "Batch"]
+
+log = logging.getLogger(__name__)
+
+Batch = dict[TopicPartition, list[ConsumerRecord]]
+
+
+class BatchService(ABC):
+    """Consumes batches, hands each to ``handle``, and commits only after its output is acknowledged.
+
+    A crash between produce and commit replays the batch: results may repeat (same request id),
+    but none is lost. ``handle`` must not raise for bad input; it dead-letters it instead.
+    An unexpected failure rewinds to the batch's first offsets and tries again after a pause.
+    """
+
+    role: str = "service"
+    stage: str = Stage.ROUTER
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, group_id: str, topics: list[str]) -> None:
+        self.kafka = kafka
+        self.layout = layout
+        self.group_id = group_id
+        self.topics = topics
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
+        self._partitions: dict[str, int] = {}
+        self.batches = 0
+        self.records = 0
+        self.dead_letters = 0
+
+    async def __aenter__(self) -> "BatchService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect, join the group and start the loop in the background."""
+        self.producer = self.kafka.producer(self.role)
+        await self.producer.start()
+        self.consumer = self.kafka.consumer(*self.topics, group_id=self.group_id, role=self.role)
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"scoreline-{self.role}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, and disconnect."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def wait_assigned(self, timeout: float = 30.0) -> None:
+        """Return once the group gave this service partitions (for tests and the demo)."""
+        deadline = time.monotonic() + timeout
+        while not (self.consumer and self.consumer.assignment()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.role}: no partitions assigned within {timeout}s")
+            await asyncio.sleep(0.05)
+
+    async def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has (asked once, then cached)."""
+        count = self._partitions.get(topic)
+        if count is None:
+            assert self.producer is not None
+            count = self._partitions[topic] = len(await self.producer.partitions_for(topic))
+        return count
+
+    async def reply_partition(self, reply_to: str, headers: dict[str, str]) -> int | None:
+        """The partition of ``reply_to`` the client asked for (``scoreline-reply-partition``), if valid.
+
+        An invalid ask falls back to keying by request id, so the reply still arrives.
+        """
+        raw = headers.get(H.REPLY_PARTITION)
+        if raw is None or not raw.isdigit():
+            return None
+        partition = int(raw)
+        return partition if partition < await self.partition_count(reply_to) else None
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The exception that ended the loop, if one did."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    async def _run(self) -> None:
+        assert self.consumer is not None and self.producer is not None
+        outbox: Outbox = Outbox(self.producer)
+        while not self._stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=self.kafka.fetch_max_records)
+            if not batch:
+                continue
+            try:
+                await self.handle(batch, outbox)
+                await self._settle(batch, outbox)
+            except Exception:
+                log.exception("%s: batch failed; rewinding to replay it", self.role)
+                self._rewind(batch)
+                await asyncio.sleep(1.0)
+                continue
+            self.batches += 1
+            self.records += sum(len(r) for r in batch.values())
+            await self._commit(batch)
+
+    async def _settle(self, batch: Batch, outbox: Outbox) -> None:
+        """Wait for every send; dead-letter the records whose output the broker refused."""
+        failures = await outbox.flush()
+        if not failures:
+            return
+        for record, exc in failures:
+            if record is None:
+                raise exc
+            log.error("%s: output of %s:%s@%s refused: %r", self.role, record.topic, record.partition,
+                      record.offset, exc)
+            await self.dead_letter(outbox, record, InvalidMessage(ErrorCode.OUTPUT_REFUSED, f"output refused: {exc!r}"))
+        # Dead letters must land too, or the batch is replayed.
+        if await outbox.flush():
+            raise RuntimeError("dead-letter topic refused records")
+
+    async def dead_letter(self, outbox: Outbox, record: ConsumerRecord, exc: InvalidMessage) -> None:
+        """Queue a dead-letter record holding the original bytes and the reason."""
+        headers = headers_of(record.headers)
+        letter = codec.dead_letter_for(
+            exc, stage=self.stage, source_topic=record.topic, source_partition=record.partition,
+            source_offset=record.offset, original=record.value or b"", headers=headers,
+            ts_ms=int(time.time() * 1000),
+        )
+        key = letter.request_id.encode() if letter.request_id else None
+        self.dead_letters += 1
+        await outbox.add(self.layout.deadletter, codec.encode(letter), key=key)
+
+    def _rewind(self, batch: Batch) -> None:
+        assert self.consumer is not None
+        for tp, records in batch.items():
+            with contextlib.suppress(IllegalStateError):  # partition revoked meanwhile: the new owner replays
+                self.consumer.seek(tp, records[0].offset)
+
+    async def _commit(self, batch: Batch) -> None:
+        assert self.consumer is not None
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions: their new owner replays from the last commit.
+            log.warning("%s: commit after rebalance failed (%s); the batch will be replayed", self.role, exc)
+
+    @abstractmethod
+    async def handle(self, batch: Batch, outbox: Outbox) -> None:
+        """Turn one batch into output records queued on ``outbox``."""

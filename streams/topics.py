@@ -1,0 +1,117 @@
+"""Topic names and partition counts, and creating them on start."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from streams.errors import KafkaUnavailable
+
+__all__ = ["TopicLayout", "TopicSpec", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic scoreline creates if it is missing."""
+
+    name: str
+    partitions: int
+    config: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TopicLayout:
+    """Every topic of the contract, under one configurable prefix (default ``scoreline.``)."""
+
+    prefix: str = "scoreline."
+    """Prepended to every topic name."""
+    request_partitions: int = 4
+    """Partitions of the request topics: how many routers can share them."""
+    shard_partitions: int = 4
+    """Partitions of each shard's work topics: how many workers one shard can have."""
+    reply_partitions: int = 4
+    """Partitions of the reply topics scoreline creates for the clients in the rules."""
+    replication_factor: int = 1
+    """Replicas of every topic scoreline creates: 1 on the local broker, 3 on a real cluster."""
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}requests"
+
+    @property
+    def requests_backfill(self) -> str:
+        return f"{self.prefix}requests.backfill"
+
+    def shard(self, shard: str, traffic: str = "live") -> str:
+        """The work topic of one shard; backfill has its own so it never delays live work."""
+        base = f"{self.prefix}shard.{shard}"
+        return f"{base}.backfill" if traffic == "backfill" else base
+
+    @property
+    def shadow(self) -> str:
+        return f"{self.prefix}shadow"
+
+    @property
+    def shadow_results(self) -> str:
+        return f"{self.prefix}shadow-results"
+
+    @property
+    def shadow_comparisons(self) -> str:
+        return f"{self.prefix}shadow-comparisons"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}deadletter"
+
+    @property
+    def rules(self) -> str:
+        return f"{self.prefix}rules"
+
+    def replies(self, client: str) -> str:
+        return f"{self.prefix}replies.{client}"
+
+    def specs(self, shards: Iterable[str], reply_topics: Iterable[str] = ()) -> list[TopicSpec]:
+        """The topics a pipeline serving ``shards`` needs."""
+        specs = [
+            TopicSpec(self.requests, self.request_partitions),
+            TopicSpec(self.requests_backfill, self.request_partitions),
+            TopicSpec(self.shadow, self.shard_partitions),
+            TopicSpec(self.shadow_results, self.shard_partitions),
+            TopicSpec(self.shadow_comparisons, self.shard_partitions),
+            TopicSpec(self.deadletter, 1),
+            TopicSpec(self.rules, 1, (("cleanup.policy", "compact"),)),
+        ]
+        for shard in shards:
+            specs.append(TopicSpec(self.shard(shard), self.shard_partitions))
+            specs.append(TopicSpec(self.shard(shard, "backfill"), self.shard_partitions))
+        specs += [TopicSpec(t, self.reply_partitions) for t in reply_topics]
+        return specs
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replication_factor: int = 1,
+                        **client_options) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {s.name: s for s in specs if s.name not in existing}
+        if not wanted:
+            return []
+        new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor,
+                        topic_configs=dict(s.config)) for s in wanted.values()]
+        response = await admin.create_topics(new)
+        for topic, code, *rest in response.topic_errors:
+            # Another process creating the same topic first is what we wanted anyway.
+            if code and for_code(code) is not TopicAlreadyExistsError:
+                raise KafkaUnavailable(f"could not create topic {topic}: {for_code(code).__name__} {rest[-1] if rest else ''}")
+        log.info("created topics %s", sorted(wanted))
+        return sorted(wanted)
+    finally:
+        await admin.close()

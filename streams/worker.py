@@ -1,0 +1,239 @@
+"""Workflow workers: routed work in, one result per request out.
+
+A shard worker consumes its shard's live and backfill work topics, scores each batch with
+one workflow call per model, replies on each request's ``reply_to`` and, for shadowed
+requests, records the primary side on ``shadow-results``. A shadow worker consumes the
+shadow topic in a consumer group of its own (shadow load never slows live work), scores
+the candidate model, records the shadow side, and never replies to a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import NamedTuple
+
+from aiokafka import ConsumerRecord
+
+from schemas import codec, headers as H
+from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
+from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
+from streams.kafka import KafkaSettings, headers_of
+from streams.outbox import Outbox
+from streams.service import Batch, BatchService
+from streams.topics import TopicLayout
+from workflows import Item, ModelRegistry, Outcome
+
+__all__ = ["Worker", "ShadowWorker"]
+
+log = logging.getLogger(__name__)
+
+SLICE_FIELDS = ("country", "device", "surface")
+
+# (header name, request attribute): the router routed by the header, the worker scores the body,
+# so the two must agree or a client could be routed as one tenant/objective and scored as another.
+_AGREEMENT = ((H.REQUEST_ID, "request_id"), (H.OBJECTIVE, "objective"), (H.CLIENT, "client"),
+              (H.REPLY_TO, "reply_to"))
+
+
+class Work(NamedTuple):
+    """One routed request, decoded and checked, ready to score."""
+
+    record: ConsumerRecord
+    headers: dict[str, str]
+    request: Request
+
+
+class Worker(BatchService):
+    """Scores one shard's work topics (live first, backfill when live is caught up)."""
+
+    role = "worker"
+    stage = Stage.WORKER
+    replies = True
+    """Whether this worker answers clients (a shadow worker never does)."""
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *, shard: str,
+                 group_id: str | None = None, backfill_pause_lag: int = 200) -> None:
+        super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
+                         topics=self._topics(layout, shard))
+        self.shard = shard
+        self.registry = registry
+        self.backfill_pause_lag = backfill_pause_lag
+        self.results: defaultdict[str, int] = defaultdict(int)
+
+    @staticmethod
+    def _topics(layout: TopicLayout, shard: str) -> list[str]:
+        return [layout.shard(shard), layout.shard(shard, Traffic.BACKFILL)]
+
+    async def handle(self, batch: Batch, outbox: Outbox) -> None:
+        now_ms = time.time() * 1000
+        by_model: dict[str, list[Work]] = defaultdict(list)
+        # Live partitions first: within a batch, live requests are scored and sent before backfill.
+        for tp in sorted(batch, key=lambda tp: tp.topic.endswith(".backfill")):
+            for record in batch[tp]:
+                work = await self._decode(record, outbox)
+                if work is None:
+                    continue
+                deadline = work.request.deadline_ms
+                if deadline is not None and deadline < now_ms:
+                    await self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(
+                        ErrorCode.DEADLINE_EXPIRED, f"deadline {deadline} passed before scoring", "deadline_ms")),
+                        scored_ms=0.0, status=Status.EXPIRED)
+                    continue
+                by_model[self._model_of(work)].append(work)
+        for model_id, works in by_model.items():
+            began = time.perf_counter()
+            outcomes = self._score(model_id, works)
+            scored_ms = (time.perf_counter() - began) * 1000
+            for work, outcome in zip(works, outcomes):
+                await self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms)
+                if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
+                    await self.dead_letter(outbox, work.record, InvalidMessage(
+                        ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=_partial(work.request)))
+        self._favour_live(batch)
+
+    def _model_of(self, work: Work) -> str:
+        return work.headers.get(H.MODEL) or ""
+
+    async def _decode(self, record: ConsumerRecord, outbox: Outbox) -> Work | None:
+        headers = headers_of(record.headers)
+        try:
+            request = codec.decode_request(record.value or b"", max_bytes=1 << 62)  # size checked by the router
+            for header, attribute in _AGREEMENT:
+                said = headers.get(header)
+                if said is not None and said != getattr(request, attribute):
+                    raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
+                                         f"header {header} says {said!r} but the body's {attribute} is "
+                                         f"{getattr(request, attribute)!r}", field=attribute)
+            override = headers.get(H.MODEL_OVERRIDE)
+            if request.model is not None and override != request.model:
+                raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
+                                     f"the body overrides the model with {request.model!r} but the headers "
+                                     f"say {override!r}", field="model")
+        except InvalidMessage as exc:
+            await self._reject(record, headers, exc, outbox)
+            return None
+        return Work(record, headers, request)
+
+    async def _reject(self, record: ConsumerRecord, headers: dict[str, str], exc: InvalidMessage,
+                      outbox: Outbox) -> None:
+        """Dead-letter the record; reply with the error on the reply topic the router checked."""
+        await self.dead_letter(outbox, record, exc)
+        request_id, reply_to = headers.get(H.REQUEST_ID), headers.get(H.REPLY_TO)
+        if self.replies and request_id and reply_to:
+            result = Result(request_id=request_id, objective=headers.get(H.OBJECTIVE), status=Status.ERROR,
+                            error=exc.to_error_info(), rules_version=_int(headers.get(H.RULES_VERSION)),
+                            shard=headers.get(H.SHARD), model=headers.get(H.MODEL),
+                            traffic=headers.get(H.TRAFFIC, Traffic.LIVE))
+            await outbox.add(reply_to, codec.encode(result), key=request_id.encode(),
+                             partition=await self.reply_partition(reply_to, headers))
+            self.results[Status.ERROR] += 1
+
+    def _score(self, model_id: str, works: list[Work]) -> list[Outcome]:
+        """One workflow call for the batch; if it raises, score one by one to isolate the poison."""
+        try:
+            model = self.registry.get(model_id)
+        except ScorelineError as exc:
+            error = ErrorInfo(exc.code or ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: {exc}")
+            return [Outcome(None, error)] * len(works)
+        items = [Item(w.request.context, w.request.payload) for w in works]
+        try:
+            return model.score_batch(items)
+        except Exception:
+            log.warning("%s: %s failed on a batch of %d; isolating", self.role, model_id, len(items), exc_info=True)
+        outcomes = []
+        for item in items:
+            try:
+                outcomes.extend(model.score_batch([item]))
+            except Exception as exc:  # the poison request: an error result and a dead letter, never a crash
+                outcomes.append(Outcome(None, ErrorInfo(ErrorCode.WORKFLOW_ERROR,
+                                                        f"{model_id} failed: {type(exc).__name__}: {exc}")))
+        return outcomes
+
+    async def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
+                    status: str | None = None) -> None:
+        request, headers, record = work.request, work.headers, work.record
+        status = status or (Status.OK if outcome.error is None else Status.ERROR)
+        now_ms = time.time() * 1000
+        routed_at = _int(headers.get(H.ROUTED_AT))
+        timings = {"scored": round(scored_ms, 3), "total": round(now_ms - record.timestamp, 3)}
+        if routed_at is not None:
+            timings["routed"] = round(routed_at - record.timestamp, 3)
+        self.results[status] += 1
+        key = request.request_id.encode()
+        shadows = headers.get(H.SHADOWS)
+        if shadows:
+            side = self._shadow_side(work, Role.PRIMARY, model_id, outcome, status, scored_ms, now_ms,
+                                     primary_model=model_id, shadow_models=shadows.split(","))
+            await outbox.add(self.layout.shadow_results, codec.encode(side), key=key, tag=record)
+        result = Result(request_id=request.request_id, objective=request.objective, status=status,
+                        model=model_id, cell=headers.get(H.CELL), rules_version=_int(headers.get(H.RULES_VERSION)),
+                        shard=self.shard, result=outcome.value, error=outcome.error, timings_ms=timings,
+                        traffic=request.traffic)
+        await outbox.add(request.reply_to, codec.encode(result), key=key,
+                         partition=await self.reply_partition(request.reply_to, headers), tag=record)
+
+    def _shadow_side(self, work: Work, role: str, model_id: str, outcome: Outcome, status: str, scored_ms: float,
+                     now_ms: float, *, primary_model: str, shadow_models: list[str]) -> ShadowResult:
+        context = {f: work.request.context[f] for f in SLICE_FIELDS if f in work.request.context}
+        context["client"] = work.request.client
+        return ShadowResult(role=role, request_id=work.request.request_id, objective=work.request.objective,
+                            model=model_id, primary_model=primary_model, shadow_models=shadow_models,
+                            cell=work.headers.get(H.CELL), rules_version=_int(work.headers.get(H.RULES_VERSION)),
+                            shard=self.shard, status=status, result=outcome.value, error=outcome.error,
+                            latency_ms=round(scored_ms, 3), traffic=work.request.traffic, context=context,
+                            ts_ms=int(now_ms))
+
+    def _favour_live(self, batch: Batch) -> None:
+        """Pause backfill partitions while live work has a backlog; resume once it is caught up."""
+        consumer = self.consumer
+        backfill = [tp for tp in consumer.assignment() if tp.topic.endswith(".backfill")] if consumer else []
+        if not backfill:
+            return
+        # What is left on the live partitions after this batch, as of the last fetch's high watermark.
+        lag = sum(max(0, (consumer.highwater(tp) or 0) - (records[-1].offset + 1))
+                  for tp, records in batch.items() if not tp.topic.endswith(".backfill"))
+        if lag > self.backfill_pause_lag:
+            consumer.pause(*backfill)
+        else:
+            consumer.resume(*backfill)
+
+
+class ShadowWorker(Worker):
+    """Scores shadow copies with their candidate model; records the shadow side only."""
+
+    role = "shadow"
+    stage = Stage.SHADOW
+    replies = False
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *,
+                 group_id: str | None = None) -> None:
+        super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow")
+
+    @staticmethod
+    def _topics(layout: TopicLayout, shard: str) -> list[str]:
+        return [layout.shadow]
+
+    async def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
+                    status: str | None = None) -> None:
+        status = status or (Status.OK if outcome.error is None else Status.ERROR)
+        self.results[status] += 1
+        shadows = work.headers.get(H.SHADOWS, "")
+        side = self._shadow_side(work, Role.SHADOW, model_id, outcome, status, scored_ms, time.time() * 1000,
+                                 primary_model=work.headers.get(H.PRIMARY_MODEL, ""),
+                                 shadow_models=shadows.split(",") if shadows else [model_id])
+        await outbox.add(self.layout.shadow_results, codec.encode(side), key=work.request.request_id.encode(),
+                         tag=work.record)
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _partial(request: Request) -> dict[str, str]:
+    return {"request_id": request.request_id, "client": request.client, "reply_to": request.reply_to,
+            "objective": request.objective, "traffic": request.traffic}

@@ -1,0 +1,101 @@
+"""Package validation: every fault gives a clear model_unavailable error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workflows.errors import ModelPackageError, ModelUnavailable
+from workflows.packaging import load_manifest, validate_package
+
+
+def edit_manifest(package: Path, **changes) -> None:
+    file = package / "manifest.json"
+    doc = json.loads(file.read_text())
+    for key, value in changes.items():
+        if value is None:
+            doc.pop(key)
+        else:
+            doc[key] = value
+    file.write_text(json.dumps(doc))
+
+
+def test_shipped_packages_are_valid(models_copy: Path) -> None:
+    for package in sorted(models_copy.iterdir()):
+        manifest = validate_package(package)
+        assert manifest.id == package.name
+        assert manifest.training["seed"] and manifest.training["generative_process"]
+
+
+def test_missing_manifest(models_copy: Path) -> None:
+    package = models_copy / "title-ranking@v1"
+    (package / "manifest.json").unlink()
+    with pytest.raises(ModelPackageError, match="manifest.json is missing") as err:
+        validate_package(package)
+    assert err.value.code == "model_unavailable"
+    assert isinstance(err.value, ModelUnavailable)
+
+
+def test_manifest_not_json(models_copy: Path) -> None:
+    package = models_copy / "fraud-score@v1"
+    (package / "manifest.json").write_text("{nope")
+    with pytest.raises(ModelPackageError, match="not readable JSON"):
+        load_manifest(package)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"version": 2}, "'version' must be str"),
+    ({"objective": None}, "'objective' is missing"),
+    ({"facts": "user_embedding"}, "'facts' must be list"),
+    ({"metrics": {"ndcg_at_10": "high", "mrr": 0.5}}, "metrics.ndcg_at_10 must be a number"),
+    ({"baseline_metrics": {"auc": 0.5}}, "must name the same metrics"),
+    ({"training": {"seed": 1}}, "training.generative_process"),
+    ({"version": "v9"}, "directory is 'title-ranking@v1'"),
+    ({"workflow": "crystal_ball"}, "workflow 'crystal_ball' is unknown"),
+    ({"facts": ["user_embedding"]}, "declares facts"),
+    ({"weights": {"title_ids": {"shape": "big", "dtype": "<U5"}}}, "weights.title_ids.shape"),
+])
+def test_bad_manifest_fields(models_copy: Path, changes, message: str) -> None:
+    package = models_copy / "title-ranking@v1"
+    edit_manifest(package, **changes)
+    with pytest.raises(ModelPackageError, match=message) as err:
+        validate_package(package)
+    assert str(package) in str(err.value)
+
+
+def test_missing_weights(models_copy: Path) -> None:
+    package = models_copy / "title-ranking@v2"
+    (package / "weights.npz").unlink()
+    with pytest.raises(ModelPackageError, match="weights.npz is missing"):
+        validate_package(package)
+
+
+def test_weight_shape_mismatch(models_copy: Path) -> None:
+    package = models_copy / "fraud-score@v1"
+    with np.load(package / "weights.npz") as data:
+        arrays = dict(data)
+    arrays["coef"] = arrays["coef"][:-1]
+    np.savez(package / "weights.npz", **arrays)
+    with pytest.raises(ModelPackageError, match=r"weight 'coef' has shape \[15\] but the manifest declares \[16\]"):
+        validate_package(package)
+
+
+def test_weight_missing_or_extra_array(models_copy: Path) -> None:
+    package = models_copy / "fraud-score@v2"
+    with np.load(package / "weights.npz") as data:
+        arrays = dict(data)
+    arrays.pop("out")
+    arrays["stray"] = np.zeros(3)
+    np.savez(package / "weights.npz", **arrays)
+    with pytest.raises(ModelPackageError, match="lacks arrays the manifest declares: \\['out'\\]"):
+        validate_package(package)
+
+
+def test_weights_not_an_archive(models_copy: Path) -> None:
+    package = models_copy / "fraud-score@v2"
+    (package / "weights.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelPackageError, match="not a readable npz"):
+        validate_package(package)

@@ -1,0 +1,34 @@
+"""Models as workflows: vectorised numpy code over a batch, facts behind a Protocol.
+
+The names the streams layer uses are re-exported here; see ``docs/workflows.md``.
+"""
+
+from workflows.base import Item, Model, Outcome, Workflow, WorkflowModel
+from workflows.errors import ModelPackageError, ModelUnavailable, UnknownFact, WorkflowError
+from workflows.facts import FactBatch, FactSpec, FactStore, InMemoryFactStore
+from workflows.packaging import Manifest, load_manifest, validate_package
+from workflows.registry import ModelRegistry, default_facts_dir, default_models_dir
+from workflows.samples import sample_items
+
+__all__ = [
+    "FactBatch",
+    "FactSpec",
+    "FactStore",
+    "InMemoryFactStore",
+    "Item",
+    "Manifest",
+    "Model",
+    "ModelPackageError",
+    "ModelRegistry",
+    "ModelUnavailable",
+    "Outcome",
+    "UnknownFact",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowModel",
+    "default_facts_dir",
+    "default_models_dir",
+    "load_manifest",
+    "sample_items",
+    "validate_package",
+]

@@ -1,0 +1,300 @@
+"""The model package format: a directory holding a manifest and its weights.
+
+A package lives at ``<models_dir>/<name>@<version>/``::
+
+    manifest.json   what the model is (see :class:`Manifest`)
+    weights.npz     the numpy arrays the manifest's ``weights`` lists, shape for shape
+
+:func:`validate_package` checks a package without building a model;
+:func:`load_package` checks it and returns the manifest with its weights.
+Both raise :class:`~workflows.errors.ModelPackageError` (code
+``model_unavailable``) with a message naming the package and the fault.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflows.errors import ModelPackageError
+
+__all__ = [
+    "MANIFEST_FILE",
+    "WEIGHTS_FILE",
+    "Manifest",
+    "load_manifest",
+    "load_package",
+    "validate_package",
+    "weight_specs",
+    "write_package",
+]
+
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "weights.npz"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """The declared shape and dtype of one weight array."""
+
+    shape: tuple[int, ...]
+    "Exact array shape."
+
+    dtype: str
+    "numpy dtype name (``float64``, ``<U8``...); compared by kind (float, int, str)."
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a model package says about itself (``manifest.json``)."""
+
+    name: str
+    "Model name, e.g. ``title-ranking``."
+
+    version: str
+    "Model version, e.g. ``v2``."
+
+    objective: str
+    "The objective the model serves."
+
+    workflow: str
+    "The workflow that runs it (a key of :data:`workflows.catalog.WORKFLOWS`)."
+
+    description: str
+    "One paragraph for humans."
+
+    facts: tuple[str, ...]
+    "The facts the workflow looks up."
+
+    input_schema: Mapping[str, Any]
+    "JSON Schema of the payload (and the context fields it reads)."
+
+    output_schema: Mapping[str, Any]
+    "JSON Schema of the result object."
+
+    params: Mapping[str, Any]
+    "Workflow parameters that are not arrays (defaults, thresholds, vocabularies)."
+
+    weights: Mapping[str, WeightSpec]
+    "Every array of ``weights.npz``, by name."
+
+    training: Mapping[str, Any]
+    "How it was trained: seed, generative process, data sizes, date, script."
+
+    metrics: Mapping[str, float]
+    "Offline metrics on held-out data."
+
+    baseline: str
+    "What the baseline is, in one line."
+
+    baseline_metrics: Mapping[str, float]
+    "The baseline's metrics, same names, same held-out data."
+
+    @property
+    def id(self) -> str:
+        """``<name>@<version>``."""
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as the JSON object ``manifest.json`` holds."""
+        doc = asdict(self)
+        doc["facts"] = list(self.facts)
+        doc["weights"] = {n: {"shape": list(w.shape), "dtype": w.dtype} for n, w in self.weights.items()}
+        return {"format": FORMAT, **doc}
+
+    def summary(self) -> dict[str, Any]:
+        """The short description a registry lists."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "objective": self.objective,
+            "workflow": self.workflow,
+            "facts": list(self.facts),
+            "metrics": dict(self.metrics),
+            "baseline_metrics": dict(self.baseline_metrics),
+        }
+
+
+def _fail(directory: Path, message: str) -> ModelPackageError:
+    return ModelPackageError(f"model package {directory}: {message}")
+
+
+def _field(doc: Mapping[str, Any], name: str, kind: type, directory: Path) -> Any:
+    if name not in doc:
+        raise _fail(directory, f"manifest field {name!r} is missing")
+    value = doc[name]
+    if not isinstance(value, kind):
+        raise _fail(directory, f"manifest field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _metrics(doc: Mapping[str, Any], name: str, directory: Path) -> dict[str, float]:
+    raw = _field(doc, name, dict, directory)
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(directory, f"manifest field {name}.{key} must be a number")
+    return {k: float(v) for k, v in raw.items()}
+
+
+def load_manifest(directory: str | Path) -> Manifest:
+    """Read and check ``<directory>/manifest.json`` (the weights are not opened).
+
+    Raises:
+        ModelPackageError: the manifest is missing, is not JSON, lacks a
+            field, has a field of the wrong type, or names a package other
+            than its directory.
+    """
+    directory = Path(directory)
+    file = directory / MANIFEST_FILE
+    if not file.is_file():
+        raise _fail(directory, f"{MANIFEST_FILE} is missing")
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(directory, f"{MANIFEST_FILE} is not readable JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise _fail(directory, f"{MANIFEST_FILE} must hold a JSON object")
+    if doc.get("format", FORMAT) != FORMAT:
+        raise _fail(directory, f"manifest format {doc.get('format')!r} is not supported (want {FORMAT})")
+
+    name = _field(doc, "name", str, directory)
+    version = _field(doc, "version", str, directory)
+    if not name or not version or "@" in name or "@" in version:
+        raise _fail(directory, "manifest fields 'name' and 'version' must be non-empty and free of '@'")
+    if directory.name != f"{name}@{version}":
+        raise _fail(directory, f"manifest names {name}@{version} but the directory is {directory.name!r}")
+
+    facts = _field(doc, "facts", list, directory)
+    if not all(isinstance(f, str) and f for f in facts):
+        raise _fail(directory, "manifest field 'facts' must be a list of fact names")
+
+    weights: dict[str, WeightSpec] = {}
+    for wname, spec in _field(doc, "weights", dict, directory).items():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        dtype = spec.get("dtype") if isinstance(spec, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise _fail(directory, f"manifest field weights.{wname}.shape must be a list of sizes")
+        if not isinstance(dtype, str):
+            raise _fail(directory, f"manifest field weights.{wname}.dtype must be a numpy dtype name")
+        try:
+            np.dtype(dtype)
+        except TypeError as exc:
+            raise _fail(directory, f"manifest field weights.{wname}.dtype {dtype!r} is not a numpy dtype") from exc
+        weights[wname] = WeightSpec(tuple(shape), dtype)
+
+    training = _field(doc, "training", dict, directory)
+    for key, kind in (("seed", int), ("generative_process", str), ("data_sizes", dict), ("date", str)):
+        if not isinstance(training.get(key), kind):
+            raise _fail(directory, f"manifest field training.{key} must be {kind.__name__}")
+
+    metrics = _metrics(doc, "metrics", directory)
+    baseline_metrics = _metrics(doc, "baseline_metrics", directory)
+    if set(metrics) != set(baseline_metrics):
+        raise _fail(directory, "manifest fields 'metrics' and 'baseline_metrics' must name the same metrics")
+
+    return Manifest(
+        name=name,
+        version=version,
+        objective=_field(doc, "objective", str, directory),
+        workflow=_field(doc, "workflow", str, directory),
+        description=_field(doc, "description", str, directory),
+        facts=tuple(facts),
+        input_schema=_field(doc, "input_schema", dict, directory),
+        output_schema=_field(doc, "output_schema", dict, directory),
+        params=_field(doc, "params", dict, directory),
+        weights=weights,
+        training=training,
+        metrics=metrics,
+        baseline=_field(doc, "baseline", str, directory),
+        baseline_metrics=baseline_metrics,
+    )
+
+
+def _load_weights(directory: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    file = directory / WEIGHTS_FILE
+    if not file.is_file():
+        raise _fail(directory, f"{WEIGHTS_FILE} is missing")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise _fail(directory, f"{WEIGHTS_FILE} is not a readable npz archive: {exc}") from exc
+    declared, present = set(manifest.weights), set(arrays)
+    if declared - present:
+        raise _fail(directory, f"{WEIGHTS_FILE} lacks arrays the manifest declares: {sorted(declared - present)}")
+    if present - declared:
+        raise _fail(directory, f"{WEIGHTS_FILE} holds arrays the manifest does not declare: {sorted(present - declared)}")
+    for name, spec in manifest.weights.items():
+        array = arrays[name]
+        if array.shape != spec.shape:
+            raise _fail(
+                directory,
+                f"weight {name!r} has shape {list(array.shape)} but the manifest declares {list(spec.shape)}",
+            )
+        if array.dtype.kind != np.dtype(spec.dtype).kind:
+            raise _fail(directory, f"weight {name!r} has dtype {array.dtype} but the manifest declares {spec.dtype}")
+    return arrays
+
+
+def _check_workflow(directory: Path, manifest: Manifest) -> type:
+    from workflows.catalog import WORKFLOWS  # the catalog imports the workflows, which import this module
+
+    try:
+        workflow = WORKFLOWS[manifest.workflow]
+    except KeyError:
+        raise _fail(directory, f"workflow {manifest.workflow!r} is unknown (have: {', '.join(sorted(WORKFLOWS))})") from None
+    if set(workflow.facts) != set(manifest.facts):
+        raise _fail(
+            directory,
+            f"manifest declares facts {sorted(manifest.facts)} but workflow {manifest.workflow!r} "
+            f"looks up {sorted(workflow.facts)}",
+        )
+    return workflow
+
+
+def load_package(directory: str | Path) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """Check a package completely and return its manifest and weights.
+
+    Raises:
+        ModelPackageError: anything :func:`load_manifest` rejects, an unknown
+            workflow, facts that disagree with the workflow's, a missing or
+            unreadable ``weights.npz``, or arrays whose names, shapes or
+            dtypes disagree with the manifest.
+    """
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    _check_workflow(directory, manifest)
+    return manifest, _load_weights(directory, manifest)
+
+
+def validate_package(directory: str | Path) -> Manifest:
+    """Check a package completely (manifest, workflow, weights) and return its manifest."""
+    return load_package(directory)[0]
+
+
+def write_package(directory: str | Path, manifest: Manifest, weights: Mapping[str, np.ndarray]) -> Path:
+    """Write ``manifest.json`` and ``weights.npz`` into ``directory`` (created) and validate them."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(directory / WEIGHTS_FILE, **{k: np.asarray(v) for k, v in weights.items()})
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False)
+    (directory / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
+    validate_package(directory)
+    return directory
+
+
+def weight_specs(weights: Mapping[str, np.ndarray]) -> dict[str, WeightSpec]:
+    """The :class:`WeightSpec` of each array, for writing a manifest."""
+    specs = {}
+    for name, array in weights.items():
+        dtype = np.asarray(array).dtype
+        specs[name] = WeightSpec(tuple(np.shape(array)), dtype.str if dtype.kind == "U" else dtype.name)
+    return specs

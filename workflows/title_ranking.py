@@ -1,0 +1,244 @@
+"""The ``title_ranking`` workflow: a two-tower ranker with a country prior.
+
+For a user and a list of candidate titles it computes, per title::
+
+    logit = user_tower(user_embedding) · title_embedding[t]
+            + country_bias[country, t] (+ device_bias[device, t])
+    score = sigmoid(logit)
+
+drops titles not available in the user's country, and returns the top ``k``
+(payload ``k``, default ``params.k_default``)::
+
+    {"ranking": [{"title": "t-2", "score": 0.91}, ...], "unknown_titles": ["t-x"]}
+
+Facts: ``user_embedding`` (keyed by user id; an unknown user gets the zero
+embedding, i.e. the population mean, and is counted) and
+``title_availability`` (keyed by title id, one 0/1 column per country).
+
+Weights: ``title_ids``, ``title_embedding``, ``countries``, ``country_bias``
+and the user tower: ``user_projection`` alone (``params.user_tower ==
+"linear"``) or ``user_hidden``, ``user_hidden_bias``, ``user_projection``
+(``"mlp"``, ReLU); with ``params.device_prior`` also ``devices`` and
+``device_bias``.
+
+A batch is scored in one pass: the ragged title lists are concatenated into
+flat arrays with a segment id per title (which item it belongs to), scored
+flat, and ranked through one padded ``(items x longest list)`` matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from workflows.base import Item, Outcome, Workflow, invalid
+from workflows.errors import ModelPackageError
+from workflows.facts import FactBatch
+
+__all__ = ["TitleRanking"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A preprocessed batch: the valid items, their titles flattened."""
+
+    size: int
+    errors: dict[int, Outcome]  # input position -> invalid_payload outcome
+    rows: np.ndarray  # input position of each valid item
+    user_ids: list[str]
+    country: np.ndarray  # country index per valid item, -1 when unknown
+    device: np.ndarray  # device index per valid item, -1 when unknown
+    k: np.ndarray
+    seg: np.ndarray  # per known title: which valid item it belongs to
+    title: np.ndarray  # per known title: its index in the catalogue
+    unknown: list[list[str]]  # per valid item: titles not in the catalogue
+
+
+@dataclass(frozen=True, slots=True)
+class _Features:
+    user: np.ndarray  # (items, embedding width)
+    country: np.ndarray
+    device: np.ndarray
+    seg: np.ndarray
+    title: np.ndarray
+    available: np.ndarray  # per known title
+
+
+class TitleRanking(Workflow):
+    """Rank candidate titles for a user (objective ``title-ranking``)."""
+
+    name: ClassVar[str] = "title_ranking"
+    facts: ClassVar[tuple[str, ...]] = ("user_embedding", "title_availability")
+
+    def __init__(self, weights: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
+        super().__init__(weights, params)
+        title_ids, self.title_embedding, countries, self.country_bias, self.user_projection = self.require(
+            "title_ids", "title_embedding", "countries", "country_bias", "user_projection"
+        )
+        self.title_ids = [str(t) for t in title_ids]
+        self.title_index = {t: i for i, t in enumerate(self.title_ids)}
+        self.country_index = {str(c): i for i, c in enumerate(countries)}
+        # An unknown country gets the average prior: the best guess with no information.
+        self.country_bias = np.vstack([self.country_bias, self.country_bias.mean(axis=0)])
+        self.user_tower = str(self.params.get("user_tower", "linear"))
+        if self.user_tower == "mlp":
+            self.user_hidden, self.user_hidden_bias = self.require("user_hidden", "user_hidden_bias")
+        elif self.user_tower != "linear":
+            raise ModelPackageError(f"title_ranking: params.user_tower {self.user_tower!r} is not 'linear' or 'mlp'")
+        self.device_index: dict[str, int] = {}
+        if self.params.get("device_prior", False):
+            devices, device_bias = self.require("devices", "device_bias")
+            self.device_index = {str(d): i for i, d in enumerate(devices)}
+            self.device_bias = np.vstack([device_bias, device_bias.mean(axis=0)])
+        self.k_default = int(self.params.get("k_default", 10))
+        self.k_max = int(self.params.get("k_max", 100))
+        self.max_titles = int(self.params.get("max_titles", 1000))
+
+    # -- stages -------------------------------------------------------------
+
+    def preprocess(self, items: Sequence[Item]) -> _Batch:
+        """Validate each item, resolve title ids to catalogue rows, flatten the batch."""
+        errors: dict[int, Outcome] = {}
+        rows: list[int] = []
+        user_ids: list[str] = []
+        country: list[int] = []
+        device: list[int] = []
+        ks: list[int] = []
+        seg: list[int] = []
+        title: list[int] = []
+        unknown: list[list[str]] = []
+        index = self.title_index
+        for pos, item in enumerate(items):
+            problem = self._check(item)
+            if problem is not None:
+                errors[pos] = problem
+                continue
+            context, payload = item.context, item.payload
+            row = len(rows)
+            rows.append(pos)
+            user_ids.append(context["user_id"])
+            country.append(self._code(self.country_index, context.get("country")))
+            device.append(self._code(self.device_index, context.get("device")))
+            ks.append(payload.get("k", self.k_default))
+            missing: list[str] = []
+            for t in dict.fromkeys(payload["titles"]):  # a title is ranked once, at its first mention
+                i = index.get(t)
+                if i is None:
+                    missing.append(t)
+                else:
+                    seg.append(row)
+                    title.append(i)
+            unknown.append(missing)
+        return _Batch(
+            size=len(items),
+            errors=errors,
+            rows=np.asarray(rows, dtype=np.int64),
+            user_ids=user_ids,
+            country=np.asarray(country, dtype=np.int64),
+            device=np.asarray(device, dtype=np.int64),
+            k=np.asarray(ks, dtype=np.int64),
+            seg=np.asarray(seg, dtype=np.int64),
+            title=np.asarray(title, dtype=np.int64),
+            unknown=unknown,
+        )
+
+    @staticmethod
+    def _code(vocabulary: Mapping[str, int], value: Any) -> int:
+        return vocabulary.get(value, -1) if isinstance(value, str) else -1
+
+    def _check(self, item: Item) -> Outcome | None:
+        context, payload = item.context, item.payload
+        if not isinstance(context, Mapping):
+            return invalid("context", "context must be an object")
+        user_id = context.get("user_id")
+        if not isinstance(user_id, str) or not user_id:
+            return invalid("context.user_id", "context.user_id must be a non-empty string")
+        if not isinstance(payload, Mapping):
+            return invalid("payload", "payload must be an object")
+        titles = payload.get("titles")
+        if titles is None:
+            return invalid("payload.titles", "payload.titles is required: a list of title ids")
+        if not isinstance(titles, (list, tuple)) or not all(isinstance(t, str) for t in titles):
+            return invalid("payload.titles", "payload.titles must be a list of title id strings")
+        if len(titles) > self.max_titles:
+            return invalid("payload.titles", f"payload.titles has {len(titles)} ids; at most {self.max_titles}")
+        k = payload.get("k", self.k_default)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.k_max:
+            return invalid("payload.k", f"payload.k must be an integer from 1 to {self.k_max}")
+        return None
+
+    def fact_keys(self, pre: _Batch) -> Mapping[str, Sequence[str]]:
+        """Users once per item; titles once per distinct catalogue title in the batch."""
+        distinct = np.unique(pre.title)
+        return {
+            "user_embedding": pre.user_ids,
+            "title_availability": [self.title_ids[i] for i in distinct],
+        }
+
+    def features(self, pre: _Batch, facts: Mapping[str, FactBatch]) -> _Features:
+        """User vectors per item and an availability flag per (item, title)."""
+        if len(pre.title):
+            distinct = np.unique(pre.title)
+            availability = facts["title_availability"].values[np.searchsorted(distinct, pre.title)]
+            country = pre.country[pre.seg]
+            known = country >= 0
+            in_country = availability[np.arange(len(country)), np.where(known, country, 0)]
+            # With no known country only titles available everywhere are safe to show.
+            available = np.where(known, in_country, availability.min(axis=1)) > 0.5
+        else:
+            available = np.zeros(0, dtype=bool)
+        return _Features(
+            user=facts["user_embedding"].values,
+            country=pre.country,
+            device=pre.device,
+            seg=pre.seg,
+            title=pre.title,
+            available=available,
+        )
+
+    def predict(self, features: _Features) -> np.ndarray:
+        """One score per flattened (item, title); NaN where availability drops the title."""
+        user = features.user
+        if self.user_tower == "mlp":
+            user = np.maximum(user @ self.user_hidden + self.user_hidden_bias, 0.0)
+        user = user @ self.user_projection  # (items, d)
+        seg, title = features.seg, features.title
+        logit = np.einsum("fd,fd->f", user[seg], self.title_embedding[title])
+        logit += self.country_bias[features.country[seg], title]  # -1 selects the appended mean row
+        if self.device_index:
+            logit += self.device_bias[features.device[seg], title]
+        score = 1.0 / (1.0 + np.exp(-logit))
+        return np.where(features.available, score, np.nan)
+
+    def postprocess(self, pre: _Batch, scores: np.ndarray) -> list[Outcome]:
+        """Top-k per item through one padded score matrix; invalid items keep their errors."""
+        n = len(pre.rows)
+        counts = np.bincount(pre.seg, minlength=n) if n else np.zeros(0, dtype=np.int64)
+        width = int(counts.max()) if n and len(pre.seg) else 0
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, dtype=np.int64)
+        pos = np.arange(len(pre.seg)) - starts[pre.seg] if len(pre.seg) else np.zeros(0, dtype=np.int64)
+        padded = np.full((n, width), -np.inf)
+        padded[pre.seg, pos] = np.where(np.isnan(scores), -np.inf, scores)
+        titles = np.full((n, width), -1, dtype=np.int64)
+        titles[pre.seg, pos] = pre.title
+        # Stable sort on the negated scores: ties keep the client's order.
+        order = np.argsort(-padded, axis=1, kind="stable")
+        ranked_scores = np.take_along_axis(padded, order, axis=1)
+        ranked_titles = np.take_along_axis(titles, order, axis=1)
+        kept = np.isfinite(ranked_scores).sum(axis=1)
+
+        outcomes: list[Outcome | None] = [None] * pre.size
+        for pos_, outcome in pre.errors.items():
+            outcomes[pos_] = outcome
+        ids = self.title_ids
+        for row in range(n):
+            top = min(int(pre.k[row]), int(kept[row]))
+            ranking = [
+                {"title": ids[t], "score": float(s)}
+                for t, s in zip(ranked_titles[row, :top].tolist(), ranked_scores[row, :top].tolist())
+            ]
+            outcomes[int(pre.rows[row])] = Outcome({"ranking": ranking, "unknown_titles": pre.unknown[row]}, None)
+        return outcomes  # type: ignore[return-value]
