@@ -77,7 +77,7 @@ async def run_demo(kafka: KafkaSettings, layout: TopicLayout, rules: Rules, regi
             latencies: list[float] = []
             began = time.perf_counter()
             await _send_good(client, rules, plan, run, latencies, progress)
-            await _send_bad(client, kafka, layout, plan, run)
+            await _send_bad(client, kafka, layout, rules, plan, run)
             sent_at_end = time.perf_counter()
             tally = _Tally(run)
             done = await replies.wait_for(lambda: tally.update(replies.records, sidecar.records, plan), plan.timeout)
@@ -94,6 +94,7 @@ async def run_demo(kafka: KafkaSettings, layout: TopicLayout, rules: Rules, regi
         "shadow_results": {"primary": tally.shadow_sides["primary"], "shadow": tally.shadow_sides["shadow"]},
         "missing": tally.missing,
         "duplicates": tally.duplicates,
+        "examples": tally.examples,
         "latency_ms": _percentiles(latencies),
         "throughput_rps": round(good / elapsed, 1),
         "rules_version": rules.version,
@@ -131,7 +132,7 @@ def _shadows(request, rules: Rules) -> int:
     return len(route(view, rules).shadows)
 
 
-async def _send_bad(client: ScoreClient, kafka: KafkaSettings, layout: TopicLayout, plan: DemoPlan,
+async def _send_bad(client: ScoreClient, kafka: KafkaSettings, layout: TopicLayout, rules: Rules, plan: DemoPlan,
                     run: str) -> None:
     """A known number of every kind of bad input, published the way a careless producer would."""
     producer = kafka.producer("demo-bad")
@@ -162,7 +163,8 @@ async def _send_bad(client: ScoreClient, kafka: KafkaSettings, layout: TopicLayo
                 await producer.send(layout.requests, value)
             expired = client.request(objective, base["context"], base["payload"], request_id=rid.format("expired"),
                                      deadline_ms=now_ms() - 60_000)
-            plan.expectations[expired.request_id] = Expected(Status.EXPIRED, False, 0)
+            # Expiry is decided by the worker: the request is routed (and maybe shadowed) first.
+            plan.expectations[expired.request_id] = Expected(Status.EXPIRED, False, _shadows(expired, rules))
             await client.submit(objective, expired.context, expired.payload, request_id=expired.request_id,
                                 deadline_ms=expired.deadline_ms)
         await producer.flush()
@@ -186,6 +188,7 @@ class _Tally:
         self.last_result_at: float | None = None
         self.missing = 0
         self.duplicates = 0
+        self.examples: dict[str, list[str]] = {"missing": [], "duplicates": []}
 
     def update(self, replies: list, sidecar: list, plan: DemoPlan) -> bool:
         for record in replies[self._seen[0]:]:
@@ -219,17 +222,19 @@ class _Tally:
 
     def _reconcile(self, plan: DemoPlan) -> tuple[int, int]:
         missing = duplicates = 0
+        self.examples = {"missing": [], "duplicates": []}
         for rid, expected in plan.expectations.items():
-            got = self.results.get(rid, 0)
-            want = 1 if expected.status is not None else 0
-            missing += max(0, want - got)
-            duplicates += max(0, got - want)
-            letters = self.dead_letters.get(rid, 0)
-            missing += max(0, int(expected.dead_letter) - letters)
-            duplicates += max(0, letters - int(expected.dead_letter))
-            sides = self.shadow_by_id.get(rid, 0)
-            missing += max(0, 2 * expected.shadows - sides)
-            duplicates += max(0, sides - 2 * expected.shadows)
+            for what, got, want in (
+                ("result", self.results.get(rid, 0), int(expected.status is not None)),
+                ("dead_letter", self.dead_letters.get(rid, 0), int(expected.dead_letter)),
+                ("shadow_records", self.shadow_by_id.get(rid, 0), 2 * expected.shadows),
+            ):
+                if got != want:
+                    kind = "missing" if got < want else "duplicates"
+                    if len(self.examples[kind]) < 5:
+                        self.examples[kind].append(f"{rid}: {what} {got} of {want}")
+                missing += max(0, want - got)
+                duplicates += max(0, got - want)
         return missing, duplicates
 
 
