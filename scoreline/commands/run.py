@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 
+from schemas import codec
 from scoreline import settings
 from scoreline.output import progress
 from streams.pipeline import ROLES, Pipeline, PipelineOptions
@@ -21,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --role worker: serve only this shard (repeatable); default: every shard")
     parser.add_argument("--workers-per-shard", type=int, default=1,
                         help="worker instances per shard in this process (default 1)")
+    parser.add_argument("--max-request-bytes", type=int, default=codec.DEFAULT_MAX_REQUEST_BYTES,
+                        help=f"reject larger requests with payload_too_large (default {codec.DEFAULT_MAX_REQUEST_BYTES})")
     parser.set_defaults(func=run)
 
 
@@ -32,7 +35,7 @@ async def _run(args: argparse.Namespace) -> int:
     kafka = settings.kafka_settings(args)
     rules = settings.load_example_rules(args)
     options = PipelineOptions(roles=tuple(args.role or ROLES), shards=args.shard,
-                              workers_per_shard=args.workers_per_shard)
+                              workers_per_shard=args.workers_per_shard, max_request_bytes=args.max_request_bytes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
