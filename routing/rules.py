@@ -40,6 +40,9 @@ __all__ = [
 WILDCARD = "*"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# No dots in client names: a client's own request topic is ``<prefix>requests.<client>``.
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+RESERVED_CLIENT_NAMES = frozenset({"backfill"})
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9._-]*")
 _FIELD_PATH = re.compile(r"context(\.[A-Za-z0-9_-]+)+")
 _CLIENT_MATCH_KEY = "client"
@@ -184,6 +187,10 @@ class ClientPolicy:
     "Objectives it may call; ``('*',)`` means all."
     reply_topics: tuple[str, ...]
     "Topics it may name in ``reply_to``; an entry ending in ``*`` is a prefix."
+    rate_limit_rps: float | None = None
+    "Most requests per second one router process accepts from this client; None is unlimited."
+    burst: float | None = None
+    "Requests the client may send at once above its rate (the token bucket's size); default one second's worth."
 
     _all_objectives: bool = field(init=False, compare=False, repr=False)
     _objective_set: frozenset[str] = field(init=False, compare=False, repr=False)
@@ -314,11 +321,17 @@ def rules_to_doc(rules: Rules) -> dict[str, Any]:
         doc["version"] = rules.version
     doc["shards"] = {s: {} for s in rules.shards}
     doc["models"] = {m: {"shard": s} for m, s in rules.models.items()}
-    doc["clients"] = {
-        c.name: {"objectives": list(c.objectives), "reply_topics": list(c.reply_topics)}
-        for c in rules.clients.values()
-    }
+    doc["clients"] = {c.name: _client_to_doc(c) for c in rules.clients.values()}
     doc["objectives"] = {o.name: _objective_to_doc(o) for o in rules.objectives.values()}
+    return doc
+
+
+def _client_to_doc(c: ClientPolicy) -> dict[str, Any]:
+    doc: dict[str, Any] = {"objectives": list(c.objectives), "reply_topics": list(c.reply_topics)}
+    if c.rate_limit_rps is not None:
+        doc["rate_limit_rps"] = _percent_out(c.rate_limit_rps)
+    if c.burst is not None:
+        doc["burst"] = _percent_out(c.burst)
     return doc
 
 
@@ -483,7 +496,9 @@ class _Reader:
                     models[name] = shard
 
         objectives_doc = self.names(top.get("objectives", {}), "objectives", _NAME, "objective name")
-        clients_doc = self.names(top.get("clients", {}), "clients", _NAME, "client name")
+        clients_doc = self.names(top.get("clients", {}), "clients", _CLIENT_NAME, "client name")
+        for reserved in RESERVED_CLIENT_NAMES & set(clients_doc):
+            self.problem(f"clients.{reserved}", f"{reserved!r} is reserved (it names the backfill request topic)")
         self.objective_names = set(objectives_doc)
         self.client_names = set(clients_doc)
 
@@ -517,9 +532,19 @@ class _Reader:
 
     def client(self, name: str, body: Any) -> ClientPolicy | None:
         path = f"clients.{name}"
-        spec = self.fields(body, path, ("objectives", "reply_topics"))
-        if spec is None or len(spec) != 2:
+        spec = self.fields(body, path, ("objectives", "reply_topics"), ("rate_limit_rps", "burst"))
+        if spec is None or not {"objectives", "reply_topics"} <= spec.keys():
             return None
+        limits = {}
+        for key in ("rate_limit_rps", "burst"):
+            if key in spec:
+                value = spec[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                    self.problem(f"{path}.{key}", f"expected a positive number, got {value!r}")
+                else:
+                    limits[key] = float(value)
+        if "burst" in limits and "rate_limit_rps" not in spec:
+            self.problem(f"{path}.burst", "burst needs rate_limit_rps")
         objectives = self.strings(spec["objectives"], f"{path}.objectives")
         if objectives is not None and objectives != (WILDCARD,):
             for i, o in enumerate(objectives):
@@ -535,7 +560,7 @@ class _Reader:
                 self.problem(f"{path}.reply_topics[{i}]", "a bare '*' would allow any topic; give a prefix")
         if objectives is None or topics is None:
             return None
-        return ClientPolicy(name=name, objectives=objectives, reply_topics=topics)
+        return ClientPolicy(name=name, objectives=objectives, reply_topics=topics, **limits)
 
     def objective(self, name: str, body: Any) -> Objective | None:
         path = f"objectives.{name}"

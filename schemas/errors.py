@@ -92,6 +92,12 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     "The client sent more than its allowed rate."
 
+    IDENTITY_MISMATCH = "identity_mismatch"
+    "The request names a client other than the one whose own request topic it arrived on."
+
+    UNTRUSTED_CLIENT = "untrusted_client"
+    "The request came on a shared topic, where this deployment does not trust the ``client`` field."
+
     INVALID_RULES = "invalid_rules"
     "A routing rules document failed validation; the message lists every problem with its path."
 

@@ -53,6 +53,11 @@ class TopicLayout:
         base = f"{self.prefix}shard.{shard}"
         return f"{base}.backfill" if traffic == "backfill" else base
 
+    def client_requests(self, client: str, traffic: str = "live") -> str:
+        """A client's own request topic: writable by that client alone, so the topic is its identity."""
+        base = f"{self.requests}.{client}"
+        return f"{base}.backfill" if traffic == "backfill" else base
+
     @property
     def shadow(self) -> str:
         return f"{self.prefix}shadow"
@@ -75,6 +80,10 @@ class TopicLayout:
 
     def replies(self, client: str) -> str:
         return f"{self.prefix}replies.{client}"
+
+    def facts(self, name: str) -> str:
+        """The compacted topic of one fact, keyed and partitioned like the shard topics (see facts_topic)."""
+        return f"{self.prefix}facts.{name}"
 
     def specs(self, shards: Iterable[str], reply_topics: Iterable[str] = ()) -> list[TopicSpec]:
         """The topics a pipeline serving ``shards`` needs."""

@@ -284,3 +284,29 @@ def test_docs_example_is_the_shipped_example(example_doc: Doc) -> None:
     block = re.search(r"```json\n(.*?)```", text, re.S)
     assert block is not None
     assert json.loads(block.group(1)) == example_doc
+
+
+def test_client_rate_limits_round_trip(example_doc: Doc) -> None:
+    example_doc["clients"]["homepage"].update(rate_limit_rps=50, burst=10)
+    rules = parse_rules(example_doc)
+    assert (rules.clients["homepage"].rate_limit_rps, rules.clients["homepage"].burst) == (50.0, 10.0)
+    assert rules.clients["demo"].rate_limit_rps is None
+    assert parse_rules(rules_to_doc(rules)) == rules
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"rate_limit_rps": 0}, "clients.homepage.rate_limit_rps: expected a positive number, got 0"),
+    ({"rate_limit_rps": "fast"}, "clients.homepage.rate_limit_rps: expected a positive number, got 'fast'"),
+    ({"burst": 5}, "clients.homepage.burst: burst needs rate_limit_rps"),
+])
+def test_client_rate_limit_checks(example_doc: Doc, change: Doc, problem: str) -> None:
+    example_doc["clients"]["homepage"].update(change)
+    assert problem in problems_of(example_doc)
+
+
+def test_client_names_fit_a_request_topic(example_doc: Doc) -> None:
+    example_doc["clients"]["back.fill"] = example_doc["clients"].pop("homepage")
+    example_doc["clients"]["backfill"] = dict(example_doc["clients"]["demo"])
+    found = problems_of(example_doc)
+    assert any(p.startswith("clients.back.fill") for p in found)
+    assert "clients.backfill: 'backfill' is reserved (it names the backfill request topic)" in found
