@@ -34,6 +34,7 @@ __all__ = [
     "Outcome",
     "Workflow",
     "WorkflowModel",
+    "check_user_request",
     "invalid",
 ]
 
@@ -68,6 +69,18 @@ class Outcome(NamedTuple):
 def invalid(field: str, message: str) -> Outcome:
     """An ``invalid_payload`` outcome naming ``field`` (e.g. ``payload.titles``)."""
     return Outcome(None, ErrorInfo(code=ErrorCode.INVALID_PAYLOAD, message=message, field=field))
+
+
+def check_user_request(item: Item) -> Outcome | None:
+    """The checks every per-user workflow shares: an object context with a ``user_id``, an object payload."""
+    if not isinstance(item.context, Mapping):
+        return invalid("context", "context must be an object")
+    user_id = item.context.get("user_id")
+    if not isinstance(user_id, str) or not user_id:
+        return invalid("context.user_id", "context.user_id must be a non-empty string")
+    if not isinstance(item.payload, Mapping):
+        return invalid("payload", "payload must be an object")
+    return None
 
 
 @runtime_checkable

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from workflows.base import Item, Outcome, Workflow, invalid
+from workflows.base import Item, Outcome, Workflow, check_user_request, invalid
 from workflows.errors import ModelPackageError
 from workflows.facts import FactBatch
 
@@ -179,14 +179,9 @@ class FraudScore(Workflow):
         )
 
     def _check(self, item: Item) -> Outcome | None:
-        context, payload = item.context, item.payload
-        if not isinstance(context, Mapping):
-            return invalid("context", "context must be an object")
-        user_id = context.get("user_id")
-        if not isinstance(user_id, str) or not user_id:
-            return invalid("context.user_id", "context.user_id must be a non-empty string")
-        if not isinstance(payload, Mapping):
-            return invalid("payload", "payload must be an object")
+        if (problem := check_user_request(item)) is not None:
+            return problem
+        payload = item.payload
         amount = payload.get("amount")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)):
             return invalid("payload.amount", "payload.amount must be a number")

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from workflows.base import Item, Outcome, Workflow, invalid
+from workflows.base import Item, Outcome, Workflow, check_user_request, invalid
 from workflows.errors import ModelPackageError
 from workflows.facts import FactBatch
 
@@ -150,14 +150,9 @@ class TitleRanking(Workflow):
         return vocabulary.get(value, -1) if isinstance(value, str) else -1
 
     def _check(self, item: Item) -> Outcome | None:
-        context, payload = item.context, item.payload
-        if not isinstance(context, Mapping):
-            return invalid("context", "context must be an object")
-        user_id = context.get("user_id")
-        if not isinstance(user_id, str) or not user_id:
-            return invalid("context.user_id", "context.user_id must be a non-empty string")
-        if not isinstance(payload, Mapping):
-            return invalid("payload", "payload must be an object")
+        if (problem := check_user_request(item)) is not None:
+            return problem
+        payload = item.payload
         titles = payload.get("titles")
         if titles is None:
             return invalid("payload.titles", "payload.titles is required: a list of title ids")
