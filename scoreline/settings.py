@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
-from routing import Rules, load_rules
+from routing import Rules, load_rules, parse_rules
 from scoreline.output import progress
 from streams.broker import LocalBroker
 from streams.kafka import KafkaSettings
@@ -15,6 +16,7 @@ from streams.topics import TopicLayout
 __all__ = ["add_connection_arguments", "resolve_bootstrap", "kafka_settings", "layout", "load_example_rules",
            "EXAMPLES_DIR"]
 
+DEFAULT_PREFIX = "scoreline."
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -23,7 +25,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, rules: bool = T
     parser.add_argument("--bootstrap", default=None,
                         help="Kafka bootstrap servers (default: SCORELINE_BOOTSTRAP, else the local broker, "
                              "started on demand)")
-    parser.add_argument("--prefix", default=os.environ.get("SCORELINE_TOPIC_PREFIX", "scoreline."),
+    parser.add_argument("--prefix", default=os.environ.get("SCORELINE_TOPIC_PREFIX", DEFAULT_PREFIX),
                         help="topic name prefix (default scoreline.)")
     if rules:
         parser.add_argument("--rules", default=os.environ.get("SCORELINE_RULES"),
@@ -57,5 +59,16 @@ def layout(args: argparse.Namespace) -> TopicLayout:
 
 
 def load_example_rules(args: argparse.Namespace) -> Rules:
-    """The rules file named by ``--rules`` / ``SCORELINE_RULES``, else the shipped example."""
-    return load_rules(getattr(args, "rules", None) or EXAMPLES_DIR / "rules.json")
+    """The rules file named by ``--rules`` / ``SCORELINE_RULES``, else the shipped example.
+
+    The shipped example names its reply topics under the default ``scoreline.`` prefix; with
+    another ``--prefix`` they move under it, so the example works on any prefix. A file of
+    your own is taken as written.
+    """
+    if path := getattr(args, "rules", None):
+        return load_rules(path)
+    prefix = getattr(args, "prefix", DEFAULT_PREFIX)
+    text = (EXAMPLES_DIR / "rules.json").read_text()
+    if prefix != DEFAULT_PREFIX:
+        text = text.replace(f'"{DEFAULT_PREFIX}replies.', f'"{prefix}replies.')
+    return parse_rules(json.loads(text))

@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple
 
 from streams.errors import BrokerError
 
-__all__ = ["BrokerSettings", "BrokerStatus", "LocalBroker", "DEFAULT_KAFKA_VERSION", "scoreline_home"]
+__all__ = ["BrokerSettings", "BrokerStatus", "LocalBroker", "SaslListener", "DEFAULT_KAFKA_VERSION", "scoreline_home"]
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 _DIST = Path(__file__).with_name("broker_dist")
@@ -47,6 +47,30 @@ def scoreline_home() -> Path:
         return Path(home)
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "scoreline"
+
+
+@dataclass(frozen=True)
+class SaslListener:
+    """Run the client port as ``SASL_PLAINTEXT`` with ACLs enforced (KRaft's ``StandardAuthorizer``).
+
+    Every user may log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SCRAM credentials are
+    written when the storage is formatted, so users are fixed for the life of the data dir).
+    The broker talks to itself (controller and inter-broker) as ``broker_user``; it and
+    ``super_users`` bypass ACLs; everyone else needs ACLs for everything.
+    """
+
+    users: tuple[tuple[str, str], ...]
+    """``(name, password)`` of every client principal (``User:<name>``)."""
+    super_users: tuple[str, ...] = ("scoreline",)
+    """Principals (user names) allowed everything, e.g. the scoreline service account."""
+    broker_user: str = "broker"
+    broker_password: str = "broker-secret"
+
+    def client_options(self, user: str, mechanism: str = "PLAIN") -> dict[str, str]:
+        """aiokafka security options to log in as ``user`` (one of ``users``, or the broker)."""
+        passwords = dict(self.users) | {self.broker_user: self.broker_password}
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
+                "sasl_plain_username": user, "sasl_plain_password": passwords[user]}
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,8 @@ class BrokerSettings:
     """Maximum JVM heap; a single test broker needs little."""
     home: Path | None = None
     """Cache and state root; ``scoreline_home()`` when None."""
+    sasl: SaslListener | None = None
+    """SASL and ACLs on the client port; None (the default) for a PLAINTEXT broker without ACLs."""
 
     @classmethod
     def from_env(cls, port: int | None = None) -> "BrokerSettings":
@@ -173,7 +199,8 @@ class LocalBroker:
         with self._lock():
             current = self.status()
             if current.running:
-                _wait_until_answers(current.bootstrap, deadline=time.monotonic() + timeout, proc=None)
+                _wait_until_answers(current.bootstrap, deadline=time.monotonic() + timeout, proc=None,
+                                    security=self._admin_security())
                 return current
             self._check_port_free()
             libs = self.fetch(progress)
@@ -191,7 +218,8 @@ class LocalBroker:
                 "started_at": time.time(),
             }))
             try:
-                _wait_until_answers(self.settings.bootstrap, deadline=time.monotonic() + timeout, proc=proc)
+                _wait_until_answers(self.settings.bootstrap, deadline=time.monotonic() + timeout, proc=proc,
+                                    security=self._admin_security())
             except BrokerError as exc:
                 self._kill(proc.pid)
                 raise BrokerError(f"{exc}\n{self._diagnosis()}") from None
@@ -268,7 +296,39 @@ class LocalBroker:
             "num.network.threads": "2",
             "num.io.threads": "4",
         }
+        if s.sasl is not None:
+            props.update(self._sasl_properties(s.sasl))
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _sasl_properties(self, sasl: SaslListener) -> dict[str, str]:
+        s = self.settings
+        plain_users = " ".join(f'user_{name}="{password}"'
+                               for name, password in (*sasl.users, (sasl.broker_user, sasl.broker_password)))
+        plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{sasl.broker_user}" '
+                 f'password="{sasl.broker_password}" {plain_users};')
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            # Both ports speak SASL: the controller too, so no unauthenticated principal needs super powers.
+            "listeners": f"SASL_PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.port + 1}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{s.host}:{s.port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain,
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": scram,
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": ";".join(f"User:{u}" for u in (sasl.broker_user, *sasl.super_users)),
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def _admin_security(self) -> dict[str, str]:
+        sasl = self.settings.sasl
+        return sasl.client_options(sasl.broker_user) if sasl is not None else {}
 
     def _classpath(self, libs: Path) -> str:
         return str(libs / "*")
@@ -278,11 +338,20 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
             [java, *self._log_options(), "-cp", self._classpath(libs), "kafka.tools.StorageTool",
-             "format", "--standalone", "-t", cluster_id, "-c", str(self.properties_file)],
+             "format", "--standalone",
+             # `=` form: a base64 id may start with '-', which would read as an option.
+             f"--cluster-id={cluster_id}", "-c", str(self.properties_file), *self._scram_users()],
             capture_output=True, text=True, timeout=120,
         )
         if proc.returncode != 0:
             raise BrokerError("formatting KRaft storage failed:\n" + (proc.stdout + proc.stderr)[-2000:])
+
+    def _scram_users(self) -> list[str]:
+        sasl = self.settings.sasl
+        if sasl is None:
+            return []
+        return [arg for name, password in sasl.users for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+                for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
 
     def _log_options(self) -> list[str]:
         return [
@@ -367,19 +436,20 @@ def _is_our_broker(pid: int) -> bool:
     return b"kafka.Kafka" in cmdline
 
 
-def _wait_until_answers(bootstrap: str, *, deadline: float, proc: subprocess.Popen | None) -> None:
+def _wait_until_answers(bootstrap: str, *, deadline: float, proc: subprocess.Popen | None,
+                        security: dict[str, str] | None = None) -> None:
     """Poll until the broker serves metadata with itself in it, the process dies, or time runs out."""
     while True:
         if proc is not None and proc.poll() is not None:
             raise BrokerError(f"the broker process exited with code {proc.returncode} while starting")
-        if asyncio.run(_answers(bootstrap)):
+        if asyncio.run(_answers(bootstrap, security or {})):
             return
         if time.monotonic() > deadline:
             raise BrokerError(f"the broker did not answer on {bootstrap} in time")
         time.sleep(0.25)
 
 
-async def _answers(bootstrap: str) -> bool:
+async def _answers(bootstrap: str, security: dict[str, str]) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
     host, _, port = bootstrap.rpartition(":")
@@ -389,7 +459,7 @@ async def _answers(bootstrap: str) -> bool:
             pass
     except OSError:
         return False
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **security)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()

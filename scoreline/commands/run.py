@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 
 from schemas import codec
 from scoreline import settings
 from scoreline.output import progress
+from streams.http import DEFAULT_METRICS_PORT, port_free
 from streams.pipeline import ROLES, Pipeline, PipelineOptions
 from workflows import ModelRegistry
 
@@ -22,8 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --role worker: serve only this shard (repeatable); default: every shard")
     parser.add_argument("--workers-per-shard", type=int, default=1,
                         help="worker instances per shard in this process (default 1)")
+    parser.add_argument("--facts", choices=("files", "kafka"), default="files",
+                        help="where workers find facts: the fact files (default) or the fact topics, "
+                             "each worker reading only the partitions it owns (`scoreline facts publish` first)")
     parser.add_argument("--max-request-bytes", type=int, default=codec.DEFAULT_MAX_REQUEST_BYTES,
                         help=f"reject larger requests with payload_too_large (default {codec.DEFAULT_MAX_REQUEST_BYTES})")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics, /healthz and /readyz on this port (default SCORELINE_METRICS_PORT, "
+                             f"else {DEFAULT_METRICS_PORT}, skipped with a warning if busy; 0 disables; "
+                             "one port per process)")
     parser.set_defaults(func=run)
 
 
@@ -31,11 +40,28 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args))
 
 
+def metrics_port(flag: int | None) -> int | None:
+    """The port asked for (flag, then ``SCORELINE_METRICS_PORT``), else the default if it is free.
+
+    A port asked for that is busy fails the start; the default one only warns, so that several
+    processes on one development machine do not trip over each other (in a container it is free).
+    """
+    asked = flag if flag is not None else os.environ.get("SCORELINE_METRICS_PORT")
+    if asked is not None:
+        return int(asked) or None
+    if port_free(DEFAULT_METRICS_PORT):
+        return DEFAULT_METRICS_PORT
+    progress(f"warning: port {DEFAULT_METRICS_PORT} is busy, so this process serves no metrics; "
+             "give each process its own --metrics-port")
+    return None
+
+
 async def _run(args: argparse.Namespace) -> int:
     kafka = settings.kafka_settings(args)
     rules = settings.load_example_rules(args)
     options = PipelineOptions(roles=tuple(args.role or ROLES), shards=args.shard,
-                              workers_per_shard=args.workers_per_shard, max_request_bytes=args.max_request_bytes)
+                              workers_per_shard=args.workers_per_shard, max_request_bytes=args.max_request_bytes,
+                              fact_source=args.facts, metrics_port=metrics_port(args.metrics_port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -43,7 +69,7 @@ async def _run(args: argparse.Namespace) -> int:
     async with Pipeline(kafka, settings.layout(args), rules, ModelRegistry.default(), options) as pipeline:
         await pipeline.wait_ready()
         progress(f"scoreline running on {kafka.bootstrap}: roles {', '.join(options.roles)}, "
-                 f"rules version {rules.version}; Ctrl-C stops")
+                 f"rules version {pipeline.rules.version}; Ctrl-C stops")
         while not stop.is_set():
             failed = next((s for s in pipeline.services if s.failed), None)
             if failed is not None:
