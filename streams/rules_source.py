@@ -15,13 +15,16 @@ class RulesHolder:
     """Holds the rules snapshot in force; readers call it once per batch.
 
     Swapping is a single attribute assignment, so a batch routed under one version is never
-    split across two. A rejected update keeps the last good version.
+    split across two. A rejected update keeps the last good version: whoever feeds the
+    holder (``streams.rules_topic.RulesWatcher``) validates before calling :meth:`replace`.
     """
 
-    __slots__ = ("_rules",)
+    __slots__ = ("_rules", "source")
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, source: str = "local rules") -> None:
         self._rules = rules
+        self.source = source
+        "Where the rules in force came from (a file, or the rules topic), for logs."
 
     def __call__(self) -> Rules:
         return self._rules
@@ -31,8 +34,11 @@ class RulesHolder:
         """The version in force."""
         return self._rules.version
 
-    def replace(self, rules: Rules) -> None:
-        """Put ``rules`` in force."""
+    def replace(self, rules: Rules, *, source: str | None = None) -> None:
+        """Put ``rules`` in force; ``source`` says where they came from."""
+        if source is not None:
+            self.source = source
         if rules.version != self._rules.version:
-            log.info("routing rules version %s in force (was %s)", rules.version, self._rules.version)
+            log.info("routing rules version %s in force (was %s), from %s", rules.version, self._rules.version,
+                     self.source)
         self._rules = rules

@@ -1,0 +1,169 @@
+"""``scoreline rules``: validate / explain / simulate without a broker; publish / show / rollback with one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from scoreline.cli import main
+from scoreline.settings import EXAMPLES_DIR
+
+RULES = str(EXAMPLES_DIR / "rules.json")
+ROOT = EXAMPLES_DIR.parent
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    """Run ``scoreline`` in-process; return the exit code, the JSON on stdout (if any) and stderr."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, orjson.loads(captured.out) if captured.out.strip() else None, captured.err
+
+
+def run_subprocess(*argv: str) -> subprocess.CompletedProcess:
+    """Run ``scoreline`` in a fresh process with no broker configured."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SCORELINE_BOOTSTRAP", "SCORELINE_RULES")}
+    return subprocess.run([sys.executable, "-m", "scoreline", *argv], capture_output=True, env=env, cwd=ROOT,
+                          timeout=120, check=False)
+
+
+@pytest.fixture
+def bad_rules(tmp_path: Path) -> str:
+    doc = orjson.loads(Path(RULES).read_bytes())
+    doc["objectives"]["title-ranking"]["canary"]["percent"] = 101
+    doc["models"]["title-ranking@v2"]["shard"] = "s9"
+    path = tmp_path / "bad.json"
+    path.write_bytes(orjson.dumps(doc))
+    return str(path)
+
+
+# ---------------------------------------------------------------- no broker
+
+
+def test_validate_accepts_the_shipped_rules(capsys):
+    code, out, _ = run_cli(capsys, "rules", "validate", RULES, "--json")
+    assert code == 0
+    assert out["valid"] and out["problems"] == []
+    assert out["objectives"] == ["title-ranking", "fraud-score"]
+
+
+def test_validate_names_every_problem_by_path_and_fails(capsys, bad_rules):
+    code, out, err = run_cli(capsys, "rules", "validate", bad_rules, "--json")
+    assert code == 1
+    assert out["valid"] is False
+    assert "objectives.title-ranking.canary.percent: 101 is outside 0..100" in out["problems"]
+    assert "models.title-ranking@v2.shard: unknown shard 's9'" in out["problems"]
+    assert "objectives.title-ranking.canary.percent" in err
+
+
+def test_validate_of_a_missing_or_broken_file_fails(capsys, tmp_path):
+    assert run_cli(capsys, "rules", "validate", str(tmp_path / "none.json"))[0] == 2
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    code, _, err = run_cli(capsys, "rules", "validate", str(broken))
+    assert code == 1 and "not valid JSON" in err
+
+
+def test_explain_is_deterministic_across_processes():
+    argv = ("rules", "explain", "--objective", "title-ranking", "--context",
+            '{"user_id": "u-123", "country": "US"}', "--rules", RULES, "--json")
+    first, second = run_subprocess(*argv), run_subprocess(*argv)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert first.stdout == second.stdout
+    out = orjson.loads(first.stdout)
+    assert out["decision"]["model"].startswith("title-ranking@")
+    assert out["request"]["client"] == "demo" and out["rules_version"] == 1
+    assert out["allocation"]["bucket"] == out["decision"]["bucket"]
+
+
+def test_explain_reports_a_rejection_with_its_code(capsys):
+    code, out, _ = run_cli(capsys, "rules", "explain", "--objective", "nope", "--context", "{}",
+                           "--rules", RULES, "--json")
+    assert code == 1
+    assert out["error"]["code"] == "unknown_objective" and out["error"]["field"] == "objective"
+
+
+def test_simulate_matches_the_expected_shares_within_a_point(capsys):
+    code, out, _ = run_cli(capsys, "rules", "simulate", "--objective", "title-ranking", "--users", "100000",
+                           "--rules", RULES, "--json")
+    assert code == 0
+    assert {"objective", "users", "rules_version", "models", "shadow"} <= out.keys()
+    assert out["users"] == 100_000
+    assert out["models"]["title-ranking@v2"]["expected"] == 0.2  # US: 10 % experiment cell 2 + 10 % canary
+    for share in [*out["models"].values(), *out["shadow"].values()]:
+        assert abs(share["observed"] - share["expected"]) <= 0.01
+
+
+# ---------------------------------------------------------------- with a broker
+
+
+@pytest.fixture
+def prefix(kafka_bootstrap):
+    """A unique topic prefix; its topics are deleted afterwards."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    name = f"t{uuid.uuid4().hex[:10]}."
+    yield name
+
+    async def cleanup() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if t.startswith(name)]
+            if topics:
+                await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+
+    asyncio.run(cleanup())
+
+
+@pytest.mark.kafka
+def test_publish_show_rollback(capsys, kafka_bootstrap, prefix, bad_rules, tmp_path):
+    connect = ("--bootstrap", kafka_bootstrap, "--prefix", prefix)
+    code, out, _ = run_cli(capsys, "rules", "show", *connect, "--json")
+    assert code == 0 and out["version"] is None and out["history"] == []  # nothing published: the example
+
+    code, out, _ = run_cli(capsys, "rules", "publish", RULES, *connect, "--by", "alice", "--json")
+    assert code == 0
+    assert (out["version"], out["previous_version"], out["published_by"]) == (1, None, "alice")
+
+    ramped = orjson.loads(Path(RULES).read_bytes())
+    ramped["objectives"]["title-ranking"]["canary"]["percent"] = 30
+    ramped_file = tmp_path / "ramped.json"
+    ramped_file.write_bytes(orjson.dumps(ramped))
+    code, out, _ = run_cli(capsys, "rules", "publish", str(ramped_file), *connect, "--json")
+    assert (code, out["version"], out["previous_version"]) == (0, 2, 1)
+
+    code, out, err = run_cli(capsys, "rules", "publish", bad_rules, *connect, "--json")
+    assert code == 2 and out is None and "invalid_rules" in err and "canary.percent" in err
+
+    code, out, _ = run_cli(capsys, "rules", "show", *connect, "--json")
+    assert (out["source"], out["version"], out["latest"]) == ("topic", 2, True)
+    assert out["rules"]["objectives"]["title-ranking"]["canary"]["percent"] == 30
+    assert [h["version"] for h in out["history"]] == [1, 2]
+
+    code, out, _ = run_cli(capsys, "rules", "rollback", "--to", "1", *connect, "--json")
+    assert (code, out["version"], out["rolled_back_to"], out["previous_version"]) == (0, 3, 1, 2)
+    code, out, _ = run_cli(capsys, "rules", "show", *connect, "--version", "3", "--json")
+    assert out["rules"]["objectives"]["title-ranking"]["canary"]["percent"] == 10
+    assert out["latest"] is True
+
+    # explain / simulate follow the cluster's version unless --rules says otherwise.
+    code, out, _ = run_cli(capsys, "rules", "simulate", "--objective", "title-ranking", "--users", "1000",
+                           *connect, "--json")
+    assert out["rules_version"] == 3
+    code, out, _ = run_cli(capsys, "rules", "explain", "--objective", "title-ranking", "--context",
+                           '{"user_id": "u-1"}', *connect, "--json")
+    assert out["rules_version"] == 3
+
+    code, _, err = run_cli(capsys, "rules", "show", *connect, "--version", "9", "--json")
+    assert code == 2 and "unknown_rules_version" in err
