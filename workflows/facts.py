@@ -121,6 +121,17 @@ class _Table:
         # Later duplicates of a key win, as they would on a compacted topic.
         self.rows[[self.index[k] for k in keys]] = values
 
+    def remove(self, keys: Iterable[str]) -> int:
+        gone = [i for i in (self.index.pop(k, None) for k in keys) if i is not None]
+        # Removed rows leave holes; close them once they are most of the matrix, so that a
+        # worker whose partitions move back and forth does not grow without bound.
+        if gone and len(self.index) < self.size // 2:
+            order = np.fromiter(self.index.values(), dtype=np.int64, count=len(self.index))
+            self.rows = self.rows[order].copy() if len(order) else np.empty((0, self.spec.width))
+            self.index = {k: i for i, k in enumerate(self.index)}
+            self.size = len(self.index)
+        return len(gone)
+
 
 class InMemoryFactStore:
     """A :class:`FactStore` holding every fact in memory (thread-safe)."""
@@ -166,6 +177,14 @@ class InMemoryFactStore:
                     f"fact {fact!r}: expected values of shape {(len(keys), table.spec.width)}, got {rows.shape}"
                 )
             table.upsert(keys, rows)
+
+    def delete(self, fact: str, keys: Iterable[str]) -> int:
+        """Forget the rows of ``keys`` (later lookups get the default); return how many were held.
+
+        A tombstone on a fact topic, or a fact partition a worker no longer owns, ends here.
+        """
+        with self._lock:
+            return self._table(fact).remove(keys)
 
     # -- FactStore ----------------------------------------------------------
 

@@ -1,0 +1,92 @@
+"""``scoreline lineage``: objective -> rules -> models -> workflow -> facts -> topics and files, and impact."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from scoreline import settings
+from scoreline.lineage import FactSource, Lineage, build_lineage, parse_target
+from scoreline.output import emit_json
+from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, default_facts_dir, default_models_dir
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags naming the configuration a lineage is drawn from (no Kafka needed)."""
+    parser.add_argument("--rules", default=os.environ.get("SCORELINE_RULES"),
+                        help="routing rules file (default: the shipped examples/rules.json)")
+    parser.add_argument("--prefix", default=os.environ.get("SCORELINE_TOPIC_PREFIX", "scoreline."),
+                        help="topic name prefix (default scoreline.)")
+    parser.add_argument("--facts-dir", default=None,
+                        help="fact files (default: SCORELINE_FACTS_DIR, else the shipped examples/facts)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("lineage", help="show which objectives, rules, models and facts depend on what")
+    add_source_arguments(parser)
+    parser.add_argument("--impact", metavar="fact:NAME|model:ID",
+                        help="list the models and objectives that depend on this fact or model")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is under it (readable output)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_lineage(args: argparse.Namespace, registry: ModelRegistry | None = None) -> Lineage:
+    """The lineage of the configuration the flags name: rules, model packages, fact files, topic prefix."""
+    facts_dir = Path(args.facts_dir) if getattr(args, "facts_dir", None) else default_facts_dir()
+    registry = registry or ModelRegistry(default_models_dir(), InMemoryFactStore())
+    store = InMemoryFactStore.from_dir(facts_dir) if facts_dir.is_dir() else InMemoryFactStore()
+    files = {f.stem: f for f in sorted(facts_dir.glob("*")) if f.suffix in (".npz", ".json")} if facts_dir.is_dir() else {}
+    sources = {name: FactSource(store.spec(name).key, _shown(files[name]) if name in files else None)
+               for name in store.facts()}
+    manifests, problems = [], {}
+    for model_id in registry.ids():
+        try:
+            manifests.append(registry.manifest(model_id))
+        except ModelUnavailable as exc:
+            problems[model_id] = str(exc)
+    return build_lineage(settings.load_example_rules(args), manifests, sources,
+                         settings.layout(args).facts, problems=problems)
+
+
+def run(args: argparse.Namespace) -> int:
+    lineage = load_lineage(args)
+    if args.impact:
+        impact = lineage.impact(*parse_target(args.impact))
+        if args.json:
+            emit_json(impact)
+        else:
+            print(_render_impact(impact))
+        return 0
+    if args.json:
+        emit_json(lineage.to_dict())
+    else:
+        print(lineage.render())
+    return 0
+
+
+def _render_impact(impact: dict) -> str:
+    lines = [f"impact of {impact['target']}"]
+    models = impact["models"]
+    lines.append(f"├── models ({len(models)})")
+    for i, model in enumerate(models):
+        uses = [u for u in impact["uses"] if u["model"] == model]
+        last = i == len(models) - 1
+        lines.append(f"│   {'└──' if last else '├──'} {model}" + ("  (not routed)" if not uses else ""))
+        for j, use in enumerate(uses):
+            pad = "│   " + ("    " if last else "│   ")
+            lines.append(f"{pad}{'└──' if j == len(uses) - 1 else '├──'} {use['objective']}: {use['role']}  "
+                         f"({use['path']})")
+    objectives = impact["objectives"]
+    lines.append(f"└── objectives ({len(objectives)})")
+    for i, objective in enumerate(objectives):
+        lines.append(f"    {'└──' if i == len(objectives) - 1 else '├──'} {objective}")
+    return "\n".join(lines)

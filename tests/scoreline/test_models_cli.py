@@ -1,0 +1,74 @@
+"""``scoreline models`` and ``scoreline lineage`` through the real argument parser (no broker needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scoreline.cli import main
+from scoreline.settings import EXAMPLES_DIR
+
+
+def run_json(capsys, *argv: str):
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_models_list_json(capsys) -> None:
+    rows = run_json(capsys, "models", "list", "--json")
+    assert [f"{r['name']}@{r['version']}" for r in rows] == [
+        "fraud-score@v1", "fraud-score@v2", "title-ranking@v1", "title-ranking@v2"]
+    assert all(set(r) == {"name", "version", "objective", "shard", "metrics", "baseline_metrics"} for r in rows)
+    by_id = {f"{r['name']}@{r['version']}": r for r in rows}
+    assert by_id["title-ranking@v2"]["shard"] == "s2"
+    assert by_id["fraud-score@v1"]["metrics"]["auc"] > by_id["fraud-score@v1"]["baseline_metrics"]["auc"]
+
+
+def test_models_list_shows_null_for_a_model_on_no_shard(capsys) -> None:
+    rows = run_json(capsys, "models", "list", "--json", "--rules", str(EXAMPLES_DIR / "rules-shadow-all.json"))
+    assert {r["name"] + "@" + r["version"]: r["shard"] for r in rows}["fraud-score@v1"] is None
+
+
+def test_models_list_text_is_a_table(capsys) -> None:
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["model", "objective", "shard"]
+    assert any(line.startswith("title-ranking@v1") and " s1 " in line for line in lines)
+
+
+def test_models_describe_json(capsys) -> None:
+    doc = run_json(capsys, "models", "describe", "fraud-score@v2", "--json")
+    assert (doc["id"], doc["shard"], doc["workflow"]) == ("fraud-score@v2", "s1", "fraud_score")
+    assert set(doc["facts"]) == {"user_profile", "user_txn_history"}
+    assert doc["facts"]["user_profile"]["topic"] == "scoreline.facts.user_profile"
+    assert doc["used_by"] == [{"objective": "fraud-score", "role": "shadow 100%",
+                               "path": "objectives.fraud-score.shadow[0].model"}]
+    assert doc["package"]["valid"] and doc["manifest"]["name"] == "fraud-score"
+
+
+def test_models_describe_text_and_unknown(capsys) -> None:
+    assert main(["models", "describe", "title-ranking@v1"]) == 0
+    out = capsys.readouterr().out
+    assert "used by" in out and "objectives.title-ranking.default" in out
+    assert main(["models", "describe", "nope@v9"]) == 2
+    assert "[model_unavailable]" in capsys.readouterr().err
+
+
+def test_lineage_json_and_tree(capsys) -> None:
+    doc = run_json(capsys, "lineage", "--json", "--prefix", "acme.")
+    assert doc["facts"]["user_embedding"]["topic"] == "acme.facts.user_embedding"
+    assert doc["facts"]["user_embedding"]["file"].endswith("user_embedding.npz")
+    assert main(["lineage"]) == 0
+    assert capsys.readouterr().out.startswith("lineage (rules version 1)\n├── objective title-ranking")
+
+
+@pytest.mark.parametrize(("target", "objectives"), [("fact:user_txn_history", ["fraud-score"]),
+                                                    ("model:title-ranking@v2", ["title-ranking"])])
+def test_lineage_impact(capsys, target, objectives) -> None:
+    assert run_json(capsys, "lineage", "--impact", target, "--json")["objectives"] == objectives
+
+
+def test_lineage_impact_rejects_unknown_targets(capsys) -> None:
+    assert main(["lineage", "--impact", "fact:nope"]) == 2
+    assert "[invalid_value]" in capsys.readouterr().err
