@@ -12,6 +12,7 @@ from schemas.codec import (
     MAX_REQUEST_ID_LENGTH,
     Message,
     dead_letter_for,
+    decode_comparison,
     decode_dead_letter,
     decode_request,
     decode_result,
@@ -25,6 +26,7 @@ from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import (
     SLICE_FIELDS,
     TRAFFIC_CLASSES,
+    Comparison,
     DeadLetter,
     ErrorInfo,
     Request,
@@ -34,6 +36,7 @@ from schemas.messages import (
     Stage,
     Status,
     Traffic,
+    Unmatched,
 )
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "SCHEMA_NAMES",
     "SLICE_FIELDS",
     "TRAFFIC_CLASSES",
+    "Comparison",
     "DeadLetter",
     "ErrorCode",
     "ErrorInfo",
@@ -55,7 +59,9 @@ __all__ = [
     "Stage",
     "Status",
     "Traffic",
+    "Unmatched",
     "dead_letter_for",
+    "decode_comparison",
     "decode_dead_letter",
     "decode_request",
     "decode_result",

@@ -26,6 +26,7 @@ import orjson
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import (
     TRAFFIC_CLASSES,
+    Comparison,
     DeadLetter,
     ErrorInfo,
     Request,
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_REQUEST_ID_LENGTH",
     "Message",
     "dead_letter_for",
+    "decode_comparison",
     "decode_dead_letter",
     "decode_request",
     "decode_result",
@@ -58,7 +60,7 @@ one misbehaving producer cannot make a worker parse megabytes per message.
 MAX_REQUEST_ID_LENGTH = 200
 "The longest accepted ``request_id``, in characters; it is echoed in every result and key."
 
-Message = Request | Result | DeadLetter | ShadowResult | ErrorInfo
+Message = Request | Result | DeadLetter | ShadowResult | Comparison | ErrorInfo
 "Any message :func:`encode` accepts."
 
 _TRAFFIC = frozenset(TRAFFIC_CLASSES)
@@ -290,6 +292,7 @@ def _accepted_types(hint: Any, prefix: str) -> tuple[frozenset[type] | None, _De
 _decode_result_body: _Decoder[Result] = _Decoder(Result)
 _decode_dead_letter_body: _Decoder[DeadLetter] = _Decoder(DeadLetter)
 _decode_shadow_result_body: _Decoder[ShadowResult] = _Decoder(ShadowResult)
+_decode_comparison_body: _Decoder[Comparison] = _Decoder(Comparison)
 
 
 def decode_result(data: bytes) -> Result:
@@ -317,6 +320,15 @@ def decode_shadow_result(data: bytes) -> ShadowResult:
         InvalidMessage: the bytes are not a shadow result.
     """
     return _decode_shadow_result_body(_loads(data, "shadow result"))
+
+
+def decode_comparison(data: bytes) -> Comparison:
+    """Decode a shadow comparison record.
+
+    Raises:
+        InvalidMessage: the bytes are not a comparison.
+    """
+    return _decode_comparison_body(_loads(data, "comparison"))
 
 
 # --- shared ----------------------------------------------------------------------

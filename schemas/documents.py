@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["SCHEMA_NAMES", "json_schema"]
 
-SCHEMA_NAMES: tuple[str, ...] = ("request", "result", "dead_letter", "shadow_result")
+SCHEMA_NAMES: tuple[str, ...] = ("request", "result", "dead_letter", "shadow_result", "comparison")
 "The names :func:`json_schema` accepts, one per message; the files are ``schemas/json/<name>.schema.json``."
 
 

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "SLICE_FIELDS",
     "TRAFFIC_CLASSES",
+    "Comparison",
     "DeadLetter",
     "ErrorInfo",
     "Request",
@@ -28,6 +29,7 @@ __all__ = [
     "Stage",
     "Status",
     "Traffic",
+    "Unmatched",
 ]
 
 
@@ -82,6 +84,19 @@ class Role:
 
     SHADOW = "shadow"
     "A candidate model's result, never sent to the client."
+
+
+class Unmatched:
+    """Why a comparison holds no agreement measures (its ``reason``)."""
+
+    PRIMARY_FAILED = "primary_failed"
+    "The primary side arrived but was not scored (``error`` or ``expired``)."
+
+    SHADOW_FAILED = "shadow_failed"
+    "The shadow side arrived but was not scored; the primary was."
+
+    TIMED_OUT = "timed_out"
+    "One side never arrived within the comparator's window; its status is null."
 
 
 SLICE_FIELDS: tuple[str, ...] = ("country", "device", "surface", "client")
@@ -268,3 +283,60 @@ class ShadowResult:
 
     ts_ms: int
     "Epoch milliseconds when this side was scored."
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One primary-versus-candidate comparison of a shadowed request, for analysts.
+
+    The comparator writes one per (request, shadow model) to
+    ``scoreline.shadow-comparisons``, keyed by request id.
+    """
+
+    request_id: str
+    "The id of the shadowed request."
+
+    objective: str
+    "The request's objective."
+
+    primary_model: str
+    "The model that answered the client."
+
+    shadow_model: str
+    "The candidate model compared with it."
+
+    matched: bool
+    "Whether both sides arrived and were scored, so that ``agreement`` holds measures."
+
+    reason: str | None
+    "One of :class:`Unmatched` when ``matched`` is false, else None."
+
+    rules_version: int | None
+    "The version of the routing rules that routed the request."
+
+    cell: str | None
+    "The experiment cell the request fell in, if any."
+
+    primary_status: str | None
+    "The primary side's :class:`Status`; None when it never arrived."
+
+    shadow_status: str | None
+    "The shadow side's :class:`Status`; None when it never arrived."
+
+    primary_latency_ms: float | None
+    "Milliseconds the primary took to score; None when it never arrived."
+
+    shadow_latency_ms: float | None
+    "Milliseconds the candidate took to score; None when it never arrived."
+
+    agreement: dict[str, Any]
+    "Objective-aware measures (see :mod:`workflows.agreement`); empty when not ``matched``."
+
+    traffic: str
+    "The request's traffic class."
+
+    context: dict[str, Any]
+    "The request context cut down to :data:`SLICE_FIELDS`."
+
+    ts_ms: int
+    "Epoch milliseconds of the later side's scoring; for ``timed_out``, when the window closed."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas import DeadLetter, ErrorInfo, Request, Result, ShadowResult
+from schemas import Comparison, DeadLetter, ErrorInfo, Request, Result, ShadowResult
 
 FULL_REQUEST = Request(
     request_id="8f0c",
@@ -99,7 +99,39 @@ FAILED_SHADOW_RESULT = ShadowResult(
     ts_ms=1764000000456,
 )
 
+RANKING_COMPARISON = Comparison(
+    request_id="8f0c",
+    objective="title-ranking",
+    primary_model="title-ranker@v3",
+    shadow_model="title-ranker@v4",
+    matched=True,
+    reason=None,
+    rules_version=7,
+    cell="2",
+    primary_status="ok",
+    shadow_status="ok",
+    primary_latency_ms=3.1,
+    shadow_latency_ms=2.5,
+    agreement={"kind": "ranking", "top_k": 2, "top_k_overlap": 1.0, "top1_agrees": False, "common": 2,
+               "kendall_tau": -1.0, "score_delta_mean": 0.05, "score_delta_mean_abs": 0.25,
+               "score_delta_max_abs": 0.3},
+    traffic="live",
+    context={"country": "US", "device": "tv", "surface": "home", "client": "homepage"},
+    ts_ms=1764000000200,
+)
+PROBABILITY_COMPARISON = Comparison(
+    "p-1", "fraud-score", "fraud-score@v1", "fraud-score@v2", True, None, 3, None, "ok", "ok", 1, 1.5,
+    {"kind": "probability", "primary_probability": 0.1, "shadow_probability": 0.6, "delta": 0.5,
+     "abs_diff": 0.5, "primary_band": "low", "shadow_band": "review", "band_agrees": False},
+    "backfill", {"country": "DE"}, 1764000000300,
+)
+TIMED_OUT_COMPARISON = Comparison(
+    "8f10", "title-ranking", "title-ranker@v3", "title-ranker@v4", False, "timed_out", None, None,
+    "ok", None, 4.0, None, {}, "test", {}, 1764000000400,
+)
+
 REQUESTS = [FULL_REQUEST, MINIMAL_REQUEST]
 RESULTS = [OK_RESULT, ERROR_RESULT, EXPIRED_RESULT]
 DEAD_LETTERS = [DEAD_LETTER, MINIMAL_DEAD_LETTER]
 SHADOW_RESULTS = [SHADOW_RESULT, FAILED_SHADOW_RESULT]
+COMPARISONS = [RANKING_COMPARISON, PROBABILITY_COMPARISON, TIMED_OUT_COMPARISON]

@@ -7,9 +7,10 @@ import base64
 import numpy as np
 import orjson
 import pytest
-from schemas_examples import DEAD_LETTERS, FULL_REQUEST, OK_RESULT, REQUESTS, RESULTS, SHADOW_RESULTS
+from schemas_examples import COMPARISONS, DEAD_LETTERS, FULL_REQUEST, OK_RESULT, REQUESTS, RESULTS, SHADOW_RESULTS
 
 from schemas import (
+    Comparison,
     DeadLetter,
     ErrorCode,
     ErrorInfo,
@@ -19,6 +20,7 @@ from schemas import (
     ScorelineError,
     ShadowResult,
     dead_letter_for,
+    decode_comparison,
     decode_dead_letter,
     decode_request,
     decode_result,
@@ -51,6 +53,21 @@ def test_shadow_result_round_trip(shadow: ShadowResult) -> None:
     decoded = decode_shadow_result(encode(shadow))
     assert decoded == shadow
     assert decoded.error is None or type(decoded.error) is ErrorInfo
+
+
+@pytest.mark.parametrize("comparison", COMPARISONS)
+def test_comparison_round_trip(comparison: Comparison) -> None:
+    assert decode_comparison(encode(comparison)) == comparison
+
+
+def test_decode_comparison_rejects_garbage() -> None:
+    with pytest.raises(InvalidMessage) as info:
+        decode_comparison(encode(SHADOW_RESULTS[0]))
+    assert info.value.code == ErrorCode.MISSING_FIELD
+    body = orjson.loads(encode(COMPARISONS[0]))
+    with pytest.raises(InvalidMessage) as info:
+        decode_comparison(orjson.dumps({**body, "matched": "yes"}))
+    assert (info.value.code, info.value.field) == (ErrorCode.WRONG_TYPE, "matched")
 
 
 def test_encode_keeps_none_fields() -> None:

@@ -8,12 +8,13 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from schemas_examples import DEAD_LETTERS, REQUESTS, RESULTS, SHADOW_RESULTS
+from schemas_examples import COMPARISONS, DEAD_LETTERS, REQUESTS, RESULTS, SHADOW_RESULTS
 
 from schemas import (
     SCHEMA_NAMES,
     SLICE_FIELDS,
     TRAFFIC_CLASSES,
+    Comparison,
     DeadLetter,
     ErrorInfo,
     InvalidMessage,
@@ -23,6 +24,7 @@ from schemas import (
     ShadowResult,
     Stage,
     Status,
+    Unmatched,
     decode_request,
     encode,
     json_schema,
@@ -33,12 +35,14 @@ CLASSES: dict[str, type] = {
     "result": Result,
     "dead_letter": DeadLetter,
     "shadow_result": ShadowResult,
+    "comparison": Comparison,
 }
 EXAMPLES: dict[str, list[Any]] = {
     "request": REQUESTS,
     "result": RESULTS,
     "dead_letter": DEAD_LETTERS,
     "shadow_result": SHADOW_RESULTS,
+    "comparison": COMPARISONS,
 }
 
 
@@ -96,6 +100,30 @@ def test_enums_match_the_constants() -> None:
     shadow = json_schema("shadow_result")["properties"]
     assert set(shadow["role"]["enum"]) == constants(Role)
     assert list(shadow["context"]["properties"]) == list(SLICE_FIELDS)
+    comparison = json_schema("comparison")["properties"]
+    assert set(comparison["reason"]["enum"]) - {None} == constants(Unmatched)
+    assert set(comparison["primary_status"]["enum"]) - {None} == constants(Status)
+    assert set(comparison["shadow_status"]["enum"]) - {None} == constants(Status)
+    assert set(comparison["traffic"]["enum"]) == set(TRAFFIC_CLASSES)
+    assert list(comparison["context"]["properties"]) == list(SLICE_FIELDS)
+
+
+def test_comparison_agreement_documents_every_measure() -> None:
+    from workflows.agreement import agreement
+
+    documented = set(json_schema("comparison")["properties"]["agreement"]["properties"])
+    ranking = agreement({"ranking": [{"title": "a", "score": 1}]}, {"ranking": [{"title": "a", "score": 0.5}]})
+    probability = agreement({"probability": 0.1, "band": "low"}, {"probability": 0.2, "band": "low"})
+    other = agreement({"x": 1}, {"x": 2})
+    assert set(ranking) | set(probability) | set(other) == documented
+
+
+def test_comparison_schema_ties_reason_to_matched() -> None:
+    v = validator("comparison")
+    body = orjson.loads(encode(COMPARISONS[0]))
+    assert not v.is_valid({**body, "reason": "timed_out"})
+    assert not v.is_valid({**body, "agreement": {}})
+    assert not v.is_valid({**body, "matched": False})
 
 
 @pytest.mark.parametrize(("name", "message"), [(n, m) for n in SCHEMA_NAMES for m in EXAMPLES[n]])

@@ -1,0 +1,320 @@
+"""The comparator: the pure join, then against a real broker (in-process and killed with SIGKILL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import orjson
+import pytest
+
+from schemas import codec
+from schemas.messages import Comparison, ShadowResult, Unmatched
+from streams import pairing
+from streams.pipeline import Pipeline, PipelineOptions
+from streams.tail import TopicTail
+from streams.topics import TopicSpec, ensure_topics
+from workflows import sample_items
+from workflows.agreement import agreement
+
+WINDOW = {"window_ms": 1000, "retention_ms": 5000}
+
+
+def side(role: str, rid: str = "r-1", model: str = "m@v1", status: str = "ok", ts: int = 1000,
+         result: dict | None = None, shadows: tuple[str, ...] = ("m@v2",)) -> ShadowResult:
+    ranking = result if result is not None else {"ranking": [{"title": "a", "score": 0.9},
+                                                              {"title": "b", "score": 0.4}]}
+    return ShadowResult(role=role, request_id=rid, objective="title-ranking", model=model, primary_model="m@v1",
+                        shadow_models=list(shadows), cell=None, rules_version=3, shard="s1", status=status,
+                        result=ranking if status == "ok" else None, error=None, latency_ms=2.0, traffic="live",
+                        context={"country": "US", "client": "demo"}, ts_ms=ts)
+
+
+def feed(entry, s: ShadowResult):
+    return pairing.absorb(entry, s, orjson.loads(codec.encode(s)), partition=0)
+
+
+# --- the pure join ------------------------------------------------------------------------------
+
+
+def test_a_pair_in_either_order_gives_one_comparison_and_closes() -> None:
+    primary, shadow = side("primary", ts=1000), side("shadow", model="m@v2", ts=1005)
+    for first, second in ((primary, shadow), (shadow, primary)):
+        entry, out = feed(None, first)
+        assert out == []
+        entry, out = feed(entry, second)
+        (c,) = out
+        assert (c.request_id, c.primary_model, c.shadow_model, c.matched, c.reason) == ("r-1", "m@v1", "m@v2",
+                                                                                       True, None)
+        assert c.agreement == agreement(primary.result, shadow.result) and c.ts_ms == 1005
+        assert entry["closed_ms"] == 1005 and entry["primary"] is None
+        # A replayed side finds the entry closed and changes nothing.
+        again, out = feed(entry, second)
+        assert again is entry and out == []
+
+
+def test_two_candidates_each_get_their_comparison() -> None:
+    shadows = ("m@v2", "m@v3")
+    entry, _ = feed(None, side("primary", shadows=shadows))
+    entry, out = feed(entry, side("shadow", model="m@v3", shadows=shadows))
+    assert [c.shadow_model for c in out] == ["m@v3"] and entry["closed_ms"] is None
+    entry, out = feed(entry, side("shadow", model="m@v2", shadows=shadows))
+    assert [c.shadow_model for c in out] == ["m@v2"] and entry["closed_ms"] is not None
+
+
+def test_failed_sides_are_unmatched_with_their_reason() -> None:
+    entry, _ = feed(None, side("primary"))
+    _, (c,) = feed(entry, side("shadow", model="m@v2", status="error"))
+    assert (c.matched, c.reason, c.shadow_status, c.agreement) == (False, Unmatched.SHADOW_FAILED, "error", {})
+    entry, _ = feed(None, side("shadow", model="m@v2", status="expired"))
+    _, (c,) = feed(entry, side("primary", status="expired"))
+    assert (c.matched, c.reason) == (False, Unmatched.PRIMARY_FAILED)
+
+
+def test_a_partner_that_never_arrives_times_out_once_then_is_forgotten() -> None:
+    entry, _ = feed(None, side("primary", ts=1000))
+    assert pairing.expire(entry, 2000, **WINDOW) == (entry, [])
+    closed, (c,) = pairing.expire(entry, 2001, **WINDOW)
+    assert (c.matched, c.reason, c.primary_status, c.shadow_status, c.ts_ms) == (False, "timed_out", "ok",
+                                                                                None, 2001)
+    assert pairing.expire(closed, 3000, **WINDOW) == (closed, [])
+    # The late partner is ignored: the pair was already reported.
+    assert feed(closed, side("shadow", model="m@v2"))[1] == []
+    assert pairing.expire(closed, 2001 + 5001, **WINDOW) == (None, [])
+
+
+def test_a_lone_shadow_times_out_with_a_null_primary() -> None:
+    entry, _ = feed(None, side("shadow", model="m@v2", ts=1000))
+    _, (c,) = pairing.expire(entry, 5000, **WINDOW)
+    assert (c.shadow_model, c.primary_status, c.shadow_status, c.reason) == ("m@v2", None, "ok", "timed_out")
+
+
+# --- against a real broker ------------------------------------------------------------------------
+
+
+def direct_measures(primary: ShadowResult, shadow: ShadowResult) -> dict:
+    """The headline measures computed straight from the two rankings."""
+    a = [e["title"] for e in primary.result["ranking"]]
+    b = [e["title"] for e in shadow.result["ranking"]]
+    k = min(len(a), len(b))
+    common = [t for t in a if t in b]
+    pairs = [(x, y) for i, x in enumerate(common) for y in common[i + 1:]]
+    tau = sum(1 if b.index(x) < b.index(y) else -1 for x, y in pairs) / len(pairs) if pairs else None
+    sa = {e["title"]: e["score"] for e in primary.result["ranking"]}
+    sb = {e["title"]: e["score"] for e in shadow.result["ranking"]}
+    return {"top_k_overlap": len(set(a[:k]) & set(b[:k])) / k, "top1_agrees": a[0] == b[0], "kendall_tau": tau,
+            "score_delta_max_abs": max((abs(sb[t] - sa[t]) for t in common), default=None)}
+
+
+def check_against_sides(comparisons: list[Comparison], sides: list[ShadowResult]) -> None:
+    by_key = {(s.request_id, s.role): s for s in sides}
+    for c in comparisons:
+        primary, shadow = by_key[c.request_id, "primary"], by_key[c.request_id, "shadow"]
+        assert (c.primary_model, c.shadow_model) == (primary.model, shadow.model)
+        assert (c.primary_latency_ms, c.shadow_latency_ms) == (primary.latency_ms, shadow.latency_ms)
+        assert (c.rules_version, c.cell, c.context, c.traffic) == (primary.rules_version, primary.cell,
+                                                                   primary.context, primary.traffic)
+        assert c.matched and c.agreement["kind"] == "ranking"
+        for name, value in direct_measures(primary, shadow).items():
+            assert c.agreement[name] == (value if value is None else pytest.approx(value)), name
+
+
+@pytest.mark.kafka
+async def test_shadow_all_gives_exactly_one_comparison_per_request(kafka, layout, shadow_all_rules, registry):
+    from streams.client import ScoreClient
+
+    async with Pipeline(kafka, layout, shadow_all_rules, registry, PipelineOptions(follow_rules=False)) as pipeline:
+        await pipeline.wait_ready()
+        async with TopicTail(kafka, [layout.shadow_comparisons]) as out, \
+                TopicTail(kafka, [layout.shadow_results]) as sides, \
+                ScoreClient(kafka, "demo", layout=layout) as client:
+            requests = [client.request("title-ranking", i.context, i.payload)
+                        for i in sample_items("title-ranking", 40, seed=3)]
+            await client.score_many(requests, timeout=60, return_exceptions=False)
+            assert await out.wait_for(lambda: len(out.records) >= len(requests), timeout=60)
+            await sides.wait_for(lambda: len(sides.records) >= 2 * len(requests), timeout=30)
+            # Anything extra (a duplicate) would arrive right behind: look once more before judging.
+            await out.wait_for(lambda: len(out.records) > len(requests), timeout=2)
+
+    comparisons = [codec.decode_comparison(r.value) for r in out.records]
+    assert Counter(c.request_id for c in comparisons) == Counter(r.request_id for r in requests)
+    assert {(c.primary_model, c.shadow_model) for c in comparisons} == {("title-ranking@v1", "title-ranking@v2")}
+    assert all(r.key == c.request_id.encode() for r, c in zip(out.records, comparisons))
+    check_against_sides(comparisons, [codec.decode_shadow_result(r.value) for r in sides.records])
+
+
+def synthetic_pair(i: int, rng, base_ms: int | None = None) -> tuple[ShadowResult, ShadowResult]:
+    """Two sides of request ``kill-<i>``, scored ``i`` ms after ``base_ms`` (default: now).
+
+    Scoring times near the wall clock, as real sides have: ticks expire entries by the clock, so
+    sides from years ago would time out whenever a tick fell between them.
+    """
+    base_ms = int(time.time() * 1000) if base_ms is None else base_ms
+    titles = [f"t-{n}" for n in range(12)]
+
+    def ranking() -> dict:
+        chosen = rng.sample(titles, 6)
+        scores = sorted((round(rng.random(), 4) for _ in chosen), reverse=True)
+        return {"ranking": [{"title": t, "score": s} for t, s in zip(chosen, scores)]}
+
+    rid = f"kill-{i}"
+    shadows = ("title-ranking@v2",)
+    primary = ShadowResult("primary", rid, "title-ranking", "title-ranking@v1", "title-ranking@v1", list(shadows),
+                           None, 1, "s1", "ok", ranking(), None, round(rng.random() * 5, 3), "live",
+                           {"country": rng.choice(["US", "DE"]), "client": "demo"}, base_ms + i)
+    shadow = ShadowResult("shadow", rid, "title-ranking", "title-ranking@v2", "title-ranking@v1", list(shadows),
+                          None, 1, "shadow", "ok", ranking(), None, round(rng.random() * 5, 3), "live",
+                          primary.context, base_ms + i + 1)
+    return primary, shadow
+
+
+def start_comparator(kafka, layout, rules_file, log_file) -> subprocess.Popen:
+    env = {**os.environ, "SCORELINE_COMPARATOR_WINDOW_S": "300", "SCORELINE_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "-m", "scoreline", "run", "--role", "comparator",
+                             "--bootstrap", kafka.bootstrap, "--prefix", layout.prefix, "--rules", str(rules_file)],
+                            stdout=subprocess.DEVNULL, stderr=log_file, env=env)
+
+
+async def wait_running(log_path, proc: subprocess.Popen, timeout: float = 90) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while "scoreline running" not in log_path.read_text():
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert loop.time() < deadline, log_path.read_text()[-3000:]
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.kafka
+async def test_sigkill_mid_stream_loses_no_pair_and_repeats_only_identical_ones(kafka, layout, shadow_all_rules,
+                                                                                  tmp_path):
+    import random
+
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(orjson.dumps({"version": 1, **_rules_body(layout)}).decode())
+    await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
+    rng, total, now_ms = random.Random(5), 600, int(time.time() * 1000)
+    pairs = [synthetic_pair(i, rng, now_ms) for i in range(total)]
+    log_path = tmp_path / "comparator.log"
+    procs: list[subprocess.Popen] = []
+    try:
+        with log_path.open("w") as log_file:
+            procs.append(start_comparator(kafka, layout, rules_file, log_file))
+            await wait_running(log_path, procs[-1])
+        async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
+            producer = kafka.producer("test-sides")
+            await producer.start()
+
+            async def send_all() -> None:
+                for i, (primary, shadow) in enumerate(pairs):
+                    first, second = (primary, shadow) if i % 2 else (shadow, primary)
+                    for s in (first, second):
+                        await producer.send(layout.shadow_results, codec.encode(s), key=s.request_id.encode())
+                    if i % 10 == 9:
+                        await producer.flush()
+                        await asyncio.sleep(0.02)  # pacing, so the kill lands mid-stream
+
+            sender = asyncio.create_task(send_all())
+            try:
+                assert await out.wait_for(lambda: len(out.records) >= total // 4, timeout=90)
+                procs[-1].send_signal(signal.SIGKILL)
+                procs[-1].wait(timeout=30)
+                killed_at = len(out.records)
+                await sender
+                with log_path.open("a") as log_file:
+                    procs.append(start_comparator(kafka, layout, rules_file, log_file))
+                    await wait_running(log_path, procs[-1])
+                ids = lambda: {codec.decode_comparison(r.value).request_id for r in out.records}  # noqa: E731
+                assert await out.wait_for(lambda: len(ids()) >= total, timeout=60), \
+                    f"{total - len(ids())} pairs without a comparison"
+                await out.wait_for(lambda: False, timeout=3)  # a replayed duplicate would land now
+            finally:
+                await producer.stop()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    assert killed_at < total, "the kill did not land mid-stream"
+    by_id: dict[str, list[bytes]] = {}
+    for r in out.records:
+        by_id.setdefault(codec.decode_comparison(r.value).request_id, []).append(r.value)
+    assert set(by_id) == {p.request_id for p, _ in pairs}
+    # The documented guarantee: at least once; a repeat is the same record, byte for byte.
+    assert all(len(set(values)) == 1 for values in by_id.values())
+    comparisons = [codec.decode_comparison(values[0]) for values in by_id.values()]
+    check_against_sides(comparisons, [s for pair in pairs for s in pair])
+    print(f"kill after {killed_at} comparisons; {sum(len(v) - 1 for v in by_id.values())} repeated")
+
+
+def _rules_body(layout) -> dict:
+    from scoreline.settings import EXAMPLES_DIR
+
+    text = (EXAMPLES_DIR / "rules-shadow-all.json").read_text()
+    return orjson.loads(text.replace('"scoreline.replies.', f'"{layout.prefix}replies.'))
+
+
+@pytest.mark.kafka
+async def test_a_side_without_partner_times_out(kafka, layout, shadow_all_rules):
+    from streams.comparator import Comparator
+
+    await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
+    primary, _ = synthetic_pair(0, __import__("random").Random(1))
+    async with TopicTail(kafka, [layout.shadow_comparisons]) as out, \
+            Comparator(kafka, layout, window_s=1.0, tick_s=0.2) as comparator:
+        await comparator.wait_assigned()
+        producer = kafka.producer("test-lone")
+        await producer.start()
+        try:
+            lone = ShadowResult(**{**{f: getattr(primary, f) for f in primary.__slots__},
+                                   "ts_ms": int(time.time() * 1000)})
+            await producer.send_and_wait(layout.shadow_results, codec.encode(lone), key=lone.request_id.encode())
+        finally:
+            await producer.stop()
+        assert await out.wait_for(lambda: out.records, timeout=60)
+    (c,) = [codec.decode_comparison(r.value) for r in out.records]
+    assert (c.request_id, c.matched, c.reason, c.primary_status, c.shadow_status) == (
+        primary.request_id, False, Unmatched.TIMED_OUT, "ok", None)
+
+
+@pytest.mark.kafka
+async def test_a_backlog_older_than_the_window_is_compared_not_timed_out(kafka, layout, shadow_all_rules):
+    """Sides written while the comparator was down (longer than its window) still find their partners."""
+    import random
+
+    from streams.comparator import Comparator
+
+    await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
+    rng, total = random.Random(9), 150
+    pairs = [synthetic_pair(i, rng, int(time.time() * 1000) - 30_000) for i in range(total)]
+    # Ticks written before the crash and not yet processed are read again, interleaved with the backlog.
+    ticks = f"{layout.prefix}comparator-ticks"
+    await ensure_topics(kafka.bootstrap, [TopicSpec(ticks, layout.shard_partitions)])
+    producer = kafka.producer("test-backlog")
+    await producer.start()
+    try:
+        now = str(int(time.time() * 1000)).encode()
+        for _ in range(50):
+            for partition in range(layout.shard_partitions):
+                await producer.send(ticks, now, partition=partition)
+        # Every primary first, then every shadow: a partner is far behind its first side in the log.
+        for s in [p for p, _ in pairs] + [s for _, s in pairs]:
+            await producer.send(layout.shadow_results, codec.encode(s), key=s.request_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    async with TopicTail(kafka, [layout.shadow_comparisons]) as out, \
+            Comparator(kafka, layout, window_s=1.0, tick_s=0.05) as comparator:
+        await comparator.wait_assigned()
+        assert await out.wait_for(lambda: len(out.records) >= total, timeout=60), len(out.records)
+    comparisons = [codec.decode_comparison(r.value) for r in out.records]
+    assert Counter(c.reason for c in comparisons) == Counter({None: total})
+    check_against_sides(comparisons, [s for pair in pairs for s in pair])
