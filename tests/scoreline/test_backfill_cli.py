@@ -1,0 +1,140 @@
+"""``scoreline backfill`` and ``scoreline replay`` as a user runs them: real processes, a real kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from routing import parse_rules
+from scoreline.cli import build_parser
+from scoreline.settings import EXAMPLES_DIR
+from streams.kafka import KafkaSettings
+from streams.pipeline import Pipeline
+from streams.tail import TopicTail
+from streams.topics import TopicLayout
+from workflows import ModelRegistry, sample_items
+
+SCORELINE = [sys.executable, "-m", "scoreline"]
+
+
+def test_both_commands_are_registered():
+    parser = build_parser()
+    args = parser.parse_args(["backfill", "in.jsonl", "--objective", "title-ranking", "--rate", "50/s",
+                              "--out", "o.jsonl", "--resume", "--json"])
+    assert (args.file, args.rate, args.resume, args.client) == (Path("in.jsonl"), "50/s", True, "demo")
+    args = parser.parse_args(["replay", "--from-topic", "scoreline.requests", "--since", "15m", "--json"])
+    assert (args.from_topic, args.since, args.until) == ("scoreline.requests", "15m", None)
+
+
+@pytest.fixture
+async def layout(kafka_admin, unique: str):
+    layout = TopicLayout(prefix=f"t{unique}.", request_partitions=2, shard_partitions=2, reply_partitions=2)
+    yield layout
+    kafka_admin.created.extend(t for t in await kafka_admin.list_topics() if t.startswith(layout.prefix))
+
+
+@pytest.fixture
+async def pipeline(kafka_bootstrap: str, layout: TopicLayout):
+    text = (EXAMPLES_DIR / "rules.json").read_text().replace('"scoreline.replies.', f'"{layout.prefix}replies.')
+    async with Pipeline(KafkaSettings(kafka_bootstrap), layout, parse_rules(orjson.loads(text)),
+                        ModelRegistry.default()) as running:
+        await running.wait_ready()
+        yield running
+
+
+def _requests_file(path: Path, n: int, bad: dict[int, bytes]) -> Path:
+    with path.open("wb") as f:
+        for number, item in enumerate(sample_items("title-ranking", n, seed=21), start=1):
+            f.write(bad.get(number) or orjson.dumps({"context": item.context, "payload": item.payload}))
+            f.write(b"\n")
+    return path
+
+
+async def _scoreline(*args: str, env: dict) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*SCORELINE, *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+
+
+def _env(bootstrap: str, layout: TopicLayout) -> dict:
+    return {**os.environ, "SCORELINE_BOOTSTRAP": bootstrap, "SCORELINE_TOPIC_PREFIX": layout.prefix,
+            "SCORELINE_REQUEST_PARTITIONS": "2", "SCORELINE_SHARD_PARTITIONS": "2",
+            "SCORELINE_REPLY_PARTITIONS": "2"}
+
+
+def _out_lines(out: Path) -> int:
+    return out.read_bytes().count(b"\n") if out.exists() else 0
+
+
+@pytest.mark.kafka
+async def test_a_killed_backfill_resumes_without_duplicates_or_gaps(kafka_bootstrap, layout, pipeline, tmp_path):
+    source = _requests_file(tmp_path / "requests.jsonl", 3000, bad={5: b"not json"})
+    out = tmp_path / "results.jsonl"
+    env = _env(kafka_bootstrap, layout)
+    first = await _scoreline("backfill", str(source), "--objective", "title-ranking", "--rate", "600/s",
+                             "--out", str(out), "--json", env=env)
+    deadline = time.monotonic() + 40
+    while _out_lines(out) < 300 and first.returncode is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert first.returncode is None, (await first.stderr.read()).decode()
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    written_before = _out_lines(out)
+    assert 300 <= written_before < 3000
+
+    resumed = await _scoreline("backfill", str(source), "--objective", "title-ranking", "--out", str(out),
+                               "--resume", "--json", env=env)
+    stdout, stderr = await asyncio.wait_for(resumed.communicate(), 50)
+    assert resumed.returncode == 0, stderr.decode()[-2000:]
+    summary = orjson.loads(stdout)  # exactly one JSON object on stdout
+    lines = Counter(orjson.loads(row)["line"] for row in out.read_bytes().splitlines())
+    assert set(lines) == set(range(1, 3001)), "a gap"
+    assert set(lines.values()) == {1}, "a duplicate"
+    assert summary["lines"] == 3000 and summary["skipped"] + summary["published"] == 3000
+    assert summary["skipped"] >= written_before - 1  # a torn last line is published again
+    assert sum(summary["results"].values()) == summary["published"] and summary["unanswered"] == 0
+    assert set(summary) >= {"lines", "published", "results", "duplicates_dropped", "seconds"}
+    (line_5,) = [orjson.loads(row) for row in out.read_bytes().splitlines() if orjson.loads(row)["line"] == 5]
+    assert (line_5["status"], line_5["error"]["code"]) == ("error", "malformed_json")
+
+
+@pytest.mark.kafka
+async def test_backfill_reports_progress_and_bad_lines_on_stderr(kafka_bootstrap, layout, pipeline, tmp_path):
+    source = _requests_file(tmp_path / "requests.jsonl", 200, bad={3: b"{", 7: b'{"objective": "fraud-score"}'})
+    env = _env(kafka_bootstrap, layout)
+    process = await _scoreline("backfill", str(source), "--objective", "title-ranking", "--json", env=env)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 50)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    summary = orjson.loads(stdout)
+    assert summary["malformed"] == {"count": 2, "lines": [3, 7]}
+    assert summary["results"]["ok"] == 198 and summary["published"] == 198
+    text = stderr.decode()
+    assert "line 3: malformed_json" in text and "line 7: invalid_value: objective is 'fraud-score'" in text
+    assert "backfill 198/198 100%" in text and "\r" not in text  # plain lines: stderr is not a terminal
+
+
+@pytest.mark.kafka
+async def test_replay_cli_prints_one_json_summary(kafka_bootstrap, layout, pipeline, tmp_path):
+    env = _env(kafka_bootstrap, layout)
+    source = _requests_file(tmp_path / "requests.jsonl", 20, bad={})
+    async with TopicTail(KafkaSettings(kafka_bootstrap), [layout.requests_backfill]) as backfill_topic:
+        process = await _scoreline("backfill", str(source), "--objective", "title-ranking", "--json", env=env)
+        await asyncio.wait_for(process.communicate(), 50)
+        assert await backfill_topic.wait_for(lambda: len(backfill_topic.records) == 20, 20)
+        since = min(r.timestamp for r in backfill_topic.records)
+        process = await _scoreline("replay", "--from-topic", layout.requests_backfill, "--since", str(since),
+                                   "--json", env=env)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 50)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        assert await backfill_topic.wait_for(lambda: len(backfill_topic.records) == 40, 20)
+    summary = orjson.loads(stdout)
+    assert (summary["scanned"], summary["published"]) == (20, 20)
+    replayed = [orjson.loads(r.value)["request_id"] for r in backfill_topic.records[20:]]
+    assert sorted(replayed) == sorted(orjson.loads(r.value)["request_id"] for r in backfill_topic.records[:20])
