@@ -1,0 +1,50 @@
+"""``scoreline bench``: the pipeline measured beside a raw-aiokafka ceiling and a faust baseline."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from scoreline import settings
+from scoreline.output import emit_json, progress
+from streams.bench.runner import PIPELINES, BenchPlan, run_bench
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure the pipeline beside its ceiling (raw aiokafka relay) and a faust baseline")
+    settings.add_connection_arguments(parser, rules=False)
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds of saturation per pipeline; each fixed load runs a quarter of it (default 20)")
+    parser.add_argument("--rates", default="500,2000",
+                        help="fixed offered loads for latency, requests/s, comma-separated (default 500,2000)")
+    parser.add_argument("--load-seconds", type=float, default=None,
+                        help="seconds per fixed offered load (default a quarter of --duration, at least 3)")
+    parser.add_argument("--window", type=int, default=3000, help="requests in flight while saturating (default 3000)")
+    parser.add_argument("--only", default=",".join(PIPELINES),
+                        help=f"pipelines to run, comma-separated (default {','.join(PIPELINES)})")
+    parser.add_argument("--json", action="store_true", help="print only the JSON report")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = BenchPlan(duration=args.duration, latency_duration=args.load_seconds, rates=tuple(float(r) for r in args.rates.split(",") if r),
+                     window=args.window, pipelines=tuple(p for p in args.only.split(",") if p))
+    report = asyncio.run(run_bench(settings.resolve_bootstrap(args), plan, progress))
+    if args.json:
+        emit_json(report)
+    else:
+        _print_table(report)
+    return 0 if all((report.get(p) or {}).get("throughput_rps") for p in plan.pipelines) else 1
+
+
+def _print_table(report: dict) -> None:
+    print(f"{'pipeline':<12} {'requests/s':>11}   latency ms p50/p95/p99 at each offered load")
+    for name in PIPELINES:
+        figures = report.get(name)
+        if not figures:
+            continue
+        loads = "  ".join(f"{load}: {f['p50']}/{f['p95']}/{f['p99']}"
+                          for load, f in (figures.get("latency_ms") or {}).items())
+        print(f"{name:<12} {figures.get('throughput_rps')!s:>11}   {loads}")
+    print(f"ratios: {report['ratios']}")

@@ -1,0 +1,82 @@
+"""The ceiling: a two-hop relay in raw aiokafka, requests -> relay topic -> reply topic.
+
+Run as ``python -m streams.bench.relay BOOTSTRAP PREFIX``; stops on SIGTERM/SIGINT.
+
+Each hop decodes and re-encodes every message with orjson and does no routing and no
+scoring: the most this machine moves through the broker with Python on both ends. It uses
+the same client settings as scoreline (idempotent producer, acks=all, the same linger and
+batch sizes, manual commits after the batch is acknowledged) and the fastest way aiokafka
+offers to produce: ``getmany`` in, one ``create_batch``/``send_batch`` per partition out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import orjson
+from routing import partition_for
+from streams.bench.layout import CLIENT, bench_layout
+from streams.kafka import KafkaSettings
+
+__all__ = ["Hop", "main"]
+
+
+class Hop:
+    """One relay hop: consume ``source``, re-encode, produce to ``target`` keyed by user or request id."""
+
+    def __init__(self, kafka: KafkaSettings, source: str, target: str, group: str, *, by_request_id: bool) -> None:
+        self.kafka = kafka
+        self.source, self.target, self.group = source, target, group
+        self.by_request_id = by_request_id
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        producer = self.kafka.producer(f"relay-{self.group}")
+        consumer = self.kafka.consumer(self.source, group_id=self.group, role=f"relay-{self.group}")
+        await producer.start()
+        await consumer.start()
+        try:
+            partitions = len(await producer.partitions_for(self.target))
+            while not self.stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                if not batch:
+                    continue
+                out: dict[int, list] = {}
+                for records in batch.values():
+                    for record in records:
+                        body = orjson.loads(record.value)
+                        key = body["request_id"] if self.by_request_id else body["context"]["user_id"]
+                        out.setdefault(partition_for(key, partitions), []).append(
+                            (key.encode(), orjson.dumps(body), list(record.headers)))
+                futures = []
+                for partition, rows in out.items():
+                    builder = producer.create_batch()
+                    for key, value, headers in rows:
+                        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                            futures.append(await producer.send_batch(builder, self.target, partition=partition))
+                            builder = producer.create_batch()
+                            builder.append(timestamp=None, key=key, value=value, headers=headers)
+                    futures.append(await producer.send_batch(builder, self.target, partition=partition))
+                await asyncio.gather(*futures)
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+
+async def main(bootstrap: str, prefix: str) -> None:
+    """Run both hops until SIGTERM or SIGINT."""
+    kafka = KafkaSettings(bootstrap=bootstrap)
+    layout = bench_layout(prefix)
+    hops = [Hop(kafka, layout.requests, f"{prefix}relay", f"{prefix}relay-in", by_request_id=False),
+            Hop(kafka, f"{prefix}relay", layout.replies(CLIENT), f"{prefix}relay-out", by_request_id=True)]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: [h.stopping.set() for h in hops])
+    await asyncio.gather(*(h.run() for h in hops))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

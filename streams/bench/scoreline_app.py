@@ -1,0 +1,33 @@
+"""Scoreline's own router and workers, as shipped, in one process for the bench.
+
+Run as ``python -m streams.bench.scoreline_app BOOTSTRAP PREFIX``; stops on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from streams.bench.layout import bench_layout, bench_rules
+from streams.kafka import KafkaSettings
+from streams.pipeline import Pipeline, PipelineOptions
+from workflows import ModelRegistry
+
+__all__ = ["main"]
+
+
+async def main(bootstrap: str, prefix: str) -> None:
+    """Run the router and one worker per shard until SIGTERM or SIGINT (shadowing is off in the bench rules)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    options = PipelineOptions(roles=("router", "worker"), create_topics=False)
+    async with Pipeline(KafkaSettings.from_env(bootstrap), bench_layout(prefix), bench_rules(prefix),
+                        ModelRegistry.default(), options):
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
