@@ -1,0 +1,291 @@
+"""What ``scoreline top`` shows, computed from two metric scrapes: pure, no I/O, no clock.
+
+A :class:`Scrape` is the samples of one or more ``/metrics`` endpoints at one moment.
+:func:`summarise` turns two of them (before, after) into a :class:`View` — rates over the
+interval, p50/p99 from the histogram buckets that moved, error and dead-letter rates, lag per
+shard topic, the rules versions in force — and :func:`render` draws it as text. Shadow
+agreement comes from the comparison records (:func:`agreement`), when there are any.
+
+A counter that went down between scrapes belongs to a restarted process: its new value is
+the increase (as Prometheus' ``rate`` treats a reset).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["Scrape", "View", "ModelRow", "parse", "merge", "summarise", "agreement", "render", "quantile"]
+
+Key = tuple[str, str, tuple[tuple[str, str], ...]]
+"""(source, sample name, sorted label pairs)."""
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """Samples of one or more endpoints, taken at ``at`` (seconds on any monotonic clock)."""
+
+    at: float
+    samples: Mapping[Key, float]
+    errors: tuple[str, ...] = ()
+    """Endpoints that could not be read, with why."""
+
+
+def parse(text: str, *, source: str, at: float) -> Scrape:
+    """One endpoint's Prometheus text, as a :class:`Scrape`."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(source, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return Scrape(at=at, samples=samples)
+
+
+def merge(scrapes: Iterable[Scrape], *, at: float | None = None) -> Scrape:
+    """Several endpoints' scrapes as one (their samples stay apart by source)."""
+    scrapes = list(scrapes)
+    samples: dict[Key, float] = {}
+    errors: list[str] = []
+    for scrape in scrapes:
+        samples.update(scrape.samples)
+        errors.extend(scrape.errors)
+    when = at if at is not None else max((s.at for s in scrapes), default=0.0)
+    return Scrape(at=when, samples=samples, errors=tuple(errors))
+
+
+@dataclass
+class ModelRow:
+    """One (role, objective, model) line of the view."""
+
+    role: str
+    objective: str
+    model: str
+    total: float = 0.0
+    """Results since the processes started."""
+    window: float = 0.0
+    """Results in the interval."""
+    errors: float = 0.0
+    expired: float = 0.0
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass
+class View:
+    """Everything one frame shows."""
+
+    interval: float | None
+    """Seconds between the two scrapes (None: one scrape, figures are totals since start)."""
+    models: list[ModelRow] = field(default_factory=list)
+    routed: list[tuple[str, str, str, str, float, float | None]] = field(default_factory=list)
+    """(objective, model, cell, traffic, share of the objective's routed requests in the window, rps)."""
+    dead_letters: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    """code -> (total, per second)."""
+    lag: dict[str, dict[int, float]] = field(default_factory=dict)
+    """topic -> partition -> records behind."""
+    rules_versions: dict[int, int] = field(default_factory=dict)
+    """rules version -> how many processes run it."""
+    sources: int = 0
+    errors: tuple[str, ...] = ()
+
+
+def _by(scrape: Scrape | None, name: str) -> dict[tuple[str, tuple], float]:
+    if scrape is None:
+        return {}
+    return {(src, labels): v for (src, n, labels), v in scrape.samples.items() if n == name}
+
+
+def _increase(before: Scrape | None, after: Scrape, name: str) -> dict[tuple[str, tuple], float]:
+    """Per (source, labels): how much a counter grew (a drop means a restart: the new value)."""
+    old = _by(before, name)
+    out = {}
+    for key, value in _by(after, name).items():
+        prior = old.get(key, 0.0)
+        out[key] = value - prior if value >= prior else value
+    return out
+
+
+def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The ``q`` quantile from cumulative bucket counts ``{upper bound: count}`` (Prometheus' interpolation)."""
+    bounds = sorted(buckets)
+    if not bounds:
+        return None
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower  # in the overflow bucket: the best one can say is "over the last bound"
+            in_bucket = count - below
+            return lower + (bound - lower) * ((rank - below) / in_bucket if in_bucket else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def summarise(before: Scrape | None, after: Scrape) -> View:
+    """The frame for the interval between ``before`` and ``after`` (or totals, without ``before``)."""
+    interval = after.at - before.at if before is not None and after.at > before.at else None
+    view = View(interval=interval, errors=after.errors)
+    view.sources = len({src for src, _, _ in after.samples})
+
+    def rate(n: float) -> float | None:
+        return n / interval if interval else None
+
+    totals: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    window: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for (_, labels), v in _by(after, "scoreline_results_total").items():
+        d = dict(labels)
+        totals[(d.get("role", ""), d.get("objective", ""), d.get("model", ""))][d.get("status", "")] += v
+    for (_, labels), v in _increase(before, after, "scoreline_results_total").items():
+        d = dict(labels)
+        window[(d.get("role", ""), d.get("objective", ""), d.get("model", ""))][d.get("status", "")] += v
+    buckets: dict[tuple[str, str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for (_, labels), v in _increase(before, after, "scoreline_result_latency_seconds_bucket").items():
+        d = dict(labels)
+        buckets[(d.get("role", ""), d.get("objective", ""), d.get("model", ""))][float(d["le"])] += v
+    for key in sorted(totals, key=lambda k: (k[0] != "worker", k[1], k[2])):
+        moved = window.get(key, {})
+        n = sum(moved.values())
+        p50, p99 = quantile(0.5, buckets.get(key, {})), quantile(0.99, buckets.get(key, {}))
+        view.models.append(ModelRow(
+            role=key[0], objective=key[1], model=key[2], total=sum(totals[key].values()), window=n,
+            errors=moved.get("error", 0.0), expired=moved.get("expired", 0.0), rps=rate(n),
+            p50_ms=None if p50 is None else p50 * 1000, p99_ms=None if p99 is None else p99 * 1000))
+
+    routed: dict[tuple[str, str, str, str], float] = defaultdict(float)
+    for (_, labels), v in _increase(before, after, "scoreline_requests_routed_total").items():
+        d = dict(labels)
+        routed[(d.get("objective", ""), d.get("model", ""), d.get("cell", ""), d.get("traffic", ""))] += v
+    per_objective: dict[str, float] = defaultdict(float)
+    for (objective, *_), v in routed.items():
+        per_objective[objective] += v
+    for key in sorted(routed):
+        share = routed[key] / per_objective[key[0]] if per_objective[key[0]] else 0.0
+        view.routed.append((*key, share, rate(routed[key])))
+
+    dead_total: dict[str, float] = defaultdict(float)
+    dead_window: dict[str, float] = defaultdict(float)
+    for (_, labels), v in _by(after, "scoreline_dead_letters_total").items():
+        dead_total[dict(labels).get("code", "")] += v
+    for (_, labels), v in _increase(before, after, "scoreline_dead_letters_total").items():
+        dead_window[dict(labels).get("code", "")] += v
+    view.dead_letters = {code: (dead_total[code], rate(dead_window.get(code, 0.0))) for code in sorted(dead_total)}
+
+    lag: dict[str, dict[int, float]] = defaultdict(dict)
+    for (_, labels), v in _by(after, "scoreline_consumer_lag_records").items():
+        d = dict(labels)
+        lag[d.get("topic", "")][int(d.get("partition", "0"))] = v
+    view.lag = {topic: dict(sorted(parts.items())) for topic, parts in sorted(lag.items())}
+
+    versions: dict[int, int] = defaultdict(int)
+    for value in _by(after, "scoreline_rules_version").values():
+        versions[int(value)] += 1
+    view.rules_versions = dict(sorted(versions.items()))
+    return view
+
+
+def agreement(comparisons: Iterable[Mapping]) -> dict[tuple[str, str, str], dict[str, float]]:
+    """Shadow agreement per (objective, primary model, shadow model) from comparison records (dicts).
+
+    ``agree`` is the share of matched comparisons whose top item (rankings) or decision band
+    (probabilities) is the same; ``overlap`` the mean top-k overlap of rankings, ``abs_diff`` the
+    mean absolute probability difference.
+    """
+    acc: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for c in comparisons:
+        key = (str(c.get("objective")), str(c.get("primary_model")), str(c.get("shadow_model")))
+        row = acc[key]
+        row["n"] += 1
+        if not c.get("matched"):
+            continue
+        row["matched"] += 1
+        a = c.get("agreement") or {}
+        if a.get("kind") == "ranking":
+            row["agree"] += bool(a.get("top1_agrees"))
+            if a.get("top_k_overlap") is not None:
+                row["overlap_sum"] += a["top_k_overlap"]
+                row["overlap_n"] += 1
+        elif a.get("kind") == "probability":
+            row["agree"] += a.get("primary_band") == a.get("shadow_band")
+            if a.get("abs_diff") is not None:
+                row["diff_sum"] += a["abs_diff"]
+                row["diff_n"] += 1
+    out = {}
+    for key, row in sorted(acc.items()):
+        matched = row["matched"]
+        out[key] = {
+            "n": row["n"], "matched": matched,
+            "agree": row["agree"] / matched if matched else None,
+            "overlap": row["overlap_sum"] / row["overlap_n"] if row["overlap_n"] else None,
+            "abs_diff": row["diff_sum"] / row["diff_n"] if row["diff_n"] else None,
+        }
+    return out
+
+
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.2f}%" if whole else "-"
+
+
+def render(view: View, shadow: Mapping[tuple[str, str, str], Mapping] | None = None, *,
+           title: str = "scoreline top") -> str:
+    """The frame as text: a header, then models, routing, dead letters, lag and shadow agreement."""
+    lines = []
+    versions = ", ".join(f"v{v}×{n}" for v, n in view.rules_versions.items()) or "-"
+    mixed = "  (MIXED: a rollout or rollback is in progress)" if len(view.rules_versions) > 1 else ""
+    window = f"last {view.interval:.1f}s" if view.interval else "totals since start"
+    lines.append(f"{title} — {view.sources} endpoint(s), {window}, rules {versions}{mixed}")
+    for error in view.errors:
+        lines.append(f"  ! {error}")
+    lines.append("")
+    lines.append(f"{'ROLE':<7} {'OBJECTIVE':<16} {'MODEL':<22} {'RPS':>8} {'TOTAL':>9} {'ERR%':>7} {'EXP%':>7} "
+                 f"{'P50ms':>8} {'P99ms':>8}")
+    for row in view.models:
+        lines.append(f"{row.role:<7} {row.objective[:16]:<16} {row.model[:22]:<22} {_num(row.rps):>8} "
+                     f"{row.total:>9.0f} {_pct(row.errors, row.window):>7} {_pct(row.expired, row.window):>7} "
+                     f"{_num(row.p50_ms):>8} {_num(row.p99_ms):>8}")
+    if not view.models:
+        lines.append("  (no results yet)")
+    lines.append("")
+    lines.append(f"{'ROUTED':<7} {'OBJECTIVE':<16} {'MODEL':<22} {'CELL':<8} {'TRAFFIC':<8} {'SHARE':>7} {'RPS':>8}")
+    for objective, model, cell, traffic, share, rps in view.routed:
+        lines.append(f"{'':<7} {objective[:16]:<16} {model[:22]:<22} {cell or '-':<8} {traffic:<8} "
+                     f"{100 * share:>6.1f}% {_num(rps):>8}")
+    if not view.routed:
+        lines.append("  (nothing routed in the window)")
+    lines.append("")
+    if view.dead_letters:
+        lines.append("DEAD LETTERS  " + "  ".join(f"{code}: {total:.0f} ({_num(rps, '{:.2f}')}/s)"
+                                                  for code, (total, rps) in view.dead_letters.items()))
+    else:
+        lines.append("DEAD LETTERS  none")
+    lines.append("")
+    lines.append(f"{'LAG':<7} {'TOPIC':<40} {'TOTAL':>8}  PER PARTITION")
+    for topic, parts in view.lag.items():
+        lines.append(f"{'':<7} {topic[-40:]:<40} {sum(parts.values()):>8.0f}  "
+                     + " ".join(f"p{p}={v:.0f}" for p, v in parts.items()))
+    if not view.lag:
+        lines.append("  (no partitions reported)")
+    lines.append("")
+    if shadow is None:
+        lines.append("SHADOW AGREEMENT  n/a (no comparison records)")
+    else:
+        lines.append(f"{'SHADOW':<7} {'OBJECTIVE':<16} {'PRIMARY → CANDIDATE':<40} {'N':>7} {'MATCHED':>8} "
+                     f"{'AGREE':>7} {'OVERLAP':>8} {'|Δp|':>7}")
+        for (objective, primary, candidate), row in shadow.items():
+            pair = f"{primary} → {candidate}"
+            lines.append(f"{'':<7} {objective[:16]:<16} {pair[:40]:<40} {row['n']:>7.0f} {row['matched']:>8.0f} "
+                         f"{_num(None if row['agree'] is None else 100 * row['agree'], '{:.1f}%'):>7} "
+                         f"{_num(row['overlap'], '{:.3f}'):>8} {_num(row['abs_diff'], '{:.4f}'):>7}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,139 @@
+"""``scoreline top``'s view: rates, quantiles, lag and agreement computed from two scrapes (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scoreline import top_view
+from scoreline.commands.top import endpoint_url
+
+BEFORE = """\
+# TYPE scoreline_results_total counter
+scoreline_results_total{role="worker",shard="s1",objective="title-ranking",model="title-ranking@v1",status="ok"} 100
+scoreline_results_total{role="worker",shard="s1",objective="title-ranking",model="title-ranking@v1",status="error"} 0
+# TYPE scoreline_result_latency_seconds histogram
+scoreline_result_latency_seconds_bucket{role="worker",objective="title-ranking",model="title-ranking@v1",le="0.01"} 50
+scoreline_result_latency_seconds_bucket{role="worker",objective="title-ranking",model="title-ranking@v1",le="0.1"} 100
+scoreline_result_latency_seconds_bucket{role="worker",objective="title-ranking",model="title-ranking@v1",le="+Inf"} 100
+scoreline_result_latency_seconds_count{role="worker",objective="title-ranking",model="title-ranking@v1"} 100
+scoreline_result_latency_seconds_sum{role="worker",objective="title-ranking",model="title-ranking@v1"} 2
+# TYPE scoreline_requests_routed_total counter
+scoreline_requests_routed_total{objective="title-ranking",model="title-ranking@v1",cell="",traffic="live"} 100
+# TYPE scoreline_dead_letters_total counter
+scoreline_dead_letters_total{role="router",code="malformed_json"} 1
+# TYPE scoreline_rules_version gauge
+scoreline_rules_version 7
+"""
+
+AFTER = """\
+# TYPE scoreline_results_total counter
+scoreline_results_total{role="worker",shard="s1",objective="title-ranking",model="title-ranking@v1",status="ok"} 290
+scoreline_results_total{role="worker",shard="s1",objective="title-ranking",model="title-ranking@v1",status="error"} 10
+scoreline_results_total{role="worker",shard="s1",objective="title-ranking",model="title-ranking@v3",status="ok"} 100
+# TYPE scoreline_result_latency_seconds histogram
+scoreline_result_latency_seconds_bucket{role="worker",objective="title-ranking",model="title-ranking@v1",le="0.01"} 50
+scoreline_result_latency_seconds_bucket{role="worker",objective="title-ranking",model="title-ranking@v1",le="0.1"} 300
+scoreline_result_latency_seconds_bucket{role="worker",objective="title-ranking",model="title-ranking@v1",le="+Inf"} 300
+scoreline_result_latency_seconds_count{role="worker",objective="title-ranking",model="title-ranking@v1"} 300
+scoreline_result_latency_seconds_sum{role="worker",objective="title-ranking",model="title-ranking@v1"} 12
+# TYPE scoreline_requests_routed_total counter
+scoreline_requests_routed_total{objective="title-ranking",model="title-ranking@v1",cell="",traffic="live"} 280
+scoreline_requests_routed_total{objective="title-ranking",model="title-ranking@v3",cell="canary",traffic="live"} 20
+# TYPE scoreline_dead_letters_total counter
+scoreline_dead_letters_total{role="router",code="malformed_json"} 5
+# TYPE scoreline_consumer_lag_records gauge
+scoreline_consumer_lag_records{group="scoreline.worker.s1",topic="scoreline.shard.s1",partition="1"} 12
+scoreline_consumer_lag_records{group="scoreline.worker.s1",topic="scoreline.shard.s1",partition="0"} 3
+# TYPE scoreline_rules_version gauge
+scoreline_rules_version 7
+"""
+
+
+def _view(before: str | None = BEFORE, after: str = AFTER, dt: float = 2.0) -> top_view.View:
+    first = top_view.parse(before, source="a", at=10.0) if before is not None else None
+    return top_view.summarise(first, top_view.parse(after, source="a", at=10.0 + dt))
+
+
+def test_rates_errors_and_quantiles_cover_only_the_interval():
+    view = _view()
+    assert view.interval == 2.0
+    v1 = next(r for r in view.models if r.model == "title-ranking@v1")
+    assert v1.window == 200 and v1.rps == 100.0 and v1.errors == 10 and v1.total == 300
+    # 200 new observations all landed in (0.01, 0.1]: p50 interpolates to the bucket's middle.
+    assert v1.p50_ms == pytest.approx(55.0)
+    assert v1.p99_ms == pytest.approx(99.1)
+    v3 = next(r for r in view.models if r.model == "title-ranking@v3")
+    assert v3.window == 100 and v3.p99_ms is None  # no latency buckets for it
+
+
+def test_routing_shares_dead_letters_lag_and_rules_version():
+    view = _view()
+    shares = {(model, cell): share for _, model, cell, _, share, _ in view.routed}
+    assert shares == {("title-ranking@v1", ""): pytest.approx(0.9), ("title-ranking@v3", "canary"): pytest.approx(0.1)}
+    assert view.dead_letters == {"malformed_json": (5, 2.0)}
+    assert view.lag == {"scoreline.shard.s1": {0: 3, 1: 12}}
+    assert view.rules_versions == {7: 1}
+
+
+def test_a_counter_reset_counts_as_the_new_value():
+    restarted = AFTER.replace('status="ok"} 290', 'status="ok"} 40')
+    v1 = next(r for r in _view(after=restarted).models if r.model == "title-ranking@v1")
+    assert v1.window == 40 + 10
+
+
+def test_one_scrape_gives_totals_without_rates():
+    view = _view(before=None)
+    assert view.interval is None
+    assert all(r.rps is None for r in view.models)
+    assert "totals since start" in top_view.render(view)
+
+
+def test_merged_endpoints_add_up_and_mixed_rules_versions_are_flagged():
+    a = top_view.parse(AFTER, source="a", at=1.0)
+    b = top_view.parse(AFTER.replace("scoreline_rules_version 7", "scoreline_rules_version 8"), source="b", at=1.0)
+    view = top_view.summarise(None, top_view.merge([a, b]))
+    assert view.sources == 2
+    assert next(r for r in view.models if r.model == "title-ranking@v1").total == 600
+    assert view.rules_versions == {7: 1, 8: 1}
+    assert "MIXED" in top_view.render(view)
+
+
+def test_quantile_interpolates_like_prometheus():
+    assert top_view.quantile(0.5, {1.0: 10, 2.0: 20, float("inf"): 20}) == pytest.approx(1.0)
+    assert top_view.quantile(0.75, {1.0: 10, 2.0: 20, float("inf"): 20}) == pytest.approx(1.5)
+    assert top_view.quantile(0.99, {1.0: 0, float("inf"): 10}) == 1.0
+    assert top_view.quantile(0.5, {}) is None
+    assert top_view.quantile(0.5, {1.0: 0, float("inf"): 0}) is None
+
+
+def test_agreement_per_model_pair():
+    rows = [
+        {"objective": "title-ranking", "primary_model": "v1", "shadow_model": "v2", "matched": True,
+         "agreement": {"kind": "ranking", "top1_agrees": True, "top_k_overlap": 1.0}},
+        {"objective": "title-ranking", "primary_model": "v1", "shadow_model": "v2", "matched": True,
+         "agreement": {"kind": "ranking", "top1_agrees": False, "top_k_overlap": 0.5}},
+        {"objective": "title-ranking", "primary_model": "v1", "shadow_model": "v2", "matched": False,
+         "reason": "timed_out", "agreement": {}},
+        {"objective": "fraud-score", "primary_model": "f1", "shadow_model": "f2", "matched": True,
+         "agreement": {"kind": "probability", "primary_band": "low", "shadow_band": "low", "abs_diff": 0.02}},
+    ]
+    result = top_view.agreement(rows)
+    ranking = result[("title-ranking", "v1", "v2")]
+    assert ranking["n"] == 3 and ranking["matched"] == 2
+    assert ranking["agree"] == 0.5 and ranking["overlap"] == 0.75
+    fraud = result[("fraud-score", "f1", "f2")]
+    assert fraud["agree"] == 1.0 and fraud["abs_diff"] == pytest.approx(0.02)
+    frame = top_view.render(_view(), result)
+    assert "v1 → v2" in frame and "50.0%" in frame
+
+
+def test_render_shows_every_section_and_na_without_comparisons():
+    frame = top_view.render(_view())
+    for heading in ("ROLE", "ROUTED", "DEAD LETTERS", "LAG", "SHADOW AGREEMENT  n/a"):
+        assert heading in frame
+    assert "p0=3 p1=12" in frame
+
+
+def test_endpoint_url():
+    assert endpoint_url("w1:9464") == "http://w1:9464/metrics"
+    assert endpoint_url("http://x:1/metrics") == "http://x:1/metrics"
