@@ -9,9 +9,11 @@ import sys
 
 from schemas.errors import ScorelineError
 
-from scoreline.commands import broker, demo, run, send
+from scoreline import logging_setup
+from scoreline.commands import backfill, bench, broker, demo, facts, lineage, models, replay, rules, run, send, shadow
+from scoreline.commands import top
 
-COMMANDS = [broker, run, send, demo]
+COMMANDS = [broker, run, send, demo, rules, bench, backfill, replay, models, facts, lineage, shadow, top]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scoreline`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging_setup.configure(args.log_level, stream=sys.stderr)  # JSON lines unless stderr is a terminal
     try:
         return args.func(args)
     except ScorelineError as exc:

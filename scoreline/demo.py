@@ -59,6 +59,8 @@ class DemoPlan:
     timeout: float = 120.0
     """Seconds to wait for every outcome after the last send."""
     seed: int = 7
+    metrics_port: int | None = None
+    """Serve the demo pipeline's ``/metrics`` here while it runs (for ``scoreline top``); None: don't."""
     expectations: dict[str, Expected] = field(default_factory=dict)
 
 
@@ -68,7 +70,7 @@ async def run_demo(kafka: KafkaSettings, layout: TopicLayout, rules: Rules, regi
     run = uuid.uuid4().hex[:8]
     client_name = "demo"
     reply_topic = layout.replies(client_name)
-    async with Pipeline(kafka, layout, rules, registry, PipelineOptions()) as pipeline:
+    async with Pipeline(kafka, layout, rules, registry, PipelineOptions(metrics_port=plan.metrics_port)) as pipeline:
         await pipeline.wait_ready()
         progress(f"pipeline ready (rules version {rules.version}); sending ...")
         async with TopicTail(kafka, [reply_topic]) as replies, \

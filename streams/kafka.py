@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
-__all__ = ["KafkaSettings", "Headers", "headers_of", "to_headers"]
+__all__ = ["KafkaSettings", "Headers", "SASL_MECHANISMS", "headers_of", "to_headers"]
 
 Headers = list[tuple[str, bytes]]
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+"""The SASL mechanisms scoreline's clients (aiokafka and faust) speak."""
 
 
 @dataclass(frozen=True)
@@ -33,32 +37,74 @@ class KafkaSettings:
 
     @classmethod
     def from_env(cls, bootstrap: str, **overrides: Any) -> "KafkaSettings":
-        """Settings with SASL/SSL taken from ``SCORELINE_SECURITY_PROTOCOL``, ``SCORELINE_SASL_*``."""
+        """Settings with SASL/SSL taken from the environment.
+
+        ``SCORELINE_SECURITY_PROTOCOL`` (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``;
+        default ``SASL_PLAINTEXT`` when a mechanism is set, so credentials are never silently unused),
+        ``SCORELINE_SASL_MECHANISM`` (``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``),
+        ``SCORELINE_SASL_USERNAME``, ``SCORELINE_SASL_PASSWORD``, and for SSL ``SCORELINE_SSL_CAFILE``
+        plus, for client certificates, ``SCORELINE_SSL_CERTFILE``, ``SCORELINE_SSL_KEYFILE``,
+        ``SCORELINE_SSL_KEY_PASSWORD``.
+        """
+        env = os.environ
         security: dict[str, Any] = {}
-        if protocol := os.environ.get("SCORELINE_SECURITY_PROTOCOL"):
-            security["security_protocol"] = protocol
-        if mechanism := os.environ.get("SCORELINE_SASL_MECHANISM"):
+        protocol = env.get("SCORELINE_SECURITY_PROTOCOL")
+        if mechanism := env.get("SCORELINE_SASL_MECHANISM"):
+            if mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"SCORELINE_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
+                                 f"got {mechanism!r}")
+            protocol = protocol or "SASL_PLAINTEXT"
+            # aiokafka takes SCRAM credentials through the same two options as PLAIN.
             security["sasl_mechanism"] = mechanism
-            security["sasl_plain_username"] = os.environ.get("SCORELINE_SASL_USERNAME")
-            security["sasl_plain_password"] = os.environ.get("SCORELINE_SASL_PASSWORD")
+            security["sasl_plain_username"] = env.get("SCORELINE_SASL_USERNAME")
+            security["sasl_plain_password"] = env.get("SCORELINE_SASL_PASSWORD")
+        if protocol:
+            security["security_protocol"] = protocol
         if protocol and "SSL" in protocol:
             from aiokafka.helpers import create_ssl_context
 
-            security["ssl_context"] = create_ssl_context(cafile=os.environ.get("SCORELINE_SSL_CAFILE"))
+            security["ssl_context"] = create_ssl_context(
+                cafile=env.get("SCORELINE_SSL_CAFILE"), certfile=env.get("SCORELINE_SSL_CERTFILE"),
+                keyfile=env.get("SCORELINE_SSL_KEYFILE"), password=env.get("SCORELINE_SSL_KEY_PASSWORD"))
         return cls(bootstrap=bootstrap, security=security, **overrides)
 
+    def admin(self, **options: Any) -> AIOKafkaAdminClient:
+        """An admin client (topic creation, metadata) with the same connection and security."""
+        settings: dict[str, Any] = dict(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
+        settings.update(self.security)
+        settings.update(options)
+        return AIOKafkaAdminClient(**settings)
+
+    def faust_credentials(self) -> Any:
+        """The security settings as faust's ``broker_credentials`` (None for a plaintext cluster)."""
+        protocol = self.security.get("security_protocol", "PLAINTEXT")
+        if protocol == "PLAINTEXT":
+            return None
+        import faust
+
+        if protocol.startswith("SASL"):
+            return faust.SASLCredentials(username=self.security.get("sasl_plain_username"),
+                                         password=self.security.get("sasl_plain_password"),
+                                         mechanism=self.security.get("sasl_mechanism", "PLAIN"),
+                                         ssl_context=self.security.get("ssl_context"))
+        return faust.SSLCredentials(self.security.get("ssl_context"))
+
     def producer(self, role: str, **options: Any) -> AIOKafkaProducer:
-        """An idempotent producer with acks from all replicas: retries never duplicate a record."""
-        return AIOKafkaProducer(
+        """An idempotent producer with acks from all replicas: retries never duplicate a record.
+
+        ``options`` override the tuning (e.g. ``linger_ms=0`` for a producer fed whole batches).
+        """
+        settings: dict[str, Any] = dict(
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.client_id}-{role}",
             acks="all",
             enable_idempotence=True,
             linger_ms=self.linger_ms,
             max_batch_size=self.max_batch_bytes,
-            **self.security,
-            **options,
         )
+        settings.update(self.security)
+        settings.update(options)
+        return AIOKafkaProducer(**settings)
 
     def consumer(self, *topics: str, group_id: str | None, role: str, **options: Any) -> AIOKafkaConsumer:
         """A consumer that commits only what scoreline says it may (no auto-commit)."""
@@ -83,7 +129,10 @@ def headers_of(raw: tuple[tuple[str, bytes], ...] | list | None) -> dict[str, st
     """A record's headers as a dict of strings (last value wins; undecodable values replaced)."""
     if not raw:
         return {}
-    return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}
+    try:  # the common case, on every record of the hot path: every value present and valid UTF-8
+        return {k: v.decode() for k, v in raw}
+    except (AttributeError, UnicodeDecodeError):
+        return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}
 
 
 def to_headers(values: Mapping[str, str | None]) -> Headers:

@@ -10,9 +10,13 @@ from typing import Sequence
 
 from routing import Rules
 from schemas import codec
+from streams.comparator import Comparator
+from streams.facts_topic import worker_fact_source
 from streams.kafka import KafkaSettings
+from streams.metrics import PipelineMetrics
 from streams.router import Router
 from streams.rules_source import RulesHolder
+from streams.rules_topic import RulesWatcher
 from streams.service import BatchService
 from streams.topics import TopicLayout, ensure_topics
 from streams.worker import ShadowWorker, Worker
@@ -22,7 +26,7 @@ __all__ = ["Pipeline", "PipelineOptions", "ROLES"]
 
 log = logging.getLogger(__name__)
 
-ROLES = ("router", "worker", "shadow")
+ROLES = ("router", "worker", "shadow", "comparator")
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class PipelineOptions:
     """Which roles run here, and how."""
 
     roles: Sequence[str] = ROLES
-    """Roles to run in this process: any of ``router``, ``worker``, ``shadow``."""
+    """Roles to run in this process: any of ``router``, ``worker``, ``shadow``, ``comparator``."""
     shards: Sequence[str] | None = None
     """Shards whose workers run here; None means every shard in the rules."""
     max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES
@@ -41,6 +45,13 @@ class PipelineOptions:
     """Create missing topics on start."""
     workers_per_shard: int = 1
     """Worker instances per shard in this process (they share the shard's partitions)."""
+    fact_source: str = "files"
+    """Where workers find facts: ``files`` (the registry's in-memory store) or ``kafka`` (each worker
+    materialises the fact-topic partitions it owns and scores only once they are loaded)."""
+    follow_rules: bool = True
+    """Follow the rules topic: the newest valid published version replaces the given rules (hot reload)."""
+    metrics_port: int | None = None
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (None or 0: don't serve)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -55,6 +66,9 @@ class Pipeline:
         self.registry = registry
         self.options = options
         self.services: list[BatchService] = []
+        self.watcher: RulesWatcher | None = None
+        self.metrics = PipelineMetrics(self)
+        """This pipeline's Prometheus metrics, in a registry of its own."""
 
     async def __aenter__(self) -> "Pipeline":
         await self.start()
@@ -67,7 +81,15 @@ class Pipeline:
         return f"{self.layout.prefix}{name}{self.options.group_suffix}"
 
     async def start(self) -> None:
-        """Create topics if asked, then start every role."""
+        """Create topics if asked, follow the rules topic if asked, then start every role."""
+        if self.options.follow_rules:
+            # Before the roles, so they start on the version in force on the cluster, not the fallback.
+            if self.options.create_topics:
+                rules_topic = [s for s in self.layout.specs(()) if s.name == self.layout.rules]
+                await ensure_topics(self.kafka.bootstrap, rules_topic,
+                                    replication_factor=self.layout.replication_factor, **self.kafka.security)
+            self.watcher = RulesWatcher(self.kafka, self.layout, self.rules)
+            await self.watcher.start()
         rules = self.rules()
         shards = list(self.options.shards or rules.shards)
         if self.options.create_topics:
@@ -81,11 +103,26 @@ class Pipeline:
         if "worker" in roles:
             for shard in shards:
                 for _ in range(self.options.workers_per_shard):
-                    self.services.append(Worker(self.kafka, self.layout, self.registry, shard=shard,
-                                                group_id=self._group(f"worker.{shard}")))
+                    self.services.append(Worker(self.kafka, self.layout, shard=shard,
+                                                group_id=self._group(f"worker.{shard}"), **self._facts()))
         if "shadow" in roles:
-            self.services.append(ShadowWorker(self.kafka, self.layout, self.registry, group_id=self._group("shadow")))
+            self.services.append(ShadowWorker(self.kafka, self.layout, group_id=self._group("shadow"),
+                                              **self._facts()))
+        if "comparator" in roles:
+            self.services.append(Comparator(self.kafka, self.layout,  # type: ignore[arg-type]
+                                            app_id=self._group("comparator")))
+        self.metrics.bind()
+        await self.metrics.serve(self.options.metrics_port)
         await asyncio.gather(*(s.start() for s in self.services))
+
+    def _facts(self) -> dict:
+        """A worker's registry (and, with Kafka facts, its own store and the materialiser that fills it)."""
+        if self.options.fact_source == "files":
+            return {"registry": self.registry}
+        if self.options.fact_source != "kafka":
+            raise ValueError(f"fact_source must be 'files' or 'kafka', got {self.options.fact_source!r}")
+        registry, facts = worker_fact_source(self.kafka, self.layout, self.registry)
+        return {"registry": registry, "facts": facts}
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every role has partitions assigned."""
@@ -97,6 +134,10 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await service.stop()
         self.services.clear()
+        await self.metrics.close()
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
 
     def stats(self) -> dict:
         """Counters per role, for logs and the demo summary."""

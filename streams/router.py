@@ -9,6 +9,7 @@ decision as headers, keyed and partitioned by the shard key.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from typing import Callable
@@ -25,6 +26,7 @@ from streams.kafka import KafkaSettings, headers_of, to_headers
 from streams.outbox import Outbox
 from streams.service import Batch, BatchService
 from streams.topics import TopicLayout
+from streams.tracing import trace_headers
 
 __all__ = ["Router"]
 
@@ -53,11 +55,20 @@ class Router(BatchService):
     async def handle(self, batch: Batch, outbox: Outbox) -> None:
         rules = self.rules()  # one snapshot per batch: a reload never splits a batch
         now_ms = str(int(time.time() * 1000))
+        # Partition counts are looked up once per batch, so routing a record never waits.
+        for shard in rules.shards:
+            await self.partition_count(self.layout.shard(shard))
+        if any(o.shadow for o in rules.objectives.values()):
+            await self.partition_count(self.layout.shadow)
         for records in batch.values():
             for record in records:
-                await self._route_one(record, rules, now_ms, outbox)
+                rejected = self._route_one(record, rules, now_ms, outbox)
+                if rejected is not None:
+                    await self._reject(record, *rejected, rules, outbox)
 
-    async def _route_one(self, record: ConsumerRecord, rules: Rules, now_ms: str, outbox: Outbox) -> None:
+    def _route_one(self, record: ConsumerRecord, rules: Rules, now_ms: str,
+                   outbox: Outbox) -> tuple[InvalidMessage, dict[str, str]] | None:
+        """Route one record onto ``outbox``; return why and its headers if it must be rejected instead."""
         headers = headers_of(record.headers)
         traffic = headers.get(H.TRAFFIC) or (
             Traffic.BACKFILL if record.topic == self.layout.requests_backfill else Traffic.LIVE)
@@ -71,9 +82,9 @@ class Router(BatchService):
             view, traffic = self._view(value, headers, rules, traffic)
             decision = _route(view, rules)
         except InvalidMessage as exc:
-            await self._reject(record, exc, headers, rules, outbox)
-            return
-        await self._forward(record, headers, view, decision, traffic, now_ms, outbox)
+            return exc, headers
+        self._forward(record, headers, view, decision, traffic, now_ms, outbox)
+        return None
 
     def _view(self, value: bytes, headers: dict[str, str], rules: Rules,
               traffic: str) -> tuple[RequestView, str]:
@@ -95,8 +106,8 @@ class Router(BatchService):
                            model=request.model)
         return view, headers.get(H.TRAFFIC) or request.traffic
 
-    async def _forward(self, record: ConsumerRecord, headers: dict[str, str], view: RequestView,
-                       decision: Decision, traffic: str, now_ms: str, outbox: Outbox) -> None:
+    def _forward(self, record: ConsumerRecord, headers: dict[str, str], view: RequestView,
+                 decision: Decision, traffic: str, now_ms: str, outbox: Outbox) -> None:
         out = {k: v for k, v in headers.items() if k not in _DECISION_HEADERS}
         out.update({
             H.REQUEST_ID: view.request_id, H.OBJECTIVE: view.objective, H.CLIENT: view.client,
@@ -107,23 +118,27 @@ class Router(BatchService):
         })
         key = decision.shard_key.encode() if decision.shard_key is not None else None
         topic = self.layout.shard(decision.shard, traffic)
-        await outbox.add(topic, record.value, key=key, partition=await self._partition(topic, decision.shard_key),
-                         headers=to_headers(out), timestamp_ms=record.timestamp, tag=record)
+        outbox.put(topic, record.value, key=key, partition=self._partition(topic, decision.shard_key),
+                   headers=to_headers(out), timestamp_ms=record.timestamp, tag=record)
         for candidate in decision.shadows:
             shadow_headers = dict(out)
             shadow_headers.update({H.ROLE: "shadow", H.MODEL: candidate, H.PRIMARY_MODEL: decision.model,
                                    H.SHARD: None})
-            await outbox.add(self.layout.shadow, record.value, key=key,
-                             partition=await self._partition(self.layout.shadow, decision.shard_key),
-                             headers=to_headers(shadow_headers), timestamp_ms=record.timestamp, tag=record)
+            outbox.put(self.layout.shadow, record.value, key=key,
+                       partition=self._partition(self.layout.shadow, decision.shard_key),
+                       headers=to_headers(shadow_headers), timestamp_ms=record.timestamp, tag=record)
         self.routed += 1
+        self.metrics.routed(view.objective, decision.model, decision.cell, traffic, decision.shadows)
 
-    async def _partition(self, topic: str, shard_key: str | None) -> int:
-        count = await self.partition_count(topic)
+    def _partition(self, topic: str, shard_key: str | None) -> int | None:
+        count = self._partitions.get(topic)  # looked up at the start of the batch
+        if count is None:
+            # Not looked up (backfill work): the outbox places it by the same key hash, or spreads it.
+            return None
         if shard_key is None:
             # No shard key: no locality to keep, so spread evenly over the shard's partitions.
             return next(self._spread) % count
-        return partition_for(shard_key, count)
+        return _partition_for(shard_key, count)
 
     async def _reject(self, record: ConsumerRecord, exc: InvalidMessage, headers: dict[str, str], rules: Rules,
                       outbox: Outbox) -> None:
@@ -136,7 +151,11 @@ class Router(BatchService):
                         error=exc.to_error_info(), rules_version=rules.version,
                         traffic=partial.get("traffic") or Traffic.LIVE)
         await outbox.add(reply_to, codec.encode(result), key=request_id.encode(),
-                         partition=await self.reply_partition(reply_to, headers))
+                         partition=await self.reply_partition(reply_to, headers), headers=trace_headers(headers))
+
+
+# Users recur from batch to batch; remembering their partition saves a pure-Python murmur2 each time.
+_partition_for = functools.lru_cache(maxsize=1 << 16)(partition_for)
 
 
 def _route(view: RequestView, rules: Rules) -> Decision:

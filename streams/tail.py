@@ -11,7 +11,6 @@ import contextlib
 from typing import Callable, Iterable
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.kafka import KafkaSettings
 
@@ -58,7 +57,7 @@ class TopicTail:
         self._task = asyncio.create_task(self._read())
 
     async def _partitions(self) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap, **self.kafka.security)
+        admin = self.kafka.admin()
         await admin.start()
         try:
             partitions = []

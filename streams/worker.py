@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from aiokafka import ConsumerRecord
 
@@ -23,7 +23,11 @@ from streams.kafka import KafkaSettings, headers_of
 from streams.outbox import Outbox
 from streams.service import Batch, BatchService
 from streams.topics import TopicLayout
+from streams.tracing import trace_headers
 from workflows import Item, ModelRegistry, Outcome
+
+if TYPE_CHECKING:
+    from streams.facts_topic import FactTopicMaterialiser
 
 __all__ = ["Worker", "ShadowWorker"]
 
@@ -54,11 +58,14 @@ class Worker(BatchService):
     """Whether this worker answers clients (a shadow worker never does)."""
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *, shard: str,
-                 group_id: str | None = None, backfill_pause_lag: int = 200) -> None:
+                 group_id: str | None = None, backfill_pause_lag: int = 200,
+                 facts: FactTopicMaterialiser | None = None) -> None:
         super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
                          topics=self._topics(layout, shard))
         self.shard = shard
         self.registry = registry
+        self.facts = facts
+        """With Kafka facts: the materialiser filling ``registry``'s store from the partitions this worker owns."""
         self.backfill_pause_lag = backfill_pause_lag
         self.results: defaultdict[str, int] = defaultdict(int)
 
@@ -66,7 +73,31 @@ class Worker(BatchService):
     def _topics(layout: TopicLayout, shard: str) -> list[str]:
         return [layout.shard(shard), layout.shard(shard, Traffic.BACKFILL)]
 
+    async def start(self) -> None:
+        """Start the fact materialiser (if any), then consume."""
+        if self.facts is not None:
+            await self.facts.start()
+        await super().start()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop following facts."""
+        await super().stop()
+        if self.facts is not None:
+            await self.facts.stop()
+
+    async def wait_assigned(self, timeout: float = 30.0) -> None:
+        """Return once partitions are assigned and, with Kafka facts, their facts loaded."""
+        await super().wait_assigned(timeout)
+        await self._follow_facts({})
+
+    async def _follow_facts(self, batch: Batch) -> None:
+        """Kafka facts: never score before the facts of the owned partitions are loaded."""
+        if self.facts is not None and self.consumer is not None:
+            # Co-partitioning: fact partition p holds the users whose work arrives on shard partition p.
+            await self.facts.follow({tp.partition for tp in (*self.consumer.assignment(), *batch)})
+
     async def handle(self, batch: Batch, outbox: Outbox) -> None:
+        await self._follow_facts(batch)
         now_ms = time.time() * 1000
         by_model: dict[str, list[Work]] = defaultdict(list)
         # Live partitions first: within a batch, live requests are scored and sent before backfill.
@@ -127,8 +158,9 @@ class Worker(BatchService):
                             shard=headers.get(H.SHARD), model=headers.get(H.MODEL),
                             traffic=headers.get(H.TRAFFIC, Traffic.LIVE))
             await outbox.add(reply_to, codec.encode(result), key=request_id.encode(),
-                             partition=await self.reply_partition(reply_to, headers))
+                             partition=await self.reply_partition(reply_to, headers), headers=trace_headers(headers))
             self.results[Status.ERROR] += 1
+            self.metrics.result(headers.get(H.OBJECTIVE), headers.get(H.MODEL), Status.ERROR)
 
     def _score(self, model_id: str, works: list[Work]) -> list[Outcome]:
         """One workflow call for the batch; if it raises, score one by one to isolate the poison."""
@@ -161,18 +193,20 @@ class Worker(BatchService):
         if routed_at is not None:
             timings["routed"] = round(routed_at - record.timestamp, 3)
         self.results[status] += 1
+        self.metrics.result(request.objective, model_id, status, timings["total"])
         key = request.request_id.encode()
+        trace = trace_headers(headers)
         shadows = headers.get(H.SHADOWS)
         if shadows:
             side = self._shadow_side(work, Role.PRIMARY, model_id, outcome, status, scored_ms, now_ms,
                                      primary_model=model_id, shadow_models=shadows.split(","))
-            await outbox.add(self.layout.shadow_results, codec.encode(side), key=key, tag=record)
+            outbox.put(self.layout.shadow_results, codec.encode(side), key=key, headers=trace, tag=record)
         result = Result(request_id=request.request_id, objective=request.objective, status=status,
                         model=model_id, cell=headers.get(H.CELL), rules_version=_int(headers.get(H.RULES_VERSION)),
                         shard=self.shard, result=outcome.value, error=outcome.error, timings_ms=timings,
                         traffic=request.traffic)
-        await outbox.add(request.reply_to, codec.encode(result), key=key,
-                         partition=await self.reply_partition(request.reply_to, headers), tag=record)
+        outbox.put(request.reply_to, codec.encode(result), key=key,
+                   partition=await self.reply_partition(request.reply_to, headers), headers=trace, tag=record)
 
     def _shadow_side(self, work: Work, role: str, model_id: str, outcome: Outcome, status: str, scored_ms: float,
                      now_ms: float, *, primary_model: str, shadow_models: list[str]) -> ShadowResult:
@@ -208,8 +242,9 @@ class ShadowWorker(Worker):
     replies = False
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *,
-                 group_id: str | None = None) -> None:
-        super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow")
+                 group_id: str | None = None, facts: FactTopicMaterialiser | None = None) -> None:
+        super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow",
+                         facts=facts)
 
     @staticmethod
     def _topics(layout: TopicLayout, shard: str) -> list[str]:
@@ -219,12 +254,14 @@ class ShadowWorker(Worker):
                     status: str | None = None) -> None:
         status = status or (Status.OK if outcome.error is None else Status.ERROR)
         self.results[status] += 1
+        now_ms = time.time() * 1000
+        self.metrics.result(work.request.objective, model_id, status, now_ms - work.record.timestamp)
         shadows = work.headers.get(H.SHADOWS, "")
-        side = self._shadow_side(work, Role.SHADOW, model_id, outcome, status, scored_ms, time.time() * 1000,
+        side = self._shadow_side(work, Role.SHADOW, model_id, outcome, status, scored_ms, now_ms,
                                  primary_model=work.headers.get(H.PRIMARY_MODEL, ""),
                                  shadow_models=shadows.split(",") if shadows else [model_id])
-        await outbox.add(self.layout.shadow_results, codec.encode(side), key=work.request.request_id.encode(),
-                         tag=work.record)
+        outbox.put(self.layout.shadow_results, codec.encode(side), key=work.request.request_id.encode(),
+                   headers=trace_headers(work.headers), tag=work.record)
 
 
 def _int(raw: str | None) -> int | None:

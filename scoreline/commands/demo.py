@@ -19,12 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--concurrency", type=int, default=200, help="requests in flight (default 200)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every outcome")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="serve the demo pipeline's /metrics on this port while it runs, for "
+                             "`scoreline top` (default 0: off)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     plan = DemoPlan(requests=args.requests, bad_per_kind=args.bad_per_kind, concurrency=args.concurrency,
-                    timeout=args.timeout)
+                    timeout=args.timeout, metrics_port=args.metrics_port or None)
     summary = asyncio.run(run_demo(settings.kafka_settings(args), settings.layout(args),
                                    settings.load_example_rules(args), ModelRegistry.default(), plan, progress))
     if args.json:
