@@ -7,19 +7,12 @@ router's hot path. The rules format is documented in ``docs/rules.md``.
 
 from routing.allocation import BUCKETS, bucket_of, partition_for, shadow_sampled
 from routing.errors import RoutingError, RulesError
-from routing.route import Decision, RequestView, explain, extract_shard_key, route, simulate
-from routing.rules import (
-    Canary,
-    Cell,
-    ClientPolicy,
-    Experiment,
-    Objective,
-    Rules,
-    ShadowEntry,
-    load_rules,
-    parse_rules,
-    rules_to_doc,
-)
+from routing.explain import explain
+from routing.parse import load_rules, parse_rules
+from routing.route import Decision, RequestView, extract_shard_key, route
+from routing.rules import Canary, Cell, ClientPolicy, Experiment, Objective, Rules, ShadowEntry
+from routing.rules_doc import rules_to_doc
+from routing.simulate import simulate
 
 __all__ = [
     "BUCKETS",

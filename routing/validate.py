@@ -1,7 +1,7 @@
 """Cross-entry checks of one objective's bucket layout.
 
 Structural checks (types, unknown fields, references) happen while a document
-is read (:func:`routing.rules.parse_rules`); this module holds the checks that
+is read (:func:`routing.parse.parse_rules`); this module holds the checks that
 need the whole objective at once: whether its experiments and canary claim
 the same users.
 

@@ -12,8 +12,8 @@ import orjson
 from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.client import ScoreClient, ScoreTimeout
+from streams.groups import router_running
 from streams.pipeline import Pipeline, PipelineOptions
-from streams.topics import TopicLayout
 from workflows import ModelRegistry
 
 
@@ -49,7 +49,7 @@ async def _send(args: argparse.Namespace) -> int:
     kafka = settings.kafka_settings(args)
     layout = settings.layout(args)
     async with contextlib.AsyncExitStack() as stack:
-        if not await _router_running(kafka.bootstrap, layout):
+        if not await router_running(kafka, layout):
             progress("no scoreline router is running on this cluster; serving this request in-process "
                      "(`scoreline run` keeps one running)")
             pipeline = await stack.enter_async_context(
@@ -63,17 +63,3 @@ async def _send(args: argparse.Namespace) -> int:
             return 1
     emit_json(result)
     return 0 if result.status == "ok" else 1
-
-
-async def _router_running(bootstrap: str, layout: TopicLayout) -> bool:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        responses = await admin.describe_consumer_groups([f"{layout.prefix}router"])
-        return any(group["members"] for r in responses for group in r.to_object()["groups"])
-    except Exception:  # no such group yet, or no coordinator: nobody routes
-        return False
-    finally:
-        await admin.close()
