@@ -34,6 +34,8 @@ class KafkaSettings:
     """Producer batch size per partition."""
     fetch_max_records: int = 1000
     """Most records one ``getmany`` returns, i.e. the largest scoring batch."""
+    backfill_slice: int = 200
+    """Most backfill records one batch takes: what a live request arriving mid-batch may wait behind."""
 
     @classmethod
     def from_env(cls, bootstrap: str, **overrides: Any) -> "KafkaSettings":

@@ -21,7 +21,10 @@ from streams.outbox import Outbox
 from streams.topics import TopicLayout
 from streams.tracing import trace_headers
 
-__all__ = ["BatchService", "Batch"]
+__all__ = ["BatchService", "Batch", "BACKFILL_SUFFIX"]
+
+BACKFILL_SUFFIX = ".backfill"
+"""Topics whose names end so carry backfill traffic, served after live work."""
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class BatchService(ABC):
 
     role: str = "service"
     stage: str = Stage.ROUTER
+    pattern: str | None = None
+    """Subscribe to every topic matching this regex instead of ``topics``."""
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, group_id: str, topics: list[str]) -> None:
         self.kafka = kafka
@@ -68,7 +73,13 @@ class BatchService(ABC):
         # The outbox hands the producer whole batches at flush: lingering would only add latency.
         self.producer = self.kafka.producer(self.role, linger_ms=0)
         await self.producer.start()
-        self.consumer = self.kafka.consumer(*self.topics, group_id=self.group_id, role=self.role)
+        if self.pattern is None:
+            self.consumer = self.kafka.consumer(*self.topics, group_id=self.group_id, role=self.role)
+        else:
+            # New topics matching the pattern (a client's own request topic) are found on metadata
+            # refresh: every 10 s rather than aiokafka's default 5 minutes.
+            self.consumer = self.kafka.consumer(group_id=self.group_id, role=self.role, metadata_max_age_ms=10_000)
+            self.consumer.subscribe(pattern=self.pattern)
         await self.consumer.start()
         _quiet_collector()
         self._task = asyncio.create_task(self._run(), name=f"scoreline-{self.role}")
@@ -124,7 +135,7 @@ class BatchService(ABC):
         assert self.consumer is not None and self.producer is not None
         outbox: Outbox = Outbox(self.producer)
         while not self._stopping.is_set():
-            batch = await self.consumer.getmany(timeout_ms=100, max_records=self.kafka.fetch_max_records)
+            batch = await self._poll()
             if not batch:
                 continue
             began = time.perf_counter()
@@ -144,6 +155,31 @@ class BatchService(ABC):
             settled = time.perf_counter()
             self._commit_soon(batch)
             self.metrics.batch_done(batch, began, handled, settled)
+
+    async def _poll(self) -> Batch:
+        """The next batch, live work first: backfill only fills the room live leaves, a slice at a time.
+
+        A live request that arrives while a batch is being handled waits for that batch only, so
+        the slice bounds what backfill can add to live latency (``backfill_slice`` records).
+        """
+        consumer = self.consumer
+        assert consumer is not None
+        limit = self.kafka.fetch_max_records
+        assigned = consumer.assignment()
+        backfill = [tp for tp in assigned if tp.topic.endswith(BACKFILL_SUFFIX)]
+        if not backfill:
+            return await consumer.getmany(timeout_ms=100, max_records=limit)
+        live = [tp for tp in assigned if not tp.topic.endswith(BACKFILL_SUFFIX)]
+        batch = await consumer.getmany(*live, timeout_ms=0, max_records=limit) if live else {}
+        taken = sum(len(records) for records in batch.values())
+        if taken < limit:
+            more = await consumer.getmany(*backfill, timeout_ms=0,
+                                          max_records=min(limit - taken, self.kafka.backfill_slice))
+            batch.update(more)
+        if batch:
+            return batch
+        # Idle: wait for whatever comes first, but take backfill no faster than a slice at a time.
+        return await consumer.getmany(timeout_ms=100, max_records=self.kafka.backfill_slice)
 
     async def _settle(self, batch: Batch, outbox: Outbox) -> None:
         """Wait for every send; dead-letter the records whose output the broker refused."""

@@ -50,7 +50,7 @@ class Work(NamedTuple):
 
 
 class Worker(BatchService):
-    """Scores one shard's work topics (live first, backfill when live is caught up)."""
+    """Scores one shard's work topics (live first; backfill in the room live leaves, see ``BatchService._poll``)."""
 
     role = "worker"
     stage = Stage.WORKER
@@ -58,7 +58,7 @@ class Worker(BatchService):
     """Whether this worker answers clients (a shadow worker never does)."""
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *, shard: str,
-                 group_id: str | None = None, backfill_pause_lag: int = 200,
+                 group_id: str | None = None,
                  facts: FactTopicMaterialiser | None = None) -> None:
         super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
                          topics=self._topics(layout, shard))
@@ -66,7 +66,6 @@ class Worker(BatchService):
         self.registry = registry
         self.facts = facts
         """With Kafka facts: the materialiser filling ``registry``'s store from the partitions this worker owns."""
-        self.backfill_pause_lag = backfill_pause_lag
         self.results: defaultdict[str, int] = defaultdict(int)
 
     @staticmethod
@@ -122,7 +121,6 @@ class Worker(BatchService):
                 if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
                         ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=_partial(work.request)))
-        self._favour_live(batch)
 
     def _model_of(self, work: Work) -> str:
         return work.headers.get(H.MODEL) or ""
@@ -219,19 +217,6 @@ class Worker(BatchService):
                             latency_ms=round(scored_ms, 3), traffic=work.request.traffic, context=context,
                             ts_ms=int(now_ms))
 
-    def _favour_live(self, batch: Batch) -> None:
-        """Pause backfill partitions while live work has a backlog; resume once it is caught up."""
-        consumer = self.consumer
-        backfill = [tp for tp in consumer.assignment() if tp.topic.endswith(".backfill")] if consumer else []
-        if not backfill:
-            return
-        # What is left on the live partitions after this batch, as of the last fetch's high watermark.
-        lag = sum(max(0, (consumer.highwater(tp) or 0) - (records[-1].offset + 1))
-                  for tp, records in batch.items() if not tp.topic.endswith(".backfill"))
-        if lag > self.backfill_pause_lag:
-            consumer.pause(*backfill)
-        else:
-            consumer.resume(*backfill)
 
 
 class ShadowWorker(Worker):
