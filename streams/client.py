@@ -76,11 +76,12 @@ class ClientClosed(ScorelineError):
 
 
 def request_record(layout: TopicLayout, request: Request, *, shard_key: str | None,
-                   reply_partition: int | None) -> tuple[str, bytes, bytes | None, Headers]:
+                   reply_partition: int | None, own_topic: bool = False) -> tuple[str, bytes, bytes | None, Headers]:
     """The ``(topic, value, key, headers)`` that carry ``request``, as the contract wants them.
 
-    Backfill traffic goes to the backfill request topic, everything else to the live one; the
-    headers let the router route without parsing the body.
+    Backfill traffic goes to the backfill request topic, everything else to the live one; with
+    ``own_topic`` both are the client's own (``<prefix>requests.<client>``). The headers let the
+    router route without parsing the body.
     """
     headers = to_headers({
         H.REQUEST_ID: request.request_id, H.OBJECTIVE: request.objective, H.CLIENT: request.client,
@@ -88,7 +89,10 @@ def request_record(layout: TopicLayout, request: Request, *, shard_key: str | No
         H.SHARD_KEY: shard_key,
         H.REPLY_PARTITION: str(reply_partition) if reply_partition is not None else None,
     })
-    topic = layout.requests_backfill if request.traffic == Traffic.BACKFILL else layout.requests
+    if own_topic:
+        topic = layout.client_requests(request.client, request.traffic)
+    else:
+        topic = layout.requests_backfill if request.traffic == Traffic.BACKFILL else layout.requests
     key = shard_key.encode() if shard_key is not None else None
     return topic, codec.encode_request(request), key, headers
 
@@ -105,11 +109,14 @@ class ScoreClient:
         shard_key_field: the context field copied into the shard-key header and record key.
         on_reply: called with every result no waiting caller claimed: results of ``submit``,
             late or duplicate results, other instances' results on a shared partition.
+        own_topic: publish to this client's own request topic, ``<prefix>requests.<client>``, where
+            the topic (writable by this client alone under ACLs) is the client's identity.
     """
 
     def __init__(self, bootstrap: str | KafkaSettings, client: str, *, reply_to: str | None = None,
                  layout: TopicLayout | None = None, reply_partition: int | None = None,
-                 shard_key_field: str = "user_id", on_reply: Callable[[Result], None] | None = None) -> None:
+                 shard_key_field: str = "user_id", on_reply: Callable[[Result], None] | None = None,
+                 own_topic: bool = False) -> None:
         self.kafka = bootstrap if isinstance(bootstrap, KafkaSettings) else KafkaSettings.from_env(bootstrap)
         self.client = client
         self.layout = layout or TopicLayout()
@@ -117,6 +124,7 @@ class ScoreClient:
         self.reply_partition = reply_partition
         self.shard_key_field = shard_key_field
         self.on_reply = on_reply
+        self.own_topic = own_topic
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._producer = None
@@ -281,7 +289,8 @@ class ScoreClient:
         shard_key = request.context.get(self.shard_key_field)
         topic, value, key, headers = request_record(
             self.layout, request, shard_key=str(shard_key) if shard_key is not None else None,
-            reply_partition=self.reply_partition if request.reply_to == self.reply_to else None)
+            reply_partition=self.reply_partition if request.reply_to == self.reply_to else None,
+            own_topic=self.own_topic)
         try:
             return await self._producer.send(topic, value, key=key, headers=headers)
         except KafkaError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from routing import Rules
@@ -52,7 +52,11 @@ class PipelineOptions:
     """Follow the rules topic: the newest valid published version replaces the given rules (hot reload)."""
     metrics_port: int | None = None
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (None or 0: don't serve)."""
-    extra: dict = field(default_factory=dict)
+    client_topics: bool = True
+    """Create each client's own request topics (``<prefix>requests.<client>``), where the topic is the identity."""
+    trust_client_field: bool = True
+    """Whether requests on the shared request topics may name their own client. Turn off once every client
+    publishes to its own topic under Kafka ACLs (docs/security.md)."""
 
 
 class Pipeline:
@@ -94,12 +98,14 @@ class Pipeline:
         shards = list(self.options.shards or rules.shards)
         if self.options.create_topics:
             reply_topics = sorted({t for c in rules.clients.values() for t in c.reply_topics if not t.endswith("*")})
-            await ensure_topics(self.kafka.bootstrap, self.layout.specs(rules.shards, reply_topics),
+            clients = sorted(rules.clients) if self.options.client_topics else []
+            await ensure_topics(self.kafka.bootstrap, self.layout.specs(rules.shards, reply_topics, clients),
                                 replication_factor=self.layout.replication_factor, **self.kafka.security)
         roles = set(self.options.roles)
         if "router" in roles:
             self.services.append(Router(self.kafka, self.layout, self.rules, group_id=self._group("router"),
-                                        max_request_bytes=self.options.max_request_bytes))
+                                        max_request_bytes=self.options.max_request_bytes,
+                                        trust_client_field=self.options.trust_client_field))
         if "worker" in roles:
             for shard in shards:
                 for _ in range(self.options.workers_per_shard):

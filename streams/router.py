@@ -25,6 +25,7 @@ from schemas.messages import Result, Stage, Status, Traffic
 from streams.kafka import KafkaSettings, headers_of, to_headers
 from streams.outbox import Outbox
 from streams.service import Batch, BatchService
+from streams.tenancy import ClientRateLimiter, request_topic_pattern, source_of
 from streams.topics import TopicLayout
 from streams.tracing import trace_headers
 
@@ -43,11 +44,17 @@ class Router(BatchService):
     stage = Stage.ROUTER
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, rules: Callable[[], Rules], *,
-                 max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES, group_id: str | None = None) -> None:
+                 max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES, group_id: str | None = None,
+                 trust_client_field: bool = True) -> None:
         super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}router",
                          topics=[layout.requests, layout.requests_backfill])
+        # The shared request topics and every client's own ones (see streams.tenancy).
+        self.pattern = request_topic_pattern(layout)
         self.rules = rules
         self.max_request_bytes = max_request_bytes
+        self.trust_client_field = trust_client_field
+        """Whether a request on a shared topic may name its own client; off where clients have own topics."""
+        self._limiter = ClientRateLimiter()
         self._spread = itertools.count()
         self.routed = 0
         self.parsed_bodies = 0
@@ -70,8 +77,8 @@ class Router(BatchService):
                    outbox: Outbox) -> tuple[InvalidMessage, dict[str, str]] | None:
         """Route one record onto ``outbox``; return why and its headers if it must be rejected instead."""
         headers = headers_of(record.headers)
-        traffic = headers.get(H.TRAFFIC) or (
-            Traffic.BACKFILL if record.topic == self.layout.requests_backfill else Traffic.LIVE)
+        source = source_of(self.layout, record.topic)
+        traffic = headers.get(H.TRAFFIC) or source.traffic
         value = record.value or b""
         try:
             if len(value) > self.max_request_bytes:
@@ -80,7 +87,13 @@ class Router(BatchService):
                     f"request is {len(value)} bytes; the limit is {self.max_request_bytes}",
                     partial=_partial_from_headers(headers))
             view, traffic = self._view(value, headers, rules, traffic)
+            self._check_identity(view, source.client)
             decision = _route(view, rules)
+            if not self._limiter.admit(rules.clients[view.client], time.monotonic()):
+                raise InvalidMessage(ErrorCode.RATE_LIMITED,
+                                     f"client {view.client!r} is over its limit of "
+                                     f"{rules.clients[view.client].rate_limit_rps:g} requests/s", field="client",
+                                     partial=_partial_of_view(view))
         except InvalidMessage as exc:
             return exc, headers
         self._forward(record, headers, view, decision, traffic, now_ms, outbox)
@@ -105,6 +118,20 @@ class Router(BatchService):
                            reply_to=request.reply_to, shard_key=shard_key, context=request.context,
                            model=request.model)
         return view, headers.get(H.TRAFFIC) or request.traffic
+
+    def _check_identity(self, view: RequestView, topic_client: str | None) -> None:
+        """On a client's own topic the topic is the identity; on a shared one, the setting decides."""
+        if topic_client is not None:
+            if view.client != topic_client:
+                # Error replies go only where the topic's own client may receive them.
+                raise InvalidMessage(ErrorCode.IDENTITY_MISMATCH,
+                                     f"a request on {topic_client!r}'s own topic names client {view.client!r}",
+                                     field="client", partial={**_partial_of_view(view), "client": topic_client})
+        elif not self.trust_client_field:
+            raise InvalidMessage(ErrorCode.UNTRUSTED_CLIENT,
+                                 f"requests on the shared topic are not trusted to name their client; publish "
+                                 f"to {self.layout.client_requests(view.client)} instead", field="client",
+                                 partial={"request_id": view.request_id})
 
     def _forward(self, record: ConsumerRecord, headers: dict[str, str], view: RequestView,
                  decision: Decision, traffic: str, now_ms: str, outbox: Outbox) -> None:
@@ -162,15 +189,18 @@ def _route(view: RequestView, rules: Rules) -> Decision:
     try:
         return route_request(view, rules)
     except RoutingError as exc:
-        raise InvalidMessage(exc.code, exc.message, field=exc.field, partial={
-            "request_id": view.request_id, "client": view.client, "reply_to": view.reply_to,
-            "objective": view.objective}) from None
+        raise InvalidMessage(exc.code, exc.message, field=exc.field, partial=_partial_of_view(view)) from None
 
 
 def _partial_from_headers(headers: dict[str, str]) -> dict[str, str]:
     names = {H.REQUEST_ID: "request_id", H.CLIENT: "client", H.REPLY_TO: "reply_to", H.OBJECTIVE: "objective",
              H.TRAFFIC: "traffic"}
     return {field: headers[h] for h, field in names.items() if h in headers}
+
+
+def _partial_of_view(view: RequestView) -> dict[str, str]:
+    return {"request_id": view.request_id, "client": view.client, "reply_to": view.reply_to,
+            "objective": view.objective}
 
 
 def _partial_of(request) -> dict[str, str]:

@@ -85,8 +85,9 @@ class TopicLayout:
         """The compacted topic of one fact, keyed and partitioned like the shard topics (see facts_topic)."""
         return f"{self.prefix}facts.{name}"
 
-    def specs(self, shards: Iterable[str], reply_topics: Iterable[str] = ()) -> list[TopicSpec]:
-        """The topics a pipeline serving ``shards`` needs."""
+    def specs(self, shards: Iterable[str], reply_topics: Iterable[str] = (),
+              clients: Iterable[str] = ()) -> list[TopicSpec]:
+        """The topics a pipeline serving ``shards`` needs (with ``clients``' own request topics)."""
         specs = [
             TopicSpec(self.requests, self.request_partitions),
             TopicSpec(self.requests_backfill, self.request_partitions),
@@ -100,6 +101,9 @@ class TopicLayout:
             specs.append(TopicSpec(self.shard(shard), self.shard_partitions))
             specs.append(TopicSpec(self.shard(shard, "backfill"), self.shard_partitions))
         specs += [TopicSpec(t, self.reply_partitions) for t in reply_topics]
+        for client in clients:
+            specs.append(TopicSpec(self.client_requests(client), self.request_partitions))
+            specs.append(TopicSpec(self.client_requests(client, "backfill"), self.request_partitions))
         return specs
 
 

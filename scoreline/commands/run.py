@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "each worker reading only the partitions it owns (`scoreline facts publish` first)")
     parser.add_argument("--max-request-bytes", type=int, default=codec.DEFAULT_MAX_REQUEST_BYTES,
                         help=f"reject larger requests with payload_too_large (default {codec.DEFAULT_MAX_REQUEST_BYTES})")
+    parser.add_argument("--untrusted-shared-topic", action="store_true",
+                        default=os.environ.get("SCORELINE_TRUST_CLIENT_FIELD", "true").lower() in ("0", "false", "no"),
+                        help="reject requests on the shared request topics (untrusted_client): every client must "
+                             "publish to its own <prefix>requests.<client> topic, whose ACLs make the topic its "
+                             "identity (env SCORELINE_TRUST_CLIENT_FIELD=false)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve /metrics, /healthz and /readyz on this port (default SCORELINE_METRICS_PORT, "
                              f"else {DEFAULT_METRICS_PORT}, skipped with a warning if busy; 0 disables; "
@@ -61,7 +66,8 @@ async def _run(args: argparse.Namespace) -> int:
     rules = settings.load_example_rules(args)
     options = PipelineOptions(roles=tuple(args.role or ROLES), shards=args.shard,
                               workers_per_shard=args.workers_per_shard, max_request_bytes=args.max_request_bytes,
-                              fact_source=args.facts, metrics_port=metrics_port(args.metrics_port))
+                              fact_source=args.facts, metrics_port=metrics_port(args.metrics_port),
+                              trust_client_field=not args.untrusted_shared_topic)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
