@@ -109,6 +109,8 @@ class ScoreClient:
         shard_key_field: the context field copied into the shard-key header and record key.
         on_reply: called with every result no waiting caller claimed: results of ``submit``,
             late or duplicate results, other instances' results on a shared partition.
+        max_in_flight: at most this many awaited requests (``score``, ``score_many``) at once; more
+            wait for a slot before they are published. None: unbounded. ``submit`` is not counted.
         own_topic: publish to this client's own request topic, ``<prefix>requests.<client>``, where
             the topic (writable by this client alone under ACLs) is the client's identity.
     """
@@ -116,7 +118,7 @@ class ScoreClient:
     def __init__(self, bootstrap: str | KafkaSettings, client: str, *, reply_to: str | None = None,
                  layout: TopicLayout | None = None, reply_partition: int | None = None,
                  shard_key_field: str = "user_id", on_reply: Callable[[Result], None] | None = None,
-                 own_topic: bool = False) -> None:
+                 own_topic: bool = False, max_in_flight: int | None = None) -> None:
         self.kafka = bootstrap if isinstance(bootstrap, KafkaSettings) else KafkaSettings.from_env(bootstrap)
         self.client = client
         self.layout = layout or TopicLayout()
@@ -125,6 +127,7 @@ class ScoreClient:
         self.shard_key_field = shard_key_field
         self.on_reply = on_reply
         self.own_topic = own_topic
+        self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._producer = None
@@ -149,8 +152,8 @@ class ScoreClient:
 
     @property
     def in_flight(self) -> int:
-        """Requests published by ``score``/``score_many`` whose caller still waits."""
-        return len(self._pending)
+        """Requests published by ``score``/``score_many`` whose result has not arrived yet."""
+        return sum(not future.done() for future in self._pending.values())
 
     async def start(self) -> None:
         """Connect, take a reply partition and start reading replies from now on."""
@@ -258,13 +261,22 @@ class ScoreClient:
                                  field="request_id")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        futures = [self._pending.setdefault(i, loop.create_future()) for i in ids]
+        # Each request is registered as it is published: a result cannot come sooner.
+        futures = [loop.create_future() for _ in ids]
         try:
-            acks = [await self._enqueue(r) for r in requests]
+            acks = []
+            for request, future in zip(requests, futures):
+                if self._slots is not None:
+                    # A slot per awaited request, given back when its future settles or is given up.
+                    await self._slots.acquire()
+                    future.add_done_callback(self._free_slot)
+                self._pending[request.request_id] = future
+                acks.append(await self._enqueue(request))
             await asyncio.gather(*acks)
         except BaseException as exc:
-            for request_id in ids:
+            for request_id, future in zip(ids, futures):
                 self._pending.pop(request_id, None)
+                future.cancel()
             if isinstance(exc, KafkaError):
                 raise KafkaUnavailable(f"could not publish requests: {exc!r}") from exc
             raise
@@ -279,7 +291,11 @@ class ScoreClient:
             raise ScoreTimeout(request_id, timeout) from None
         finally:
             self._pending.pop(request_id, None)
+            future.cancel()  # no-op once settled; frees the in-flight slot of a request given up on
             self._remember(request_id)
+
+    def _free_slot(self, _: asyncio.Future) -> None:
+        self._slots.release()
 
     def _check_running(self, request_id: str | None) -> None:
         if not self._running:

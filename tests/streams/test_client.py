@@ -126,3 +126,26 @@ async def test_repeated_request_ids_are_refused_before_sending(kafka, layout):
         with pytest.raises(InvalidMessage) as err:
             await client.score_many([request, request])
         assert err.value.field == "request_id" and client.in_flight == 0
+
+
+async def test_max_in_flight_bounds_the_requests_awaiting_results(kafka, layout, rules, registry):
+    from streams.pipeline import Pipeline, PipelineOptions
+
+    async with Pipeline(kafka, layout, rules, registry, PipelineOptions(roles=("router", "worker"))) as pipeline:
+        await pipeline.wait_ready()
+        async with ScoreClient(kafka, "demo", layout=layout, max_in_flight=5) as client:
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, client.in_flight)
+                    await asyncio.sleep(0)
+
+            watcher = asyncio.create_task(watch())
+            items = sample_items("title-ranking", 40, seed=9)
+            results = await client.score_many([client.request("title-ranking", i.context, i.payload) for i in items],
+                                              timeout=60, return_exceptions=False)
+            watcher.cancel()
+    assert [r.status for r in results] == ["ok"] * 40
+    assert 1 <= peak <= 5
