@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -442,11 +443,25 @@ def _wait_until_answers(bootstrap: str, *, deadline: float, proc: subprocess.Pop
     while True:
         if proc is not None and proc.poll() is not None:
             raise BrokerError(f"the broker process exited with code {proc.returncode} while starting")
-        if asyncio.run(_answers(bootstrap, security or {})):
+        if _run_to_completion(_answers(bootstrap, security or {})):
             return
         if time.monotonic() > deadline:
             raise BrokerError(f"the broker did not answer on {bootstrap} in time")
         time.sleep(0.25)
+
+
+def _run_to_completion(coroutine):
+    """Run ``coroutine`` to its end from sync code, even when called inside a running event loop.
+
+    ``LocalBroker.start`` is synchronous but is called from commands that already run asyncio
+    (``scoreline run`` resolving its bootstrap); there the check runs on a thread of its own.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _answers(bootstrap: str, security: dict[str, str]) -> bool:
