@@ -168,7 +168,9 @@ async def test_a_running_pipeline_serves_counters_matching_the_requests_sent(kaf
             sent[("title-ranking", "title-ranking@v1")]
         assert samples(text, "scoreline_rules_version") == shadow_all_rules.version
         assert samples(text, "scoreline_model_loaded", model="title-ranking@v1") == 1
-        assert samples(text, "scoreline_assigned_partitions", role="router") == 2 * layout.request_partitions
+        # The shared request topics and each client's own pair (live and backfill).
+        request_topics = 2 + 2 * len(shadow_all_rules.clients)
+        assert samples(text, "scoreline_assigned_partitions", role="router") == request_topics * layout.request_partitions
         lag_groups = {s.labels["group"] for f in text_string_to_metric_families(text) for s in f.samples
                       if s.name == "scoreline_consumer_lag_records"}
         assert any(".worker." in g for g in lag_groups)
