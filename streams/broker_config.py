@@ -1,0 +1,162 @@
+"""How the local broker is configured: its settings, its status, and its ``server.properties``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+__all__ = ["BrokerSettings", "BrokerStatus", "SaslListener", "DEFAULT_KAFKA_VERSION", "scoreline_home",
+           "server_properties", "sasl_properties", "scram_user_arguments"]
+
+DEFAULT_KAFKA_VERSION = "4.1.1"
+
+
+def scoreline_home() -> Path:
+    """Where scoreline keeps its caches and local broker state."""
+    if home := os.environ.get("SCORELINE_HOME"):
+        return Path(home)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "scoreline"
+
+
+@dataclass(frozen=True)
+class SaslListener:
+    """Run the client port as ``SASL_PLAINTEXT`` with ACLs enforced (KRaft's ``StandardAuthorizer``).
+
+    Every user may log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SCRAM credentials are
+    written when the storage is formatted, so users are fixed for the life of the data dir).
+    The broker talks to itself (controller and inter-broker) as ``broker_user``; it and
+    ``super_users`` bypass ACLs; everyone else needs ACLs for everything.
+    """
+
+    users: tuple[tuple[str, str], ...]
+    """``(name, password)`` of every client principal (``User:<name>``)."""
+    super_users: tuple[str, ...] = ("scoreline",)
+    """Principals (user names) allowed everything, e.g. the scoreline service account."""
+    broker_user: str = "broker"
+    broker_password: str = "broker-secret"
+
+    def client_options(self, user: str, mechanism: str = "PLAIN") -> dict[str, str]:
+        """aiokafka security options to log in as ``user`` (one of ``users``, or the broker)."""
+        passwords = dict(self.users) | {self.broker_user: self.broker_password}
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
+                "sasl_plain_username": user, "sasl_plain_password": passwords[user]}
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """How the local broker is run."""
+
+    port: int = 9092
+    """The PLAINTEXT client port; the controller listens on ``port + 1``."""
+    host: str = "127.0.0.1"
+    """Listen and advertised address: loopback only."""
+    kafka_version: str = DEFAULT_KAFKA_VERSION
+    """Apache Kafka release whose jars are resolved from Maven Central."""
+    heap: str = "768m"
+    """Maximum JVM heap; a single test broker needs little."""
+    home: Path | None = None
+    """Cache and state root; ``scoreline_home()`` when None."""
+    sasl: SaslListener | None = None
+    """SASL and ACLs on the client port; None (the default) for a PLAINTEXT broker without ACLs."""
+
+    @classmethod
+    def from_env(cls, port: int | None = None) -> "BrokerSettings":
+        """Settings from ``SCORELINE_BROKER_PORT``, ``SCORELINE_KAFKA_VERSION``, ``SCORELINE_BROKER_HEAP``."""
+        return cls(
+            port=port or int(os.environ.get("SCORELINE_BROKER_PORT", "9092")),
+            kafka_version=os.environ.get("SCORELINE_KAFKA_VERSION", DEFAULT_KAFKA_VERSION),
+            heap=os.environ.get("SCORELINE_BROKER_HEAP", "768m"),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap address clients use."""
+        return f"{self.host}:{self.port}"
+
+
+class BrokerStatus(NamedTuple):
+    """What ``scoreline broker status`` reports."""
+
+    running: bool
+    bootstrap: str
+    version: str
+    pid: int | None
+    data_dir: str
+    log_file: str
+
+    def as_dict(self) -> dict:
+        """The JSON form printed by ``status --json``."""
+        return self._asdict()
+
+
+def server_properties(s: BrokerSettings, data_dir: Path) -> dict[str, str]:
+    """The ``server.properties`` of a single-node KRaft broker (broker and controller in one)."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{s.host}:{s.port + 1}",
+        "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.port + 1}",
+        "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        # One node: every internal topic has one replica.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # Tests and the demo join many groups; waiting for more members only slows them.
+        "group.initial.rebalance.delay.ms": "0",
+        # Kafka's default; scoreline creates its own topics explicitly, this serves plain producers.
+        "auto.create.topics.enable": "true",
+        "log.retention.hours": "24",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+    }
+    if s.sasl is not None:
+        props.update(sasl_properties(s, s.sasl))
+    return props
+
+
+def sasl_properties(s: BrokerSettings, sasl: SaslListener) -> dict[str, str]:
+    """The listener, JAAS and authorizer properties of a SASL-enabled local broker."""
+    plain_users = " ".join(f'user_{name}="{password}"'
+                           for name, password in (*sasl.users, (sasl.broker_user, sasl.broker_password)))
+    plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{sasl.broker_user}" '
+             f'password="{sasl.broker_password}" {plain_users};')
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return {
+        # Both ports speak SASL: the controller too, so no unauthenticated principal needs super powers.
+        "listeners": f"SASL_PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.port + 1}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{s.host}:{s.port}",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain,
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": scram,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": ";".join(f"User:{u}" for u in (sasl.broker_user, *sasl.super_users)),
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
+def scram_user_arguments(sasl: SaslListener | None) -> list[str]:
+    """``kafka-storage format`` arguments that create the SCRAM users at format time."""
+    if sasl is None:
+        return []
+    return [arg for name, password in sasl.users for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
