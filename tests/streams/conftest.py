@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import orjson
-
-from routing import parse_rules
-from scoreline.settings import EXAMPLES_DIR
+from streams_testing import rules_under
 from streams.kafka import KafkaSettings
 from streams.topics import TopicLayout
 from workflows import ModelRegistry
@@ -30,12 +27,6 @@ async def layout(kafka_admin, unique: str) -> TopicLayout:
 @pytest.fixture(scope="session")
 def registry() -> ModelRegistry:
     return ModelRegistry.default()
-
-
-def rules_under(layout: TopicLayout, name: str = "rules.json"):
-    """A shipped rules file with its reply topics moved under the test's prefix."""
-    text = (EXAMPLES_DIR / name).read_text().replace('"scoreline.replies.', f'"{layout.prefix}replies.')
-    return parse_rules(orjson.loads(text))
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from streams.topics import TopicLayout
 from streams.worker import Worker
 from workflows import ModelRegistry, sample_items
 
-from conftest import rules_under
+from streams_testing import rules_under
 
 LAYOUT = TopicLayout(prefix="fuzz.", request_partitions=2, shard_partitions=2, reply_partitions=2)
 RULES = rules_under(LAYOUT)
@@ -124,11 +124,12 @@ VALID = {
     "deadline_ms": None, "traffic": "live", "model": None,
 }
 HEADER_NAMES = [H.REQUEST_ID, H.OBJECTIVE, H.CLIENT, H.REPLY_TO, H.SHARD_KEY, H.REPLY_PARTITION, H.TRAFFIC,
-                H.MODEL_OVERRIDE, H.MODEL, H.SHARD, H.CELL, H.SHADOWS, H.RULES_VERSION]
+                H.MODEL_OVERRIDE, H.MODEL, H.SHARD, H.CELL, H.SHADOWS, H.RULES_VERSION, H.CONTEXT_COUNTRY,
+                H.CONTEXT_DEVICE, H.CONTEXT_SURFACE]
 header_values = st.one_of(
     st.sampled_from(["r-1", "title-ranking", "fraud-score", "nope", "demo", "other", REPLY_TO,
                      "scoreline.replies.other", "0", "1", "99", "-1", "live", "backfill", "test", "",
-                     "title-ranking@v1", "s1", "s2"]).map(str.encode),
+                     "title-ranking@v1", "s1", "s2", "US", "CA", "BR", "tv"]).map(str.encode),
     st.binary(max_size=40),
 )
 json_values = st.recursive(
@@ -281,6 +282,86 @@ def test_identity_headers_that_disagree_with_the_body_are_never_scored(objective
     body, headers = _request(objective, **{header: said})
     assert _never_scored_as_the_header_says(body, headers, header, field) in (
         "rejected by the router", "header_mismatch at the worker", "routed by the body")
+
+
+def _with_context_headers(body: dict, headers: dict[str, bytes]) -> dict[str, bytes]:
+    """``headers`` plus the context headers the client library sets for ``body``."""
+    return {**headers, **{header: str(body["context"][field]).encode()
+                          for field, header in H.CONTEXT_HEADERS.items() if field in body["context"]}}
+
+
+def _route_with(router: Router, body: dict, headers: dict[str, bytes]) -> RecordingOutbox:
+    rec = record(orjson.dumps(body), list(headers.items()))
+    outbox = RecordingOutbox()
+    asyncio.run(router.handle({TopicPartition(rec.topic, 0): [rec]}, outbox))
+    assert assert_one_outcome(rec, outbox) == "forward"
+    return outbox
+
+
+@pytest.mark.parametrize("country", ["US", "CA", "BR", "FR"])
+def test_context_headers_route_a_context_matched_objective_as_the_body_would(country):
+    """title-ranking's experiment matches on country: with the context headers the body is not parsed,
+    and the decision (model, cell, shard, key) is the one the body route makes, for many users."""
+    with_headers, body_only = make_router(), make_router()
+    for item in sample_items("title-ranking", 40, seed=5):
+        body, headers = _request("title-ranking")
+        body["context"] = {**item.context, "country": country}
+        headers[H.SHARD_KEY] = str(item.context["user_id"]).encode()
+        fast = _route_with(with_headers, body, _with_context_headers(body, headers))
+        slow = _route_with(body_only, body, headers)
+        decided = (H.MODEL, H.CELL, H.SHARD, H.SHARD_KEY)
+        assert [dict(fast.sent[0]["headers"]).get(h) for h in decided] == \
+            [dict(slow.sent[0]["headers"]).get(h) for h in decided]
+        assert fast.sent[0]["partition"] == slow.sent[0]["partition"]
+    assert with_headers.parsed_bodies == 0
+    assert body_only.parsed_bodies == 40
+
+
+def test_without_every_matched_context_header_the_router_parses_the_body():
+    router = make_router()
+    body, headers = _request("title-ranking")
+    headers = _with_context_headers(body, headers)
+    _route_with(router, body, {k: v for k, v in headers.items() if k != H.CONTEXT_COUNTRY})
+    _route_with(router, body, {k: v for k, v in headers.items() if k != H.SHARD_KEY})
+    assert router.parsed_bodies == 2
+
+
+@pytest.mark.parametrize("objective", ["title-ranking", "fraud-score"])
+@pytest.mark.parametrize("header,field", [(H.CONTEXT_COUNTRY, "country"), (H.CONTEXT_DEVICE, "device"),
+                                          (H.CONTEXT_SURFACE, "surface")])
+def test_a_context_header_that_disagrees_with_the_body_is_never_scored(objective, header, field):
+    """A client cannot be routed by a header country (say, into an experiment) and scored with another.
+
+    A context header routing reads (title-ranking's country) travels on and the worker rejects the
+    disagreement; one routing does not read is not forwarded: the request is routed and scored as
+    its body says, exactly as without the header.
+    """
+    body, headers = _request(objective)
+    headers = _with_context_headers(body, headers)
+    headers[header] = b"ZZ" if body["context"].get(field) != "ZZ" else b"YY"
+    routed, worked = _route_then_work(body, headers)
+    assert worked is not None
+    letters = [codec.decode_dead_letter(s["value"]) for s in worked.to(lambda t: t == LAYOUT.deadletter)]
+    results = [codec.decode_result(s["value"]) for s in worked.to(
+        lambda t: t not in (LAYOUT.deadletter, LAYOUT.shadow_results))]
+    assert len(results) == 1
+    if field in RULES.context_fields(objective):
+        assert [(x.code, x.field) for x in letters] == [(ErrorCode.HEADER_MISMATCH, f"context.{field}")]
+        assert results[0].error.code == ErrorCode.HEADER_MISMATCH
+    else:
+        (forward,) = routed.to(is_shard)
+        assert header not in dict(forward["headers"])
+        assert not letters and results[0].status == Status.OK
+        plain, _ = _route_then_work(body, {k: v for k, v in headers.items() if k != header})
+        assert dict(plain.to(is_shard)[0]["headers"])[H.MODEL] == dict(forward["headers"])[H.MODEL]
+
+
+def test_a_context_header_for_a_field_the_body_lacks_is_a_mismatch():
+    body, headers = _request("title-ranking")
+    body["context"] = {k: v for k, v in body["context"].items() if k != "country"}
+    routed, worked = _route_then_work(body, {**headers, H.CONTEXT_COUNTRY: b"US"})
+    letters = [codec.decode_dead_letter(s["value"]) for s in worked.to(lambda t: t == LAYOUT.deadletter)]
+    assert [(x.code, x.field) for x in letters] == [(ErrorCode.HEADER_MISMATCH, "context.country")]
 
 
 @pytest.mark.parametrize("value", [
