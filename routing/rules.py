@@ -75,6 +75,8 @@ class Experiment:
     "``match`` prepared for lookups."
     needs_context: bool = field(init=False, compare=False, repr=False)
     "Whether ``match`` reads the request context (any field but ``client``)."
+    context_fields: frozenset[str] = field(init=False, compare=False, repr=False)
+    "The context fields ``match`` reads (every key but ``client``)."
 
     def __post_init__(self) -> None:
         start = buckets_for_percent(self.offset_percent)
@@ -87,7 +89,8 @@ class Experiment:
             bounds.append(running * BUCKETS // total)
         object.__setattr__(self, "cell_bounds", tuple(bounds))
         object.__setattr__(self, "match_sets", tuple((k, frozenset(v)) for k, v in self.match.items()))
-        object.__setattr__(self, "needs_context", any(k != _CLIENT_MATCH_KEY for k in self.match))
+        object.__setattr__(self, "context_fields", frozenset(k for k in self.match if k != _CLIENT_MATCH_KEY))
+        object.__setattr__(self, "needs_context", bool(self.context_fields))
 
     def cell_for(self, cell_bucket: int) -> Cell:
         """Return the cell that owns ``cell_bucket`` (0..9999 in the experiment's salt)."""
@@ -156,10 +159,13 @@ class Objective:
     "``override_clients`` prepared for lookups."
     needs_context: bool = field(init=False, compare=False, repr=False)
     "Whether routing reads context fields beyond the shard key."
+    context_fields: frozenset[str] = field(init=False, compare=False, repr=False)
+    "The context fields the experiments match on, all together."
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "override_set", frozenset(self.override_clients))
-        object.__setattr__(self, "needs_context", any(e.needs_context for e in self.experiments))
+        object.__setattr__(self, "context_fields", frozenset().union(*(e.context_fields for e in self.experiments)))
+        object.__setattr__(self, "needs_context", bool(self.context_fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +240,16 @@ class Rules:
         """
         obj = self.objectives.get(objective)
         return obj is not None and obj.needs_context
+
+    def context_fields(self, objective: str) -> frozenset[str]:
+        """Return the context fields routing ``objective`` matches on (beyond the shard key).
+
+        Empty when :meth:`needs_context` is False, and for an unknown objective. A router
+        that has these fields from somewhere other than the body (the client library's
+        ``scoreline-context-*`` headers) may route without parsing the body.
+        """
+        obj = self.objectives.get(objective)
+        return obj.context_fields if obj is not None else frozenset()
 
     def shard_key_path(self, objective: str) -> str:
         """Return the context path of ``objective``'s shard key (``context.user_id``).

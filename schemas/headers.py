@@ -9,9 +9,16 @@ can be imported without a Kafka client.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 __all__ = [
     "CELL",
     "CLIENT",
+    "CONTEXT_COUNTRY",
+    "CONTEXT_DEVICE",
+    "CONTEXT_HEADERS",
+    "CONTEXT_SURFACE",
     "DECISION_HEADERS",
     "MODEL",
     "MODEL_OVERRIDE",
@@ -56,6 +63,26 @@ TRAFFIC = "scoreline-traffic"
 MODEL_OVERRIDE = "scoreline-model-override"
 "The request's ``model`` override, so the router can honour it without parsing the body."
 
+# Optional, set by the client library when the context has the field as a scalar: the
+# context fields routing rules match on, so the router can route those objectives without
+# parsing the body too. The worker checks each one it finds against the body.
+
+CONTEXT_COUNTRY = "scoreline-context-country"
+"The request's ``context.country``, as the text it matches as (see ``routing.route.scalar_str``)."
+
+CONTEXT_DEVICE = "scoreline-context-device"
+"The request's ``context.device``, as the text it matches as."
+
+CONTEXT_SURFACE = "scoreline-context-surface"
+"The request's ``context.surface``, as the text it matches as."
+
+CONTEXT_HEADERS: Mapping[str, str] = MappingProxyType({
+    "country": CONTEXT_COUNTRY,
+    "device": CONTEXT_DEVICE,
+    "surface": CONTEXT_SURFACE,
+})
+"Context field -> the header that carries it."
+
 # Added by the router to routed work, shadow copies and results.
 
 MODEL = "scoreline-model"
@@ -94,6 +121,9 @@ REQUEST_HEADERS: tuple[str, ...] = (
     REPLY_PARTITION,
     TRAFFIC,
     MODEL_OVERRIDE,
+    CONTEXT_COUNTRY,
+    CONTEXT_DEVICE,
+    CONTEXT_SURFACE,
 )
 "The headers a client may set."
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from routing.route import scalar_str
 from schemas import codec, headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import Request, Result, Traffic
@@ -81,13 +82,16 @@ def request_record(layout: TopicLayout, request: Request, *, shard_key: str | No
 
     Backfill traffic goes to the backfill request topic, everything else to the live one; with
     ``own_topic`` both are the client's own (``<prefix>requests.<client>``). The headers let the
-    router route without parsing the body.
+    router route without parsing the body; they include the context fields routing rules may
+    match on (``scoreline-context-country``, ``-device``, ``-surface``) where the context has them.
     """
     headers = to_headers({
         H.REQUEST_ID: request.request_id, H.OBJECTIVE: request.objective, H.CLIENT: request.client,
         H.REPLY_TO: request.reply_to, H.TRAFFIC: request.traffic, H.MODEL_OVERRIDE: request.model,
         H.SHARD_KEY: shard_key,
         H.REPLY_PARTITION: str(reply_partition) if reply_partition is not None else None,
+        # The context fields rules match on, so the router need not parse the body for them either.
+        **{header: scalar_str(request.context.get(field)) for field, header in H.CONTEXT_HEADERS.items()},
     })
     if own_topic:
         topic = layout.client_requests(request.client, request.traffic)

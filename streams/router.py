@@ -2,7 +2,8 @@
 
 The router is stateless; any number of router processes share the request topics in one
 consumer group. For a request that carries the contract's headers it routes without
-parsing the body (unless the objective's rules match on context); for a plain request
+parsing the body (also when the objective's rules match on context fields, if the client
+sent those fields as ``scoreline-context-*`` headers); for a plain request
 (kcat, any producer) it parses the body. It forwards the original bytes, adding the
 decision as headers, keyed and partitioned by the shard key.
 """
@@ -35,6 +36,8 @@ __all__ = ["Router"]
 _ROUTING_HEADERS = (H.REQUEST_ID, H.OBJECTIVE, H.CLIENT, H.REPLY_TO)
 # Headers the router owns: a client cannot smuggle a decision past it.
 _DECISION_HEADERS = frozenset(H.DECISION_HEADERS)
+# Headers a forward carries with the decision's values: the router's own and the ones it re-states.
+_REWRITTEN = _DECISION_HEADERS | {H.REQUEST_ID, H.OBJECTIVE, H.CLIENT, H.REPLY_TO, H.TRAFFIC, H.SHARD_KEY}
 
 
 class Router(BatchService):
@@ -96,18 +99,21 @@ class Router(BatchService):
                                      partial=_partial_of_view(view))
         except InvalidMessage as exc:
             return exc, headers
-        self._forward(record, headers, view, decision, traffic, now_ms, outbox)
+        self._forward(record, headers, view, decision, traffic, now_ms, rules.context_fields(view.objective), outbox)
         return None
 
     def _view(self, value: bytes, headers: dict[str, str], rules: Rules,
               traffic: str) -> tuple[RequestView, str]:
-        if all(h in headers for h in _ROUTING_HEADERS) and headers[H.OBJECTIVE] in rules.objectives \
-                and not rules.needs_context(headers[H.OBJECTIVE]):
-            return RequestView(
-                request_id=headers[H.REQUEST_ID], objective=headers[H.OBJECTIVE], client=headers[H.CLIENT],
-                reply_to=headers[H.REPLY_TO], shard_key=headers.get(H.SHARD_KEY) or None,
-                context=None, model=headers.get(H.MODEL_OVERRIDE) or None,
-            ), traffic
+        objective = headers.get(H.OBJECTIVE)
+        if objective in rules.objectives and all(h in headers for h in _ROUTING_HEADERS):
+            fields = rules.context_fields(objective)
+            context = _context_from_headers(headers, fields) if fields else None
+            if not fields or context is not None:
+                return RequestView(
+                    request_id=headers[H.REQUEST_ID], objective=objective, client=headers[H.CLIENT],
+                    reply_to=headers[H.REPLY_TO], shard_key=headers.get(H.SHARD_KEY) or None,
+                    context=context, model=headers.get(H.MODEL_OVERRIDE) or None,
+                ), traffic
         self.parsed_bodies += 1
         request = codec.decode_request(value, max_bytes=self.max_request_bytes)
         if request.objective not in rules.objectives:
@@ -134,26 +140,29 @@ class Router(BatchService):
                                  partial={"request_id": view.request_id})
 
     def _forward(self, record: ConsumerRecord, headers: dict[str, str], view: RequestView,
-                 decision: Decision, traffic: str, now_ms: str, outbox: Outbox) -> None:
-        out = {k: v for k, v in headers.items() if k not in _DECISION_HEADERS}
-        out.update({
+                 decision: Decision, traffic: str, now_ms: str, context_fields: frozenset[str],
+                 outbox: Outbox) -> None:
+        decided = {
             H.REQUEST_ID: view.request_id, H.OBJECTIVE: view.objective, H.CLIENT: view.client,
             H.REPLY_TO: view.reply_to, H.TRAFFIC: traffic, H.MODEL: decision.model, H.SHARD: decision.shard,
             H.RULES_VERSION: str(decision.rules_version), H.ROUTED_AT: now_ms,
             H.SHARD_KEY: decision.shard_key, H.CELL: decision.cell,
             H.SHADOWS: ",".join(decision.shadows) or None,
-        })
+        }
+        # The client's other headers pass through as they came (no decode and re-encode), unless a
+        # value is missing or not UTF-8: then they go through the same replacing decoder as before.
+        passed = _passed_through(record.headers, headers, _not_passed(context_fields))
         key = decision.shard_key.encode() if decision.shard_key is not None else None
         topic = self.layout.shard(decision.shard, traffic)
         outbox.put(topic, record.value, key=key, partition=self._partition(topic, decision.shard_key),
-                   headers=to_headers(out), timestamp_ms=record.timestamp, tag=record)
+                   headers=passed + to_headers(decided), timestamp_ms=record.timestamp, tag=record)
         for candidate in decision.shadows:
-            shadow_headers = dict(out)
+            shadow_headers = dict(decided)
             shadow_headers.update({H.ROLE: "shadow", H.MODEL: candidate, H.PRIMARY_MODEL: decision.model,
                                    H.SHARD: None})
             outbox.put(self.layout.shadow, record.value, key=key,
                        partition=self._partition(self.layout.shadow, decision.shard_key),
-                       headers=to_headers(shadow_headers), timestamp_ms=record.timestamp, tag=record)
+                       headers=passed + to_headers(shadow_headers), timestamp_ms=record.timestamp, tag=record)
         self.routed += 1
         self.metrics.routed(view.objective, decision.model, decision.cell, traffic, decision.shadows)
 
@@ -183,6 +192,44 @@ class Router(BatchService):
 
 # Users recur from batch to batch; remembering their partition saves a pure-Python murmur2 each time.
 _partition_for = functools.lru_cache(maxsize=1 << 16)(partition_for)
+
+
+@functools.lru_cache(maxsize=64)
+def _not_passed(context_fields: frozenset[str]) -> frozenset[str]:
+    """The headers a forward does not copy from the request, for an objective matching on ``context_fields``.
+
+    The decision's own, and the context headers routing does not read: the worker checks every
+    context header it gets against the body, so only the ones that can steer routing travel on.
+    """
+    return _REWRITTEN | {h for f, h in H.CONTEXT_HEADERS.items() if f not in context_fields}
+
+
+def _passed_through(raw, headers: dict[str, str], dropped: frozenset[str]) -> list[tuple[str, bytes]]:
+    """The record's headers less ``dropped``, in order, once each."""
+    if not raw:
+        return []
+    if len(raw) == len(headers) and all(type(v) is bytes for _, v in raw):
+        return [h for h in raw if h[0] not in dropped]
+    # Repeated names (last one wins) or values the decoder replaced: what headers_of made of them.
+    return to_headers({k: v for k, v in headers.items() if k not in dropped})
+
+
+def _context_from_headers(headers: dict[str, str], fields: frozenset[str]) -> dict[str, str] | None:
+    """The context fields routing matches on, from the ``scoreline-context-*`` headers; None if any is missing.
+
+    Only with the shard-key header too: routing then reads nothing the headers do not carry.
+    The worker checks every context header against the body (``header_mismatch``), so a header
+    cannot route a request as one context and have it scored as another.
+    """
+    if not headers.get(H.SHARD_KEY):
+        return None
+    context = {}
+    for field in fields:
+        value = headers.get(H.CONTEXT_HEADERS.get(field, ""))
+        if value is None:
+            return None
+        context[field] = value
+    return context
 
 
 def _route(view: RequestView, rules: Rules) -> Decision:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from aiokafka import ConsumerRecord
 
+from routing.route import scalar_str
 from schemas import codec, headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
@@ -39,6 +40,8 @@ SLICE_FIELDS = ("country", "device", "surface")
 # so the two must agree or a client could be routed as one tenant/objective and scored as another.
 _AGREEMENT = ((H.REQUEST_ID, "request_id"), (H.OBJECTIVE, "objective"), (H.CLIENT, "client"),
               (H.REPLY_TO, "reply_to"))
+# (context field, header name): the router may route context-matched objectives by these headers.
+_CONTEXT_AGREEMENT = tuple(H.CONTEXT_HEADERS.items())
 
 
 class Work(NamedTuple):
@@ -135,6 +138,12 @@ class Worker(BatchService):
                     raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
                                          f"header {header} says {said!r} but the body's {attribute} is "
                                          f"{getattr(request, attribute)!r}", field=attribute)
+            for field, header in _CONTEXT_AGREEMENT:
+                said = headers.get(header)
+                if said is not None and said != scalar_str(request.context.get(field)):
+                    raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
+                                         f"header {header} says {said!r} but the body's context.{field} is "
+                                         f"{request.context.get(field)!r}", field=f"context.{field}")
             override = headers.get(H.MODEL_OVERRIDE)
             if request.model is not None and override != request.model:
                 raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
@@ -203,8 +212,9 @@ class Worker(BatchService):
                         model=model_id, cell=headers.get(H.CELL), rules_version=_int(headers.get(H.RULES_VERSION)),
                         shard=self.shard, result=outcome.value, error=outcome.error, timings_ms=timings,
                         traffic=request.traffic)
-        outbox.put(request.reply_to, codec.encode(result), key=key,
-                   partition=await self.reply_partition(request.reply_to, headers), headers=trace, tag=record)
+        # Most clients ask for no partition: skip the (awaiting) check for them.
+        partition = await self.reply_partition(request.reply_to, headers) if H.REPLY_PARTITION in headers else None
+        outbox.put(request.reply_to, codec.encode(result), key=key, partition=partition, headers=trace, tag=record)
 
     def _shadow_side(self, work: Work, role: str, model_id: str, outcome: Outcome, status: str, scored_ms: float,
                      now_ms: float, *, primary_model: str, shadow_models: list[str]) -> ShadowResult:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, ClassVar
 
 import numpy as np
@@ -123,14 +124,14 @@ class TitleRanking(Workflow):
             country.append(self._code(self.country_index, context.get("country")))
             device.append(self._code(self.device_index, context.get("device")))
             ks.append(payload.get("k", self.k_default))
+            distinct = dict.fromkeys(payload["titles"])  # a title is ranked once, at its first mention
+            found = list(map(index.get, distinct))  # resolved in one C-level pass; None where unknown
             missing: list[str] = []
-            for t in dict.fromkeys(payload["titles"]):  # a title is ranked once, at its first mention
-                i = index.get(t)
-                if i is None:
-                    missing.append(t)
-                else:
-                    seg.append(row)
-                    title.append(i)
+            if None in found:
+                missing = [t for t, i in zip(distinct, found) if i is None]
+                found = [i for i in found if i is not None]
+            seg.extend(repeat(row, len(found)))
+            title.extend(found)
             unknown.append(missing)
         return _Batch(
             size=len(items),
@@ -156,7 +157,7 @@ class TitleRanking(Workflow):
         titles = payload.get("titles")
         if titles is None:
             return invalid("payload.titles", "payload.titles is required: a list of title ids")
-        if not isinstance(titles, (list, tuple)) or not all(isinstance(t, str) for t in titles):
+        if not isinstance(titles, (list, tuple)) or not all(map(isinstance, titles, repeat(str))):
             return invalid("payload.titles", "payload.titles must be a list of title id strings")
         if len(titles) > self.max_titles:
             return invalid("payload.titles", f"payload.titles has {len(titles)} ids; at most {self.max_titles}")
@@ -229,11 +230,13 @@ class TitleRanking(Workflow):
         for pos_, outcome in pre.errors.items():
             outcomes[pos_] = outcome
         ids = self.title_ids
-        for row in range(n):
-            top = min(int(pre.k[row]), int(kept[row]))
-            ranking = [
-                {"title": ids[t], "score": float(s)}
-                for t, s in zip(ranked_titles[row, :top].tolist(), ranked_scores[row, :top].tolist())
-            ]
-            outcomes[int(pre.rows[row])] = Outcome({"ranking": ranking, "unknown_titles": pre.unknown[row]}, None)
+        # Only the top of each row leaves numpy, as Python lists, in one conversion for the batch.
+        top = np.minimum(pre.k, kept)
+        cut = int(top.max()) if n else 0
+        all_titles = ranked_titles[:, :cut].tolist()
+        all_scores = ranked_scores[:, :cut].tolist()
+        for row, k, titles_, scores_, unknown in zip(pre.rows.tolist(), top.tolist(), all_titles, all_scores,
+                                                     pre.unknown):
+            ranking = [{"title": ids[t], "score": s} for t, s in zip(titles_[:k], scores_[:k])]
+            outcomes[row] = Outcome({"ranking": ranking, "unknown_titles": unknown}, None)
         return outcomes  # type: ignore[return-value]

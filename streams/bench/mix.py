@@ -50,8 +50,13 @@ class RequestMix:
                                      "traffic": "live"})
                 head, tail = body.split(_ID_MARK.encode())
                 user = str(item.context["user_id"])
+                # As the client library sends them: the routing headers and the context fields rules match on.
+                context_headers = tuple((header, str(item.context[field]).encode())
+                                        for field, header in H.CONTEXT_HEADERS.items()
+                                        if isinstance(item.context.get(field), str))
                 headers = ((H.OBJECTIVE, objective.encode()), (H.CLIENT, client.encode()),
-                           (H.REPLY_TO, reply_to.encode()), (H.TRAFFIC, b"live"), (H.SHARD_KEY, user.encode()))
+                           (H.REPLY_TO, reply_to.encode()), (H.TRAFFIC, b"live"), (H.SHARD_KEY, user.encode()),
+                           *context_headers)
                 self.templates.append(Template(head, tail, user.encode(), partition_for(user, partitions),
                                                headers))
 

@@ -36,8 +36,25 @@ def test_example_parses(example_rules) -> None:
     assert example_rules.shard_key_path("title-ranking") == "context.user_id"
     assert example_rules.needs_context("title-ranking") is True
     assert example_rules.needs_context("fraud-score") is False
+    assert example_rules.context_fields("title-ranking") == frozenset({"country"})
+    assert example_rules.context_fields("fraud-score") == frozenset()
+    assert example_rules.context_fields("no-such-objective") == frozenset()
     assert example_rules.reply_allowed("homepage", "scoreline.replies.homepage-7")
     assert not example_rules.reply_allowed("homepage", "scoreline.replies.demo")
+
+
+def test_context_fields_union_the_experiments_and_leave_out_client(example_doc: Doc) -> None:
+    experiments = tr(example_doc)["experiments"]
+    experiments[0]["match"] = {"country": ["US"], "client": ["homepage"]}
+    experiments.append({**experiments[0], "id": "by-device", "salt": "by-device",
+                        "offset_percent": 20, "match": {"device": ["tv"], "surface": ["home"]}})
+    rules = parse_rules(example_doc)
+    assert rules.context_fields("title-ranking") == frozenset({"country", "device", "surface"})
+    assert rules.needs_context("title-ranking") is True
+    experiments[:] = [{**experiments[0], "match": {"client": ["homepage"]}}]
+    rules = parse_rules(example_doc)
+    assert rules.context_fields("title-ranking") == frozenset()
+    assert rules.needs_context("title-ranking") is False
 
 
 def test_round_trip(example_rules) -> None:

@@ -94,6 +94,9 @@ def test_header_names() -> None:
         "REPLY_PARTITION": "scoreline-reply-partition",
         "TRAFFIC": "scoreline-traffic",
         "MODEL_OVERRIDE": "scoreline-model-override",
+        "CONTEXT_COUNTRY": "scoreline-context-country",
+        "CONTEXT_DEVICE": "scoreline-context-device",
+        "CONTEXT_SURFACE": "scoreline-context-surface",
         "MODEL": "scoreline-model",
         "CELL": "scoreline-cell",
         "SHARD": "scoreline-shard",
@@ -106,6 +109,7 @@ def test_header_names() -> None:
     }
     grouped = set(headers.REQUEST_HEADERS) | set(headers.DECISION_HEADERS) | {headers.TRACEPARENT}
     assert grouped == set(names.values())
+    assert set(headers.CONTEXT_HEADERS.values()) <= set(headers.REQUEST_HEADERS)
 
 
 def test_schemas_imports_no_kafka_client() -> None:
