@@ -294,44 +294,34 @@ async def _first_answer(tail: TopicTail, ledger: Ledger) -> None:
 # -- the scenarios -----------------------------------------------------------------------------
 
 
-async def kill_worker(env: Env) -> Tally:
-    """(a) ``kill -9`` a worker process mid-stream and start another."""
+async def _kill_and_restart(env: Env, role: str, in_process: tuple[str, ...], scenario: str) -> Tally:
+    """Run ``role`` as a process beside ``in_process`` roles; ``kill -9`` it mid-stream, start another."""
     ledger = Ledger()
-    workers = Role(env, "worker")
-    async with Pipeline(env.kafka, env.layout, env.rules, env.registry, PipelineOptions(roles=("router",))) as p:
+    processes = Role(env, role)
+    async with Pipeline(env.kafka, env.layout, env.rules, env.registry, PipelineOptions(roles=in_process)) as p:
         await p.wait_ready()
         try:
-            await workers.start()
+            await processes.start()
             async with watching(env, ledger) as tail:
                 async def fault() -> None:
                     await _first_answer(tail, ledger)
-                    workers.kill()
-                    await workers.start()
+                    processes.kill()
+                    await processes.start()
                 await stream(env, ledger, faults={REQUESTS // 3: fault})
                 await settle(tail, ledger)
         finally:
-            workers.stop_all()
-    return ledger.tally("kill_worker", "kill -9 a worker process; start another")
+            processes.stop_all()
+    return ledger.tally(scenario, f"kill -9 the {role} process; start another")
+
+
+async def kill_worker(env: Env) -> Tally:
+    """(a) ``kill -9`` a worker process mid-stream and start another."""
+    return await _kill_and_restart(env, "worker", ("router",), "kill_worker")
 
 
 async def kill_router(env: Env) -> Tally:
     """(b) ``kill -9`` the router process mid-stream and start another."""
-    ledger = Ledger()
-    routers = Role(env, "router")
-    async with Pipeline(env.kafka, env.layout, env.rules, env.registry, PipelineOptions(roles=("worker",))) as p:
-        await p.wait_ready()
-        try:
-            await routers.start()
-            async with watching(env, ledger) as tail:
-                async def fault() -> None:
-                    await _first_answer(tail, ledger)
-                    routers.kill()
-                    await routers.start()
-                await stream(env, ledger, faults={REQUESTS // 3: fault})
-                await settle(tail, ledger)
-        finally:
-            routers.stop_all()
-    return ledger.tally("kill_router", "kill -9 the router process; start another")
+    return await _kill_and_restart(env, "router", ("worker",), "kill_router")
 
 
 async def kill_comparator(env: Env) -> Tally:
