@@ -13,7 +13,7 @@ import orjson
 
 from schemas.errors import ErrorCode, InvalidMessage
 
-__all__ = ["JSON_TYPE_NAMES", "PARTIAL_FIELDS", "json_type", "loads", "partial"]
+__all__ = ["JSON_TYPE_NAMES", "PARTIAL_FIELDS", "json_type", "loads", "partial", "partial_of_request"]
 
 PARTIAL_FIELDS = ("request_id", "client", "reply_to", "objective", "traffic")
 "The fields of a rejected body carried in ``InvalidMessage.partial`` when they are strings."
@@ -48,3 +48,8 @@ def json_type(value: Any) -> str:
 def partial(body: Mapping[str, Any]) -> dict[str, str]:
     """The identifying fields of ``body`` that are readable (strings), for ``InvalidMessage.partial``."""
     return {name: body[name] for name in PARTIAL_FIELDS if type(body.get(name)) is str}
+
+
+def partial_of_request(request: Any) -> dict[str, str]:
+    """The same identifying fields of an already decoded request, for rejecting it after decoding."""
+    return {name: getattr(request, name) for name in PARTIAL_FIELDS}

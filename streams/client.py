@@ -344,7 +344,8 @@ class ScoreClient:
             # Nobody would ever answer the waiting callers: tell them now rather than at their timeout.
             log.exception("%s: reading %s failed", self.client, self.reply_to)
             self._running = False
-            self._fail_pending(lambda rid: KafkaUnavailable(f"reading replies on {self.reply_to} failed: {exc!r}"))
+            reason = f"reading replies on {self.reply_to} failed: {exc!r}"
+            self._fail_pending(lambda rid: KafkaUnavailable(reason))
 
     def _deliver(self, value: bytes) -> None:
         try:

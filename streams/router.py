@@ -15,13 +15,13 @@ import itertools
 import time
 from typing import Callable
 
-import orjson
 from aiokafka import ConsumerRecord
 
 from routing import Decision, RequestView, Rules, RoutingError, extract_shard_key, partition_for
 from routing import route as route_request
 from schemas import codec, headers as H
 from schemas.errors import ErrorCode, InvalidMessage
+from schemas.json_body import partial_of_request
 from schemas.messages import Result, Stage, Status, Traffic
 from streams.kafka import KafkaSettings, headers_of, to_headers
 from streams.outbox import Outbox
@@ -118,7 +118,7 @@ class Router(BatchService):
         request = codec.decode_request(value, max_bytes=self.max_request_bytes)
         if request.objective not in rules.objectives:
             raise InvalidMessage(ErrorCode.UNKNOWN_OBJECTIVE, f"unknown objective {request.objective!r}",
-                                 field="objective", partial=_partial_of(request))
+                                 field="objective", partial=partial_of_request(request))
         shard_key = extract_shard_key(request.context, rules.shard_key_path(request.objective))
         view = RequestView(request_id=request.request_id, objective=request.objective, client=request.client,
                            reply_to=request.reply_to, shard_key=shard_key, context=request.context,
@@ -249,8 +249,4 @@ def _partial_of_view(view: RequestView) -> dict[str, str]:
     return {"request_id": view.request_id, "client": view.client, "reply_to": view.reply_to,
             "objective": view.objective}
 
-
-def _partial_of(request) -> dict[str, str]:
-    return {"request_id": request.request_id, "client": request.client, "reply_to": request.reply_to,
-            "objective": request.objective, "traffic": request.traffic}
 

@@ -19,6 +19,7 @@ from aiokafka import ConsumerRecord
 from routing.route import scalar_str
 from schemas import codec, headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
+from schemas.json_body import partial_of_request
 from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
 from streams.kafka import KafkaSettings, headers_of
 from streams.outbox import Outbox
@@ -123,7 +124,7 @@ class Worker(BatchService):
                 await self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms)
                 if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
-                        ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=_partial(work.request)))
+                        ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
 
     def _model_of(self, work: Work) -> str:
         return work.headers.get(H.MODEL) or ""
@@ -265,7 +266,3 @@ def _int(raw: str | None) -> int | None:
     except ValueError:
         return None
 
-
-def _partial(request: Request) -> dict[str, str]:
-    return {"request_id": request.request_id, "client": request.client, "reply_to": request.reply_to,
-            "objective": request.objective, "traffic": request.traffic}

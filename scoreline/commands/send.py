@@ -13,7 +13,7 @@ from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.client import ScoreClient, ScoreTimeout
 from streams.groups import router_running
-from streams.pipeline import Pipeline, PipelineOptions
+from streams.pipeline import Pipeline
 from workflows import ModelRegistry
 
 

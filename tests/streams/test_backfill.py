@@ -15,7 +15,7 @@ import pytest
 
 from schemas import codec, headers as H
 from schemas.errors import InvalidMessage
-from schemas.messages import Status, Traffic
+from schemas.messages import Traffic
 from streams.backfill import (BackfillOptions, Progress, TokenBucket, backfill, parse_rate, parse_time,
                               prepare_lines, read_done_lines, replay)
 from streams.client import ScoreClient, request_record

@@ -12,7 +12,7 @@ from streams.facts_topic import SPEC_KEY, FactTopicError, FactTopicMaterialiser,
 from streams.pipeline import Pipeline, PipelineOptions
 from streams.tail import TopicTail
 from streams.topics import TopicLayout
-from workflows import InMemoryFactStore, Item, ModelRegistry, default_facts_dir, sample_items
+from workflows import InMemoryFactStore, Item, default_facts_dir, sample_items
 
 pytestmark = pytest.mark.kafka
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections import Counter
 
-import orjson
 import pytest
 
 from routing import RequestView, RulesError, route, rules_to_doc
@@ -23,7 +22,6 @@ from streams.rules_topic import (
     RulesRecord,
     RulesWatcher,
     encode_record,
-    version_key,
 )
 from streams.tail import TopicTail
 from streams.topics import ensure_topics
