@@ -17,9 +17,10 @@ Design (see ``docs/shadow.md`` for the analyst's side):
   deleted. Ticks rather than table writes from the timer itself, because
   faust only lets a stream event modify a table.
 
-Guarantee: **at-least-once**; known gap: after a ``kill -9`` faust's table
-recovery can drop fetched sides (``docs/reliability.md``, "Found"; partly
-handled by :meth:`Comparator._read_again_if_skipped`). An event (a side or a tick)
+Guarantee: **at-least-once**, kill -9 included. faust 0.15's table recovery
+drops the records it fetches while it finishes; the app runs with
+:class:`streams.faust_recovery.TableManager`, whose recovery does not
+(``docs/reliability.md``, "Found"). An event (a side or a tick)
 counts as processed -- faust acks it, so its offset becomes committable --
 only once everything it caused is acknowledged by the broker: first its
 comparisons, then its table writes on the changelog (:func:`_pairs_table`
@@ -44,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -83,7 +85,6 @@ class Comparator:
         self.drain_s = drain_s
         self._next: dict[int, int] = {}
         self._seen_ms: dict[int, int] = {}
-        self._rewound: dict[int, int] = {}
         self.app: Any = None
         self._crashed: BaseException | None = None
         self.batches = 0
@@ -106,6 +107,7 @@ class Comparator:
                                                              (("retention.ms", "3600000"),))],
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
         self._next = await self._start_positions()
+        self._datadir = tempfile.TemporaryDirectory(prefix=f"{self.app_id}-")
         self.app = self._build(partitions)
         await self.app.start()
 
@@ -119,6 +121,7 @@ class Comparator:
                 await self._drain()
             await self.app.stop()
             self.app = None
+            self._datadir.cleanup()
 
     async def wait_assigned(self, timeout: float = 60.0) -> None:
         """Return once partitions are assigned and the table is restored from its changelog."""
@@ -146,27 +149,6 @@ class Comparator:
             return {tp.partition: (await probe.committed(tp)) or starts[tp] for tp in parts}
         finally:
             await probe.stop()
-
-    async def _read_again_if_skipped(self, consumer: Any, message: Any) -> None:
-        """Seek back when faust skipped sides: an offset beyond the next one expected.
-
-        faust 0.15's recovery resumes the source partitions, then awaits
-        ``perform_seek()`` while the fetcher already fills the agent's queue,
-        then ``flow_control.resume()`` clears that queue (``clear_on_resume``);
-        the cleared sides are never fetched again because the consumer's read
-        offset is already past them. Sides are never skipped legitimately here
-        (no compaction, no transactions), so a jump means lost input: read it
-        again. Sides processed twice are harmless (the table ignores them or
-        the comparison is repeated byte for byte). Once per gap, so a gap that
-        is real (say, a transaction marker) cannot loop.
-        """
-        expected = self._next.get(message.partition)
-        if expected is None or message.offset <= expected or self._rewound.get(message.partition) == expected:
-            return
-        self._rewound[message.partition] = expected
-        log.warning("comparator: %s:%s jumped from %s to %s; reading the skipped sides again",
-                    message.topic, message.partition, expected, message.offset)
-        await consumer.seek(message.tp, expected)
 
     async def _drain(self) -> None:
         """Wait until every assigned shadow-results partition is processed up to its end as of now."""
@@ -198,11 +180,15 @@ class Comparator:
     def _build(self, partitions: int) -> Any:
         import faust
 
+        from streams.faust_recovery import TableManager
+
         app = faust.App(
             self.app_id,
             broker=f"kafka://{self.kafka.bootstrap}",
             broker_credentials=self.kafka.faust_credentials(),  # SASL/SSL like every other role
             store="memory://",
+            datadir=self._datadir.name,  # faust makes one even for memory tables; not in the working directory
+            TableManager=TableManager,  # recovery that does not drop fetched sides (streams/faust_recovery.py)
             web_enabled=False,
             topic_partitions=partitions,
             topic_replication_factor=self.layout.replication_factor,
@@ -232,8 +218,6 @@ class Comparator:
             # processing raised; here an event is acked only once its writes are acknowledged.
             async for event in stream.noack().events():
                 message = event.message
-                if message.topic != self.ticks_topic:
-                    await self._read_again_if_skipped(app.consumer, message)
                 try:
                     if message.topic == self.ticks_topic:
                         await self._on_tick(pairs, message.partition, int(event.value), publish)

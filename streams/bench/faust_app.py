@@ -22,6 +22,7 @@ scoreline uses, so serialisation costs the same on both sides.
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections import defaultdict
 
@@ -42,8 +43,8 @@ TAKE_WITHIN_S = 0.005
 "How long ``take`` waits to fill a batch: a few milliseconds, like a producer linger."
 
 
-def build_app(bootstrap: str, prefix: str, variant: str) -> faust.App:
-    """The faust app for one bench run; ``variant`` is ``per-event`` or ``take``."""
+def build_app(bootstrap: str, prefix: str, variant: str, datadir: str) -> faust.App:
+    """The faust app for one bench run; ``variant`` is ``per-event`` or ``take``; ``datadir`` is faust's scratch."""
     layout = bench_layout(prefix)
     rules = bench_rules(prefix)
     registry = ModelRegistry.default()
@@ -51,6 +52,7 @@ def build_app(bootstrap: str, prefix: str, variant: str) -> faust.App:
         f"{prefix}faust",  # the app id prefixes faust's own topics, so the bench cleanup finds them
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=datadir,
         web_enabled=False,  # no web views: nothing else competes for the event loop
         key_serializer="raw",
         value_serializer="raw",
@@ -146,5 +148,6 @@ def build_app(bootstrap: str, prefix: str, variant: str) -> faust.App:
 
 if __name__ == "__main__":
     bootstrap, prefix, variant = sys.argv[1:4]
-    faust_app = build_app(bootstrap, prefix, variant)
-    faust.Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}faust-") as scratch:
+        faust_app = build_app(bootstrap, prefix, variant, scratch)
+        faust.Worker(faust_app, loglevel="WARNING", quiet=True).execute_from_commandline()

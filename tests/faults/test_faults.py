@@ -36,11 +36,6 @@ async def test_kill_router(env):
     assert _all_ok(tally)
 
 
-@pytest.mark.xfail(strict=False, raises=AssertionError,
-                   reason="known comparator bug (docs/reliability.md): after kill -9 the restarted faust app can "
-                          "drop sides it fetched during table recovery (Recovery._restart_recovery resumes the "
-                          "partitions, seeks, then flow_control.resume() clears the agent's queue); remove this "
-                          "mark once scenario (c) loses no pair in repeated runs")
 async def test_kill_comparator(env):
     tally = await SCENARIOS["kill_comparator"](env)
     print(f"kill_comparator: {tally.row()}")  # the figures of docs/reliability.md, with -s

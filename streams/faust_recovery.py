@@ -1,0 +1,111 @@
+"""A faust table manager whose recovery does not drop the records it fetches on the way out.
+
+faust-streaming 0.15.3 ends a table recovery (``Recovery.on_recovery_completed``,
+``faust/tables/recovery.py``) in this order:
+
+1. resume the stream partitions (the flow is already active: the changelog
+   was just read through it, so the fetcher starts filling the agents' queues);
+2. ``await consumer.perform_seek()`` (a coordinator round trip; more records
+   arrive meanwhile);
+3. ``app.flow_control.resume()``, which clears every agent queue.
+
+The records queued in 1-2 are thrown away, and ``Consumer._drain_messages``
+never delivers them again: it drops anything below a partition's read offset,
+which has already moved past them. After a restart the comparator lost a
+contiguous block of sides per partition this way (``docs/reliability.md``).
+Upstream fixed the same ordering for apps without tables (faust-streaming
+PR #217, PR #253), not this path.
+
+A second way to the same loss: while the changelog is read, the stream
+partitions are paused in faust only; aiokafka keeps prefetching them, and a
+fetch for an active-partition set that has just become empty returns every
+partition's records, which faust then skips as paused. Step 2 seeks back to the
+committed offset, which repairs that, except for a partition with no committed
+offset yet (a comparator killed before its first commit): it stays where it
+is, past records never processed.
+
+:class:`TableManager` swaps in a :class:`Recovery` that clears the queues
+first, seeks every stream partition while it is still paused (to its committed
+offset, or without one to where ``consumer_auto_offset_reset`` says a new group
+starts), and only then resumes them, so the first record fetched is the one at
+the committed offset and nothing fetched is cleared. It goes through faust's own
+extension point, ``faust.App(..., TableManager=TableManager)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from faust.tables import TableManager as _TableManager
+from faust.tables.recovery import Recovery as _Recovery
+
+__all__ = ["Recovery", "TableManager"]
+
+
+class Recovery(_Recovery):
+    """faust's recovery, with the end of it reordered: clear, seek, then resume."""
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        """As faust's, except the order of the last steps (see the module docstring)."""
+        app: Any = self.app
+        consumer = app.consumer
+        self.log.info("Restore complete!")
+        await app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callbacks = [asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table],
+                                                                        self.standbys_for_table[table]))
+                     for table in self.tables.values()]
+        if callbacks:
+            await asyncio.wait(callbacks)
+        assignment = consumer.assignment()
+        if app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again: generation %s, recovery started for %s",
+                             app.consumer_generation_id, generation_id)
+            return
+        # Queues are cleared now, while the stream partitions are still paused: nothing of theirs is in them.
+        app.flow_control.resume()
+        consumer.resume_flow()
+        streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+        if streams:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(self._seek_to_start(streams), timeout=app.conf.broker_request_timeout)
+        # Only now can records arrive, from the committed offsets on, into queues nobody clears.
+        self.log.dev("Resume stream partitions")
+        consumer.resume_partitions(streams)
+        self.completed.set()
+        await cast(Any, app)._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        if not app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    async def _seek_to_start(self, tps: set) -> None:
+        """Seek each stream partition to its committed offset, or where a new group starts reading.
+
+        faust's ``perform_seek`` leaves a partition without a committed offset where it is. But
+        its position may already be past records nobody processed: while the changelog is read,
+        the fetcher can ask aiokafka for the records of an emptied set of active partitions,
+        which means all of them, and then discard those of the paused stream partitions.
+        ``Consumer.seek`` also resets faust's read offset, so the records are delivered again.
+        """
+        app: Any = self.app
+        consumer = app.consumer
+        committed = await consumer.seek_to_committed()
+        consumer._committed_offset.update({tp: offset for tp, offset in committed.items() if offset})
+        fresh = [tp for tp in tps if not committed.get(tp)]
+        reset = consumer.earliest_offsets if app.conf.consumer_auto_offset_reset == "earliest" else consumer.highwaters
+        starts = await reset(*fresh) if fresh else {}
+        for tp in tps:
+            await consumer.seek(tp, committed.get(tp) or starts[tp])
+
+
+class TableManager(_TableManager):
+    """faust's table manager, recovering with :class:`Recovery`."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return cast(Recovery, self._recovery)
