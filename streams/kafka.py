@@ -137,6 +137,20 @@ def headers_of(raw: tuple[tuple[str, bytes], ...] | list | None) -> dict[str, st
         return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}
 
 
+def headers_checked(raw: tuple[tuple[str, bytes], ...] | list | None) -> tuple[dict[str, str], bool]:
+    """:func:`headers_of`, and whether it is exactly ``raw``: names once each, every value present and UTF-8.
+
+    Then ``raw`` itself can be passed on instead of re-encoding the dict (the router's forward).
+    """
+    if not raw:
+        return {}, True
+    try:
+        decoded = {k: v.decode() for k, v in raw}
+    except (AttributeError, UnicodeDecodeError):
+        return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}, False
+    return decoded, len(decoded) == len(raw)
+
+
 def to_headers(values: Mapping[str, str | None]) -> Headers:
     """Kafka headers from a dict, leaving out None values."""
     return [(k, v.encode()) for k, v in values.items() if v is not None]

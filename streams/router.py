@@ -23,7 +23,7 @@ from schemas import codec, headers as H
 from schemas.errors import ErrorCode, InvalidMessage
 from schemas.json_body import partial_of_request
 from schemas.messages import Result, Stage, Status, Traffic
-from streams.kafka import KafkaSettings, headers_of, to_headers
+from streams.kafka import KafkaSettings, headers_checked, to_headers
 from streams.outbox import Outbox
 from streams.service import Batch, BatchService
 from streams.tenancy import ClientRateLimiter, request_topic_pattern, source_of
@@ -79,7 +79,7 @@ class Router(BatchService):
     def _route_one(self, record: ConsumerRecord, rules: Rules, now_ms: str,
                    outbox: Outbox) -> tuple[InvalidMessage, dict[str, str]] | None:
         """Route one record onto ``outbox``; return why and its headers if it must be rejected instead."""
-        headers = headers_of(record.headers)
+        headers, verbatim = headers_checked(record.headers)
         source = source_of(self.layout, record.topic)
         traffic = headers.get(H.TRAFFIC) or source.traffic
         value = record.value or b""
@@ -99,7 +99,8 @@ class Router(BatchService):
                                      partial=_partial_of_view(view))
         except InvalidMessage as exc:
             return exc, headers
-        self._forward(record, headers, view, decision, traffic, now_ms, rules.context_fields(view.objective), outbox)
+        self._forward(record, headers, verbatim, view, decision, traffic, now_ms, rules.context_fields(view.objective),
+                      outbox)
         return None
 
     def _view(self, value: bytes, headers: dict[str, str], rules: Rules,
@@ -139,7 +140,7 @@ class Router(BatchService):
                                  f"to {self.layout.client_requests(view.client)} instead", field="client",
                                  partial={"request_id": view.request_id})
 
-    def _forward(self, record: ConsumerRecord, headers: dict[str, str], view: RequestView,
+    def _forward(self, record: ConsumerRecord, headers: dict[str, str], verbatim: bool, view: RequestView,
                  decision: Decision, traffic: str, now_ms: str, context_fields: frozenset[str],
                  outbox: Outbox) -> None:
         decided = {
@@ -151,7 +152,7 @@ class Router(BatchService):
         }
         # The client's other headers pass through as they came (no decode and re-encode), unless a
         # value is missing or not UTF-8: then they go through the same replacing decoder as before.
-        passed = _passed_through(record.headers, headers, _not_passed(context_fields))
+        passed = _passed_through(record.headers, headers, verbatim, _not_passed(context_fields))
         key = decision.shard_key.encode() if decision.shard_key is not None else None
         topic = self.layout.shard(decision.shard, traffic)
         outbox.put(topic, record.value, key=key, partition=self._partition(topic, decision.shard_key),
@@ -204,13 +205,13 @@ def _not_passed(context_fields: frozenset[str]) -> frozenset[str]:
     return _REWRITTEN | {h for f, h in H.CONTEXT_HEADERS.items() if f not in context_fields}
 
 
-def _passed_through(raw, headers: dict[str, str], dropped: frozenset[str]) -> list[tuple[str, bytes]]:
-    """The record's headers less ``dropped``, in order, once each."""
+def _passed_through(raw, headers: dict[str, str], verbatim: bool, dropped: frozenset[str]) -> list[tuple[str, bytes]]:
+    """The record's headers less ``dropped``, in order, once each (``verbatim``: see ``headers_checked``)."""
     if not raw:
         return []
-    if len(raw) == len(headers) and all(type(v) is bytes for _, v in raw):
+    if verbatim:
         return [h for h in raw if h[0] not in dropped]
-    # Repeated names (last one wins) or values the decoder replaced: what headers_of made of them.
+    # Repeated names (last one wins) or values the decoder replaced: what headers_checked made of them.
     return to_headers({k: v for k, v in headers.items() if k not in dropped})
 
 
