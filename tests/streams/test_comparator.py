@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -189,6 +190,59 @@ async def wait_running(log_path, proc: subprocess.Popen, timeout: float = 90) ->
         await asyncio.sleep(0.1)
 
 
+class SideStream:
+    """Both sides of ``pairs`` written to ``shadow-results`` at a pace (in either order), and the comparisons read back.
+
+    ``stop_all`` stops every comparator process the test started, whatever happened.
+    """
+
+    def __init__(self, kafka, layout, pairs: list[tuple[ShadowResult, ShadowResult]]) -> None:
+        self.kafka, self.layout, self.pairs = kafka, layout, pairs
+        self.procs: list[subprocess.Popen] = []
+
+    async def send_all(self, producer) -> None:
+        for i, (primary, shadow) in enumerate(self.pairs):
+            for s in ((primary, shadow) if i % 2 else (shadow, primary)):
+                await producer.send(self.layout.shadow_results, codec.encode(s), key=s.request_id.encode())
+            if i % 10 == 9:
+                await producer.flush()
+                await asyncio.sleep(0.05)  # pacing, so faults land mid-stream: 0.5 s per 100 pairs
+
+    async def every_pair_compared(self, out) -> None:
+        ids = lambda: {codec.decode_comparison(r.value).request_id for r in out.records}  # noqa: E731
+        assert await out.wait_for(lambda: len(ids()) >= len(self.pairs), timeout=60), \
+            f"{len(self.pairs) - len(ids())} pairs without a comparison"
+        await out.wait_for(lambda: False, timeout=3)  # a repeated comparison would land now
+
+    def check(self, records) -> int:
+        """The documented guarantee: at least once, a repeat the same record byte for byte; returns the repeats."""
+        by_id: dict[str, list[bytes]] = {}
+        for r in records:
+            by_id.setdefault(codec.decode_comparison(r.value).request_id, []).append(r.value)
+        assert set(by_id) == {p.request_id for p, _ in self.pairs}
+        assert all(len(set(values)) == 1 for values in by_id.values())
+        check_against_sides([codec.decode_comparison(values[0]) for values in by_id.values()],
+                            [s for pair in self.pairs for s in pair])
+        return sum(len(v) - 1 for v in by_id.values())
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+async def comparator_setup(kafka, layout, shadow_all_rules, tmp_path, total: int, seed: int) -> tuple:
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(orjson.dumps({"version": 1, **_rules_body(layout)}).decode())
+    await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
+    rng, now_ms = random.Random(seed), int(time.time() * 1000)
+    return rules_file, SideStream(kafka, layout, [synthetic_pair(i, rng, now_ms) for i in range(total)])
+
+
 @pytest.mark.kafka
 @pytest.mark.parametrize("after_commit", [False, True], ids=["before-first-commit", "after-a-commit"])
 async def test_sigkill_loses_no_pair_and_repeats_only_identical_ones(kafka, layout, shadow_all_rules, tmp_path,
@@ -200,70 +254,36 @@ async def test_sigkill_loses_no_pair_and_repeats_only_identical_ones(kafka, layo
     from the log start rather than where its prefetch left the partition; killed once an offset is
     committed, it must resume from that offset without clearing what it fetched meanwhile.
     """
-    import random
-
-    rules_file = tmp_path / "rules.json"
-    rules_file.write_text(orjson.dumps({"version": 1, **_rules_body(layout)}).decode())
-    await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
-    rng, total, now_ms = random.Random(5), 600, int(time.time() * 1000)
-    pairs = [synthetic_pair(i, rng, now_ms) for i in range(total)]
+    rules_file, sides = await comparator_setup(kafka, layout, shadow_all_rules, tmp_path, total=600, seed=5)
     log_path = tmp_path / "comparator.log"
-    procs: list[subprocess.Popen] = []
     try:
         with log_path.open("w") as log_file:
-            procs.append(start_comparator(kafka, layout, rules_file, log_file))
-            await wait_running(log_path, procs[-1])
+            sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
+        await wait_running(log_path, sides.procs[-1])
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
             producer = kafka.producer("test-sides")
             await producer.start()
-
-            async def send_all() -> None:
-                for i, (primary, shadow) in enumerate(pairs):
-                    first, second = (primary, shadow) if i % 2 else (shadow, primary)
-                    for s in (first, second):
-                        await producer.send(layout.shadow_results, codec.encode(s), key=s.request_id.encode())
-                    if i % 10 == 9:
-                        await producer.flush()
-                        await asyncio.sleep(0.05)  # pacing, so the kill lands mid-stream (3 s of sending)
-
-            sender = asyncio.create_task(send_all())
+            sender = asyncio.create_task(sides.send_all(producer))
             try:
                 assert await out.wait_for(lambda: len(out.records) >= 1, timeout=90)
                 if after_commit:
                     await wait_committed(kafka, f"{layout.prefix}comparator", layout.shadow_results,
                                          layout.shard_partitions)
-                procs[-1].send_signal(signal.SIGKILL)
-                procs[-1].wait(timeout=30)
+                sides.procs[-1].send_signal(signal.SIGKILL)
+                sides.procs[-1].wait(timeout=30)
                 killed_at = len(out.records)
                 await sender
                 with log_path.open("a") as log_file:
-                    procs.append(start_comparator(kafka, layout, rules_file, log_file))
-                    await wait_running(log_path, procs[-1])
-                ids = lambda: {codec.decode_comparison(r.value).request_id for r in out.records}  # noqa: E731
-                assert await out.wait_for(lambda: len(ids()) >= total, timeout=60), \
-                    f"{total - len(ids())} pairs without a comparison"
-                await out.wait_for(lambda: False, timeout=3)  # a replayed duplicate would land now
+                    sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
+                await wait_running(log_path, sides.procs[-1])
+                await sides.every_pair_compared(out)
             finally:
                 await producer.stop()
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        sides.stop_all()
 
-    assert killed_at < total, "the kill did not land mid-stream"
-    by_id: dict[str, list[bytes]] = {}
-    for r in out.records:
-        by_id.setdefault(codec.decode_comparison(r.value).request_id, []).append(r.value)
-    assert set(by_id) == {p.request_id for p, _ in pairs}
-    # The documented guarantee: at least once; a repeat is the same record, byte for byte.
-    assert all(len(set(values)) == 1 for values in by_id.values())
-    comparisons = [codec.decode_comparison(values[0]) for values in by_id.values()]
-    check_against_sides(comparisons, [s for pair in pairs for s in pair])
-    print(f"kill after {killed_at} comparisons; {sum(len(v) - 1 for v in by_id.values())} repeated")
+    assert killed_at < len(sides.pairs), "the kill did not land mid-stream"
+    print(f"kill after {killed_at} comparisons; {sides.check(out.records)} repeated")
 
 
 @pytest.mark.kafka
@@ -274,66 +294,34 @@ async def test_a_second_comparator_joining_then_the_first_leaving_loses_no_pair(
     Each rebalance runs faust's table recovery (``streams/faust_recovery.py``) on the partitions
     that move. The guarantee is the documented one: at least once, a repeat byte for byte the same.
     """
-    import random
-
-    rules_file = tmp_path / "rules.json"
-    rules_file.write_text(orjson.dumps({"version": 1, **_rules_body(layout)}).decode())
-    await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
-    rng, total = random.Random(7), 900
-    pairs = [synthetic_pair(i, rng) for i in range(total)]
+    rules_file, sides = await comparator_setup(kafka, layout, shadow_all_rules, tmp_path, total=900, seed=7)
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
-    procs: list[subprocess.Popen] = []
     try:
         with logs[0].open("w") as log_file:
-            procs.append(start_comparator(kafka, layout, rules_file, log_file))
-        await wait_running(logs[0], procs[0])
+            sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
+        await wait_running(logs[0], sides.procs[0])
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
             producer = kafka.producer("test-sides")
             await producer.start()
-
-            async def send_all() -> None:
-                for i, (primary, shadow) in enumerate(pairs):
-                    for s in ((primary, shadow) if i % 2 else (shadow, primary)):
-                        await producer.send(layout.shadow_results, codec.encode(s), key=s.request_id.encode())
-                    if i % 10 == 9:
-                        await producer.flush()
-                        await asyncio.sleep(0.05)  # pacing: about 4.5 s of sending, so both rebalances land in it
-
-            sender = asyncio.create_task(send_all())
+            sender = asyncio.create_task(sides.send_all(producer))
             try:
                 assert await out.wait_for(lambda: len(out.records) >= 100, timeout=60)
                 with logs[1].open("w") as log_file:
-                    procs.append(start_comparator(kafka, layout, rules_file, log_file))
-                await wait_running(logs[1], procs[1])
+                    sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
+                await wait_running(logs[1], sides.procs[1])
                 joined_at = len(out.records)
-                procs[0].send_signal(signal.SIGTERM)
-                assert procs[0].wait(timeout=60) == 0, logs[0].read_text()[-3000:]
+                sides.procs[0].send_signal(signal.SIGTERM)
+                assert sides.procs[0].wait(timeout=60) == 0, logs[0].read_text()[-3000:]
                 left_at = len(out.records)
                 await sender
-                ids = lambda: {codec.decode_comparison(r.value).request_id for r in out.records}  # noqa: E731
-                assert await out.wait_for(lambda: len(ids()) >= total, timeout=60), \
-                    f"{total - len(ids())} pairs without a comparison"
-                await out.wait_for(lambda: False, timeout=3)  # a repeated comparison would land now
+                await sides.every_pair_compared(out)
             finally:
                 await producer.stop()
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        sides.stop_all()
 
-    assert joined_at < total and left_at < total, (joined_at, left_at)  # both rebalances were mid-stream
-    by_id: dict[str, set[bytes]] = {}
-    for r in out.records:
-        by_id.setdefault(codec.decode_comparison(r.value).request_id, set()).add(r.value)
-    assert set(by_id) == {p.request_id for p, _ in pairs}
-    assert all(len(values) == 1 for values in by_id.values())  # a repeat is the same record
-    check_against_sides([codec.decode_comparison(next(iter(v))) for v in by_id.values()],
-                        [s for pair in pairs for s in pair])
-    print(f"joined at {joined_at}, left at {left_at}; {len(out.records) - total} repeated")
+    assert max(joined_at, left_at) < len(sides.pairs), (joined_at, left_at)  # both rebalances were mid-stream
+    print(f"joined at {joined_at}, left at {left_at}; {sides.check(out.records)} repeated")
 
 
 async def wait_committed(kafka, group: str, topic: str, partitions: int, timeout: float = 30) -> None:
@@ -364,7 +352,7 @@ async def test_a_side_without_partner_times_out(kafka, layout, shadow_all_rules)
     from streams.comparator import Comparator
 
     await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
-    primary, _ = synthetic_pair(0, __import__("random").Random(1))
+    primary, _ = synthetic_pair(0, random.Random(1))
     async with TopicTail(kafka, [layout.shadow_comparisons]) as out, \
             Comparator(kafka, layout, window_s=1.0, tick_s=0.2) as comparator:
         await comparator.wait_assigned()
@@ -385,8 +373,6 @@ async def test_a_side_without_partner_times_out(kafka, layout, shadow_all_rules)
 @pytest.mark.kafka
 async def test_a_backlog_older_than_the_window_is_compared_not_timed_out(kafka, layout, shadow_all_rules):
     """Sides written while the comparator was down (longer than its window) still find their partners."""
-    import random
-
     from streams.comparator import Comparator
 
     await ensure_topics(kafka.bootstrap, layout.specs(shadow_all_rules.shards))
