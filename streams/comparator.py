@@ -86,6 +86,8 @@ class Comparator:
         self._next: dict[int, int] = {}
         self._seen_ms: dict[int, int] = {}
         self.app: Any = None
+        self._datadir: tempfile.TemporaryDirectory | None = None
+        """faust's data directory (it makes one even for memory tables): a temporary one, not the working directory."""
         self._crashed: BaseException | None = None
         self.batches = 0
         self.records = 0
@@ -121,7 +123,9 @@ class Comparator:
                 await self._drain()
             await self.app.stop()
             self.app = None
+        if self._datadir is not None:
             self._datadir.cleanup()
+            self._datadir = None
 
     async def wait_assigned(self, timeout: float = 60.0) -> None:
         """Return once partitions are assigned and the table is restored from its changelog."""
@@ -187,7 +191,7 @@ class Comparator:
             broker=f"kafka://{self.kafka.bootstrap}",
             broker_credentials=self.kafka.faust_credentials(),  # SASL/SSL like every other role
             store="memory://",
-            datadir=self._datadir.name,  # faust makes one even for memory tables; not in the working directory
+            datadir=self._datadir.name,
             TableManager=TableManager,  # recovery that does not drop fetched sides (streams/faust_recovery.py)
             web_enabled=False,
             topic_partitions=partitions,
