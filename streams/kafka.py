@@ -129,12 +129,7 @@ class KafkaSettings:
 
 def headers_of(raw: tuple[tuple[str, bytes], ...] | list | None) -> dict[str, str]:
     """A record's headers as a dict of strings (last value wins; undecodable values replaced)."""
-    if not raw:
-        return {}
-    try:  # the common case, on every record of the hot path: every value present and valid UTF-8
-        return {k: v.decode() for k, v in raw}
-    except (AttributeError, UnicodeDecodeError):
-        return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}
+    return headers_checked(raw)[0]
 
 
 def headers_checked(raw: tuple[tuple[str, bytes], ...] | list | None) -> tuple[dict[str, str], bool]:
@@ -144,7 +139,7 @@ def headers_checked(raw: tuple[tuple[str, bytes], ...] | list | None) -> tuple[d
     """
     if not raw:
         return {}, True
-    try:
+    try:  # the common case, on every record of the hot path: every value present and valid UTF-8
         decoded = {k: v.decode() for k, v in raw}
     except (AttributeError, UnicodeDecodeError):
         return {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in raw}, False

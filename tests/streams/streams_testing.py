@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Callable
+
 import orjson
 
 from routing import parse_rules
@@ -13,3 +18,25 @@ def rules_under(layout: TopicLayout, name: str = "rules.json"):
     """A shipped rules file with its reply topics moved under the test's prefix."""
     text = (EXAMPLES_DIR / name).read_text().replace('"scoreline.replies.', f'"{layout.prefix}replies.')
     return parse_rules(orjson.loads(text))
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Whether ``condition()`` came true within ``timeout`` seconds (polled every 20 ms)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def wait_for_log(log_file: Path, text: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Return once ``text`` is in ``log_file``; fail with the log's tail on timeout or if ``proc`` exited."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while text not in log_file.read_text(errors="replace"):
+        assert proc is None or proc.poll() is None, log_file.read_text(errors="replace")[-3000:]
+        assert loop.time() < deadline, f"{text!r} not logged within {timeout}s:\n" \
+                                       f"{log_file.read_text(errors='replace')[-3000:]}"
+        await asyncio.sleep(0.1)

@@ -13,6 +13,7 @@ from schemas.messages import Result, Status
 from streams import ClientClosed, ScoreClient, ScoreTimeout
 from streams.client import choose_reply_partition
 from streams.pipeline import Pipeline
+from streams_testing import eventually
 from workflows import sample_items
 
 
@@ -35,16 +36,6 @@ async def test_a_client_that_is_not_running_says_so():
     client = ScoreClient("127.0.0.1:1", "demo")
     with pytest.raises(ClientClosed, match="not running"):
         await client.score("title-ranking", {"user_id": "u-1"})
-
-
-async def _wait(condition, timeout: float = 20.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @pytest.mark.kafka
@@ -72,7 +63,7 @@ async def test_no_answer_raises_a_timeout_and_stop_fails_waiting_callers(kafka, 
             await client.score("title-ranking", {"user_id": "u-1"}, {"titles": ["t-1"]}, timeout=0.2)
         assert err.value.code == "timeout" and err.value.retriable
         waiting = asyncio.ensure_future(client.score("title-ranking", {"user_id": "u-2"}, timeout=60))
-        assert await _wait(lambda: client.in_flight == 1)
+        assert await eventually(lambda: client.in_flight == 1)
     with pytest.raises(ClientClosed):
         await waiting
     with pytest.raises(ClientClosed):
@@ -93,7 +84,7 @@ async def test_two_instances_on_one_reply_topic_each_get_only_their_own(kafka, l
             answers = await asyncio.gather(*(x.score_many(rs, timeout=30, return_exceptions=False)
                                              for x, rs in asked.items()))
             # b and c share partition 1: each reads the other's replies and drops them as foreign.
-            assert await _wait(lambda: b.foreign == 10 and c.foreign == 10)
+            assert await eventually(lambda: b.foreign == 10 and c.foreign == 10)
     for (x, requests), results in zip(asked.items(), answers):
         assert [r.request_id for r in results] == [r.request_id for r in requests]
         assert x.delivered == len(requests) and x.late_or_duplicate == 0
@@ -114,7 +105,7 @@ async def test_late_and_duplicate_replies_are_counted_never_delivered(kafka, lay
                 await producer.send_and_wait(client.reply_to, codec.encode(reply), partition=0)
         finally:
             await producer.stop()
-        assert await _wait(lambda: len(seen) == 3)
+        assert await eventually(lambda: len(seen) == 3)
     assert (client.late_or_duplicate, client.foreign, client.delivered) == (2, 1, 0)
     assert [r.request_id for r in seen] == ["late-1", "late-1", "someone-else"]
 

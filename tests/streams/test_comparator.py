@@ -20,6 +20,7 @@ from streams import pairing
 from streams.pipeline import Pipeline, PipelineOptions
 from streams.tail import TopicTail
 from streams.topics import TopicSpec, ensure_topics
+from streams_testing import wait_for_log
 from workflows import sample_items
 from workflows.agreement import agreement
 
@@ -181,15 +182,6 @@ def start_comparator(kafka, layout, rules_file, log_file) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=log_file, env=env)
 
 
-async def wait_running(log_path, proc: subprocess.Popen, timeout: float = 90) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while "scoreline running" not in log_path.read_text():
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        assert loop.time() < deadline, log_path.read_text()[-3000:]
-        await asyncio.sleep(0.1)
-
-
 class SideStream:
     """Both sides of ``pairs`` written to ``shadow-results`` at a pace (in either order), and the comparisons read back.
 
@@ -259,7 +251,7 @@ async def test_sigkill_loses_no_pair_and_repeats_only_identical_ones(kafka, layo
     try:
         with log_path.open("w") as log_file:
             sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
-        await wait_running(log_path, sides.procs[-1])
+        await wait_for_log(log_path, "scoreline running", 90, sides.procs[-1])
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
             producer = kafka.producer("test-sides")
             await producer.start()
@@ -275,7 +267,7 @@ async def test_sigkill_loses_no_pair_and_repeats_only_identical_ones(kafka, layo
                 await sender
                 with log_path.open("a") as log_file:
                     sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
-                await wait_running(log_path, sides.procs[-1])
+                await wait_for_log(log_path, "scoreline running", 90, sides.procs[-1])
                 await sides.every_pair_compared(out)
             finally:
                 await producer.stop()
@@ -299,7 +291,7 @@ async def test_a_second_comparator_joining_then_the_first_leaving_loses_no_pair(
     try:
         with logs[0].open("w") as log_file:
             sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
-        await wait_running(logs[0], sides.procs[0])
+        await wait_for_log(logs[0], "scoreline running", 90, sides.procs[0])
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
             producer = kafka.producer("test-sides")
             await producer.start()
@@ -308,7 +300,7 @@ async def test_a_second_comparator_joining_then_the_first_leaving_loses_no_pair(
                 assert await out.wait_for(lambda: len(out.records) >= 100, timeout=60)
                 with logs[1].open("w") as log_file:
                     sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
-                await wait_running(logs[1], sides.procs[1])
+                await wait_for_log(logs[1], "scoreline running", 90, sides.procs[1])
                 joined_at = len(out.records)
                 sides.procs[0].send_signal(signal.SIGTERM)
                 assert sides.procs[0].wait(timeout=60) == 0, logs[0].read_text()[-3000:]

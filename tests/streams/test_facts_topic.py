@@ -12,6 +12,7 @@ from streams.facts_topic import SPEC_KEY, FactTopicError, FactTopicMaterialiser,
 from streams.pipeline import Pipeline, PipelineOptions
 from streams.tail import TopicTail
 from streams.topics import TopicLayout
+from streams_testing import eventually
 from workflows import InMemoryFactStore, Item, default_facts_dir, sample_items
 
 pytestmark = pytest.mark.kafka
@@ -90,8 +91,9 @@ async def test_later_publishes_and_tombstones_are_followed(kafka, layout, files)
                                          partition=partition_for("u-2", layout.shard_partitions))
         finally:
             await producer.stop()
-        deadline_ok = await _eventually(lambda: set(facts.store.keys("user_embedding")) == {"u-1"}
-                                        and facts.store.lookup("user_embedding", ["u-1"]).values[0, 0] == 0.1)
+        deadline_ok = await eventually(lambda: set(facts.store.keys("user_embedding")) == {"u-1"}
+                                       and facts.store.lookup("user_embedding", ["u-1"]).values[0, 0] == 0.1,
+                                       timeout=30)
         assert deadline_ok, facts.stats()
 
 
@@ -141,15 +143,3 @@ def _close(got, want) -> bool:
     if isinstance(want, float):
         return got == pytest.approx(want, abs=1e-9)
     return got == want
-
-
-async def _eventually(condition, timeout: float = 30.0) -> bool:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import orjson
@@ -19,6 +18,7 @@ from schemas.messages import Status
 from streams.client import ScoreClient
 from streams.pipeline import Pipeline, PipelineOptions
 from streams.tail import TopicTail
+from streams_testing import wait_for_log
 from workflows import sample_items
 
 pytestmark = pytest.mark.kafka
@@ -31,14 +31,6 @@ def start_worker(kafka, layout, rules_file, log_file) -> subprocess.Popen:
          "--prefix", layout.prefix, "--rules", str(rules_file)],
         stdout=subprocess.DEVNULL, stderr=open(log_file, "ab"), env={**os.environ, "SCORELINE_LOG_LEVEL": "INFO"},
     )
-
-
-async def wait_for_log(log_file, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log_file.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{text!r} not logged within {timeout}s:\n{log_file.read_text()[-3000:]}")
-        await asyncio.sleep(0.1)
 
 
 async def test_sigkill_a_worker_mid_stream_loses_nothing(kafka, layout, rules, registry, tmp_path):
