@@ -7,6 +7,9 @@ scoring: the most this machine moves through the broker with Python on both ends
 the same client settings as scoreline (idempotent producer, acks=all, the same linger and
 batch sizes, manual commits after the batch is acknowledged) and the fastest way aiokafka
 offers to produce: ``getmany`` in, one ``create_batch``/``send_batch`` per partition out.
+As scoreline's services do, a hop commits in the background, in order, while it fetches
+and relays the next batch: waiting for each commit would hold the ceiling below what a
+Python process can move.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Hop:
         consumer = self.kafka.consumer(self.source, group_id=self.group, role=f"relay-{self.group}")
         await producer.start()
         await consumer.start()
+        committing: asyncio.Task | None = None
         try:
             partitions = len(await producer.partitions_for(self.target))
             while not self.stopping.is_set():
@@ -60,10 +64,20 @@ class Hop:
                             builder.append(timestamp=None, key=key, value=value, headers=headers)
                     futures.append(await producer.send_batch(builder, self.target, partition=partition))
                 await asyncio.gather(*futures)
-                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                committing = asyncio.create_task(
+                    self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()}, committing))
         finally:
+            if committing is not None:
+                await committing
             await consumer.stop()
             await producer.stop()
+
+    @staticmethod
+    async def _commit(consumer, offsets: dict, after: asyncio.Task | None) -> None:
+        """Commit after the commits before it (as ``streams.service.BatchService`` does)."""
+        if after is not None:
+            await after
+        await consumer.commit(offsets)
 
 
 async def main(bootstrap: str, prefix: str) -> None:
