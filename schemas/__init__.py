@@ -19,6 +19,7 @@ from schemas.codec import (
     decode_shadow_result,
     encode,
     encode_request,
+    encode_result,
     request_from_dict,
 )
 from schemas.documents import SCHEMA_NAMES, json_schema
@@ -68,6 +69,7 @@ __all__ = [
     "decode_shadow_result",
     "encode",
     "encode_request",
+    "encode_result",
     "headers",
     "json_schema",
     "request_from_dict",

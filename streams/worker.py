@@ -207,13 +207,13 @@ class Worker(BatchService):
             side = self._shadow_side(work, Role.PRIMARY, model_id, outcome, status, scored_ms, now_ms,
                                      primary_model=model_id, shadow_models=shadows.split(","))
             outbox.put(self.layout.shadow_results, codec.encode(side), key=key, headers=trace, tag=record)
-        result = Result(request_id=request.request_id, objective=request.objective, status=status,
-                        model=model_id, cell=headers.get(H.CELL), rules_version=_int(headers.get(H.RULES_VERSION)),
-                        shard=self.shard, result=outcome.value, error=outcome.error, timings_ms=timings,
-                        traffic=request.traffic)
+        result = codec.encode_result(request.request_id, request.objective, status, model=model_id,
+                                     cell=headers.get(H.CELL), rules_version=_int(headers.get(H.RULES_VERSION)),
+                                     shard=self.shard, result=outcome.value, error=outcome.error,
+                                     timings_ms=timings, traffic=request.traffic)
         # Most clients ask for no partition: skip the (awaiting) check for them.
         partition = await self.reply_partition(request.reply_to, headers) if H.REPLY_PARTITION in headers else None
-        outbox.put(request.reply_to, codec.encode(result), key=key, partition=partition, headers=trace, tag=record)
+        outbox.put(request.reply_to, result, key=key, partition=partition, headers=trace, tag=record)
 
     def _shadow_side(self, work: Work, role: str, model_id: str, outcome: Outcome, status: str, scored_ms: float,
                      now_ms: float, *, primary_model: str, shadow_models: list[str]) -> ShadowResult:

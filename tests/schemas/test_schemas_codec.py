@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import numpy as np
 import orjson
@@ -27,6 +28,7 @@ from schemas import (
     decode_shadow_result,
     encode,
     encode_request,
+    encode_result,
 )
 
 
@@ -68,6 +70,15 @@ def test_decode_comparison_rejects_garbage() -> None:
     with pytest.raises(InvalidMessage) as info:
         decode_comparison(orjson.dumps({**body, "matched": "yes"}))
     assert (info.value.code, info.value.field) == (ErrorCode.WRONG_TYPE, "matched")
+
+
+@pytest.mark.parametrize("result", RESULTS)
+def test_encode_result_is_encode_of_the_result(result: Result) -> None:
+    """The worker's encoder writes the bytes ``encode(Result(...))`` would, defaults included."""
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(Result)}
+    assert encode_result(**fields) == encode(result)
+    required = {name: fields[name] for name in ("request_id", "objective", "status")}
+    assert encode_result(**required) == encode(Result(**required))
 
 
 def test_encode_keeps_none_fields() -> None:
