@@ -26,14 +26,14 @@ from schemas.messages import Result, Stage, Status, Traffic
 from streams.kafka import KafkaSettings, headers_checked, to_headers
 from streams.outbox import Outbox
 from streams.service import Batch, BatchService
-from streams.tenancy import ClientRateLimiter, request_topic_pattern, source_of
+from streams.tenancy import ClientRateLimiter, RequestSource, request_topic_pattern, source_of
 from streams.topics import TopicLayout
 from streams.tracing import trace_headers
 
 __all__ = ["Router"]
 
 # Headers a client sets that name the request; the router routes from these alone.
-_ROUTING_HEADERS = (H.REQUEST_ID, H.OBJECTIVE, H.CLIENT, H.REPLY_TO)
+_ROUTING_HEADERS = frozenset((H.REQUEST_ID, H.OBJECTIVE, H.CLIENT, H.REPLY_TO))
 # Headers the router owns: a client cannot smuggle a decision past it.
 _DECISION_HEADERS = frozenset(H.DECISION_HEADERS)
 # Headers a forward carries with the decision's values: the router's own and the ones it re-states.
@@ -64,23 +64,23 @@ class Router(BatchService):
 
     async def handle(self, batch: Batch, outbox: Outbox) -> None:
         rules = self.rules()  # one snapshot per batch: a reload never splits a batch
-        now_ms = str(int(time.time() * 1000))
+        now_ms = str(int(time.time() * 1000)).encode()
         # Partition counts are looked up once per batch, so routing a record never waits.
         for shard in rules.shards:
             await self.partition_count(self.layout.shard(shard))
         if any(o.shadow for o in rules.objectives.values()):
             await self.partition_count(self.layout.shadow)
-        for records in batch.values():
+        for tp, records in batch.items():
+            source = source_of(self.layout, tp.topic)
             for record in records:
-                rejected = self._route_one(record, rules, now_ms, outbox)
+                rejected = self._route_one(record, source, rules, now_ms, outbox)
                 if rejected is not None:
                     await self._reject(record, *rejected, rules, outbox)
 
-    def _route_one(self, record: ConsumerRecord, rules: Rules, now_ms: str,
+    def _route_one(self, record: ConsumerRecord, source: RequestSource, rules: Rules, now_ms: bytes,
                    outbox: Outbox) -> tuple[InvalidMessage, dict[str, str]] | None:
         """Route one record onto ``outbox``; return why and its headers if it must be rejected instead."""
         headers, verbatim = headers_checked(record.headers)
-        source = source_of(self.layout, record.topic)
         traffic = headers.get(H.TRAFFIC) or source.traffic
         value = record.value or b""
         try:
@@ -106,7 +106,7 @@ class Router(BatchService):
     def _view(self, value: bytes, headers: dict[str, str], rules: Rules,
               traffic: str) -> tuple[RequestView, str]:
         objective = headers.get(H.OBJECTIVE)
-        if objective in rules.objectives and all(h in headers for h in _ROUTING_HEADERS):
+        if objective in rules.objectives and headers.keys() >= _ROUTING_HEADERS:
             fields = rules.context_fields(objective)
             context = _context_from_headers(headers, fields) if fields else None
             if not fields or context is not None:
@@ -141,22 +141,35 @@ class Router(BatchService):
                                  partial={"request_id": view.request_id})
 
     def _forward(self, record: ConsumerRecord, headers: dict[str, str], verbatim: bool, view: RequestView,
-                 decision: Decision, traffic: str, now_ms: str, context_fields: frozenset[str],
+                 decision: Decision, traffic: str, now_ms: bytes, context_fields: frozenset[str],
                  outbox: Outbox) -> None:
-        decided = {
-            H.REQUEST_ID: view.request_id, H.OBJECTIVE: view.objective, H.CLIENT: view.client,
-            H.REPLY_TO: view.reply_to, H.TRAFFIC: traffic, H.MODEL: decision.model, H.SHARD: decision.shard,
-            H.RULES_VERSION: str(decision.rules_version), H.ROUTED_AT: now_ms,
-            H.SHARD_KEY: decision.shard_key, H.CELL: decision.cell,
-            H.SHADOWS: ",".join(decision.shadows) or None,
-        }
         # The client's other headers pass through as they came (no decode and re-encode), unless a
         # value is missing or not UTF-8: then they go through the same replacing decoder as before.
         passed = _passed_through(record.headers, headers, verbatim, _not_passed(context_fields))
         key = decision.shard_key.encode() if decision.shard_key is not None else None
+        # The decision's headers, written straight as the list the record batch takes (no dict between).
+        work_headers = passed + [
+            (H.REQUEST_ID, view.request_id.encode()), (H.OBJECTIVE, view.objective.encode()),
+            (H.CLIENT, view.client.encode()), (H.REPLY_TO, view.reply_to.encode()), (H.TRAFFIC, traffic.encode()),
+            (H.MODEL, decision.model.encode()), (H.SHARD, decision.shard.encode()),
+            (H.RULES_VERSION, str(decision.rules_version).encode()), (H.ROUTED_AT, now_ms)]
+        if key is not None:
+            work_headers.append((H.SHARD_KEY, key))
+        if decision.cell is not None:
+            work_headers.append((H.CELL, decision.cell.encode()))
+        if decision.shadows:
+            work_headers.append((H.SHADOWS, ",".join(decision.shadows).encode()))
         topic = self.layout.shard(decision.shard, traffic)
         outbox.put(topic, record.value, key=key, partition=self._partition(topic, decision.shard_key),
-                   headers=passed + to_headers(decided), timestamp_ms=record.timestamp, tag=record)
+                   headers=work_headers, timestamp_ms=record.timestamp, tag=record)
+        if not decision.shadows:
+            return self._routed(view, decision, traffic)
+        decided = {
+            H.REQUEST_ID: view.request_id, H.OBJECTIVE: view.objective, H.CLIENT: view.client,
+            H.REPLY_TO: view.reply_to, H.TRAFFIC: traffic, H.MODEL: decision.model, H.SHARD: decision.shard,
+            H.RULES_VERSION: str(decision.rules_version), H.ROUTED_AT: now_ms.decode(),
+            H.SHARD_KEY: decision.shard_key, H.CELL: decision.cell, H.SHADOWS: ",".join(decision.shadows),
+        }
         for candidate in decision.shadows:
             shadow_headers = dict(decided)
             shadow_headers.update({H.ROLE: "shadow", H.MODEL: candidate, H.PRIMARY_MODEL: decision.model,
@@ -164,6 +177,9 @@ class Router(BatchService):
             outbox.put(self.layout.shadow, record.value, key=key,
                        partition=self._partition(self.layout.shadow, decision.shard_key),
                        headers=passed + to_headers(shadow_headers), timestamp_ms=record.timestamp, tag=record)
+        self._routed(view, decision, traffic)
+
+    def _routed(self, view: RequestView, decision: Decision, traffic: str) -> None:
         self.routed += 1
         self.metrics.routed(view.objective, decision.model, decision.cell, traffic, decision.shadows)
 
