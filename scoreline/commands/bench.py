@@ -7,7 +7,7 @@ import asyncio
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
-from streams.bench.runner import PIPELINES, BenchPlan, run_bench
+from streams.bench.runner import LAYOUTS, PIPELINES, BenchPlan, run_bench
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,13 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--window", type=int, default=3000, help="requests in flight while saturating (default 3000)")
     parser.add_argument("--only", default=",".join(PIPELINES),
                         help=f"pipelines to run, comma-separated (default {','.join(PIPELINES)})")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="pair",
+                        help="pair (default): every pipeline as two processes (a relay hop each; scoreline's "
+                             "router | its workers; two faust workers); single: every pipeline in one process")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     plan = BenchPlan(duration=args.duration, latency_duration=args.load_seconds, rates=tuple(float(r) for r in args.rates.split(",") if r),
-                     window=args.window, pipelines=tuple(p for p in args.only.split(",") if p))
+                     window=args.window, pipelines=tuple(p for p in args.only.split(",") if p), layout=args.layout)
     report = asyncio.run(run_bench(settings.resolve_bootstrap(args), plan, progress))
     if args.json:
         emit_json(report)

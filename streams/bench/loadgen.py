@@ -58,8 +58,8 @@ class LoadPlan:
     """Requests in flight during saturation."""
     partitions: int = 4
     """Partitions of the request topic."""
-    pipeline_pid: int | None = None
-    """The pipeline's process, whose CPU time per answered request the saturation phase reports."""
+    pipeline_pids: list[int] = field(default_factory=list)
+    """The pipeline's processes, whose CPU time per answered request the saturation phase reports."""
     warmup_timeout: float = 120.0
     drain_timeout: float = 30.0
 
@@ -194,7 +194,7 @@ class LoadGenerator:
         cpu_from = None
         while (now := time.perf_counter()) < end:
             if cpu_from is None and now >= count_from:
-                cpu_from = cpu_seconds(plan.pipeline_pid)
+                cpu_from = [cpu_seconds([pid]) for pid in plan.pipeline_pids]
             room = plan.window - len(self.sent_at)
             if room >= refill:
                 await self.send(room)
@@ -204,16 +204,19 @@ class LoadGenerator:
             except asyncio.TimeoutError:
                 pass
         self.counting = False
-        cpu_to = cpu_seconds(plan.pipeline_pid)
+        cpu_to = [cpu_seconds([pid]) for pid in plan.pipeline_pids]
         counted = [t for t in self.answered_at if count_from <= t <= end]
         lost = await self.drain(plan.drain_timeout)
         report = {"throughput_rps": round(len(counted) / (end - count_from), 1),
                   "measured_s": round(end - count_from, 2), "answered": len(counted), "unanswered": lost,
                   "window": plan.window}
-        if cpu_from is not None and cpu_to is not None and counted:
-            # Robust to a busy machine where requests/s is not: what one request costs the pipeline's process.
-            report["cpu_us_per_request"] = round((cpu_to - cpu_from) / len(counted) * 1e6, 1)
-            report["cpu_share"] = round((cpu_to - cpu_from) / (end - count_from), 2)
+        if cpu_from and None not in cpu_from and None not in cpu_to and counted:
+            # Robust to a busy machine where requests/s is not: what one request costs the pipeline's processes.
+            used = [after - before for before, after in zip(cpu_from, cpu_to)]
+            report["cpu_us_per_request"] = round(sum(used) / len(counted) * 1e6, 1)
+            report["cpu_share"] = round(sum(used) / (end - count_from), 2)
+            # Cores each process used, in the order the layout starts them: which one is the bottleneck.
+            report["cpu_share_by_process"] = [round(u / (end - count_from), 2) for u in used]
         return report
 
     async def offered(self, rate: float) -> dict:
@@ -261,16 +264,19 @@ class LoadGenerator:
         return report
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """CPU time (user + system) process ``pid`` has used so far (Linux only; None elsewhere)."""
-    if pid is None:
+def cpu_seconds(pids: list[int]) -> float | None:
+    """CPU time (user + system) processes ``pids`` have used so far, together (Linux only; None elsewhere)."""
+    if not pids:
         return None
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _percentiles(seconds: list[float]) -> dict:

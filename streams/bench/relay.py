@@ -1,6 +1,7 @@
 """The ceiling: a two-hop relay in raw aiokafka, requests -> relay topic -> reply topic.
 
-Run as ``python -m streams.bench.relay BOOTSTRAP PREFIX``; stops on SIGTERM/SIGINT.
+Run as ``python -m streams.bench.relay BOOTSTRAP PREFIX [both|in|out]`` (which hops this process
+runs: both, or one of a process pair); stops on SIGTERM/SIGINT.
 
 Each hop decodes and re-encodes every message with orjson and does no routing and no
 scoring: the most this machine moves through the broker with Python on both ends. It uses
@@ -80,12 +81,17 @@ class Hop:
         await consumer.commit(offsets)
 
 
-async def main(bootstrap: str, prefix: str) -> None:
-    """Run both hops until SIGTERM or SIGINT."""
+async def main(bootstrap: str, prefix: str, hops_wanted: str = "both") -> None:
+    """Run the hops (``both``, ``in`` or ``out``) until SIGTERM or SIGINT."""
     kafka = KafkaSettings(bootstrap=bootstrap)
     layout = bench_layout(prefix)
-    hops = [Hop(kafka, layout.requests, f"{prefix}relay", f"{prefix}relay-in", by_request_id=False),
-            Hop(kafka, f"{prefix}relay", layout.replies(CLIENT), f"{prefix}relay-out", by_request_id=True)]
+    hops = []
+    if hops_wanted in ("both", "in"):
+        hops.append(Hop(kafka, layout.requests, f"{prefix}relay", f"{prefix}relay-in", by_request_id=False))
+    if hops_wanted in ("both", "out"):
+        hops.append(Hop(kafka, f"{prefix}relay", layout.replies(CLIENT), f"{prefix}relay-out", by_request_id=True))
+    if not hops:
+        raise SystemExit(f"relay: hops must be both, in or out, not {hops_wanted!r}")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: [h.stopping.set() for h in hops])
@@ -93,4 +99,4 @@ async def main(bootstrap: str, prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:4]))

@@ -20,20 +20,37 @@ from streams.bench.layout import CLIENT, PARTITIONS, bench_layout, bench_rules, 
 from streams.bench.loadgen import LoadPlan
 from streams.topics import ensure_topics
 
-__all__ = ["BenchPlan", "PIPELINES", "run_bench"]
+__all__ = ["BenchPlan", "LAYOUTS", "PIPELINES", "run_bench"]
 
 PIPELINES = ("ceiling", "scoreline", "faust", "faust_take")
 "Every pipeline the bench knows, in the order it runs them."
 
-_PROCESS = {
-    "ceiling": ["streams.bench.relay"],
-    "scoreline": ["streams.bench.scoreline_app"],
-    "faust": ["streams.bench.faust_app", "per-event"],
-    "faust_take": ["streams.bench.faust_app", "take"],
+# Per layout and pipeline, the processes to start: a module and its arguments after BOOTSTRAP PREFIX.
+_PROCESSES: dict[str, dict[str, list[list[str]]]] = {
+    "single": {
+        "ceiling": [["streams.bench.relay", "both"]],
+        "scoreline": [["streams.bench.scoreline_app", "router,worker"]],
+        "faust": [["streams.bench.faust_app", "per-event"]],
+        "faust_take": [["streams.bench.faust_app", "take"]],
+    },
+    "pair": {
+        "ceiling": [["streams.bench.relay", "in"], ["streams.bench.relay", "out"]],
+        "scoreline": [["streams.bench.scoreline_app", "router"], ["streams.bench.scoreline_app", "worker"]],
+        # Faust scales the way its users scale it: a second worker of the same app (the same groups).
+        "faust": [["streams.bench.faust_app", "per-event"]] * 2,
+        "faust_take": [["streams.bench.faust_app", "take"]] * 2,
+    },
 }
 
-PROCESS_LAYOUT = ("each pipeline runs alone in one child process (all of its stages); the load generator "
-                  "runs in a second child process; the bench process only orchestrates")
+LAYOUTS = {
+    "single": "each pipeline runs alone in one child process holding all of its stages (both relay hops; router "
+              "and workers; both faust agents); the load generator runs in another child process; the bench "
+              "process only orchestrates",
+    "pair": "each pipeline runs as two child processes: the relay's two hops one per process; scoreline's router "
+            "in one and its workers in the other (scoreline run --role); two workers of the faust app (faust "
+            "splits both agents' partitions between them); the load generator runs in another child process",
+}
+"""How the pipelines are laid out in processes (``--layout``); every pipeline of one run gets the same."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,8 @@ class BenchPlan:
     """Requests kept in flight during saturation."""
     pipelines: tuple[str, ...] = PIPELINES
     """Which pipelines to run."""
+    layout: str = "pair"
+    """A key of :data:`LAYOUTS`: every pipeline as a process pair (the issue's ceiling is one), or in one process."""
     stop_timeout: float = 20.0
     """Seconds a pipeline process gets to stop before it is killed."""
     extra: dict = field(default_factory=dict)
@@ -65,11 +84,14 @@ async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
     unknown = set(plan.pipelines) - set(PIPELINES)
     if unknown:
         raise ValueError(f"unknown pipelines {sorted(unknown)}; have {', '.join(PIPELINES)}")
+    if plan.layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {plan.layout!r}; have {', '.join(LAYOUTS)}")
     run = uuid.uuid4().hex[:8]
     report: dict = {"machine": machine(), "broker": broker_info(bootstrap),
                     "method": {"duration_s": plan.duration, "seconds_per_load": plan.seconds_per_load,
                                "window": plan.window, "rates_rps": list(plan.rates),
-                               "partitions": PARTITIONS, "process_layout": PROCESS_LAYOUT,
+                               "partitions": PARTITIONS, "layout": plan.layout,
+                               "process_layout": LAYOUTS[plan.layout],
                                "request_mix": "alternating title-ranking (20 titles) and fraud-score"}}
     for name in plan.pipelines:
         progress(f"bench: {name} ...")
@@ -99,20 +121,20 @@ async def _measure(name: str, bootstrap: str, run: str, plan: BenchPlan, progres
     layout = bench_layout(prefix)
     await ensure_topics(bootstrap, bench_topics(prefix, rules))
     log = tempfile.NamedTemporaryFile(prefix=f"scoreline-bench-{name}-", suffix=".log", delete=False)
-    pipeline = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *_PROCESS[name][:1], bootstrap, prefix, *_PROCESS[name][1:],
-        stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+    processes = [await asyncio.create_subprocess_exec(sys.executable, "-m", module, bootstrap, prefix, *arguments,
+                                                      stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+                 for module, *arguments in _PROCESSES[plan.layout][name]]
     load = LoadPlan(bootstrap=bootstrap, requests_topic=layout.requests, reply_topic=layout.replies(CLIENT),
                     run=run, duration=plan.duration, latency_duration=plan.seconds_per_load,
                     rates=[] if name == "ceiling" else list(plan.rates), half_max=name != "ceiling",
-                    window=plan.window, partitions=PARTITIONS, pipeline_pid=pipeline.pid)
+                    window=plan.window, partitions=PARTITIONS, pipeline_pids=[p.pid for p in processes])
     try:
-        result = await _drive(load, pipeline)
+        result = await _drive(load, processes)
     except Exception as exc:  # one pipeline failing must not lose the others' figures
         progress(f"bench: {name} failed: {exc}; log in {log.name}")
         result = {"throughput_rps": None, "error": str(exc), "log": log.name}
     finally:
-        await _stop(pipeline, plan.stop_timeout)
+        await asyncio.gather(*(_stop(p, plan.stop_timeout) for p in processes))
         await _delete_topics(bootstrap, prefix)
         log.close()
     if "error" not in result:
@@ -121,7 +143,7 @@ async def _measure(name: str, bootstrap: str, run: str, plan: BenchPlan, progres
     return result
 
 
-async def _drive(load: LoadPlan, pipeline: asyncio.subprocess.Process) -> dict:
+async def _drive(load: LoadPlan, pipeline: list[asyncio.subprocess.Process]) -> dict:
     loads = len(load.rates) + int(load.half_max)
     budget = load.warmup_timeout + load.duration + load.drain_timeout + loads * (load.latency_duration
                                                                                  + load.drain_timeout) + 30
@@ -129,13 +151,14 @@ async def _drive(load: LoadPlan, pipeline: asyncio.subprocess.Process) -> dict:
         sys.executable, "-m", "streams.bench.loadgen", orjson.dumps(load.__dict__).decode(),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE)
     communicate = asyncio.ensure_future(generator.communicate())
-    died = asyncio.ensure_future(pipeline.wait())
+    died = asyncio.ensure_future(asyncio.wait([asyncio.ensure_future(p.wait()) for p in pipeline],
+                                              return_when=asyncio.FIRST_COMPLETED))
     done, _ = await asyncio.wait({communicate, died}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
     if communicate not in done:
         with contextlib.suppress(ProcessLookupError):
             generator.kill()
         await generator.wait()
-        raise RuntimeError("the pipeline process exited" if died in done else f"no report within {budget:.0f}s")
+        raise RuntimeError("a pipeline process exited" if died in done else f"no report within {budget:.0f}s")
     died.cancel()
     stdout, _ = communicate.result()
     if generator.returncode != 0:

@@ -21,20 +21,23 @@ PERCENTILES = {"p50", "p95", "p99"}
 
 
 @pytest.mark.kafka
-def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys):
+@pytest.mark.parametrize(("layout", "processes"), [("pair", 2), ("single", 1)])
+def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys, layout, processes):
     code = main(["bench", "--bootstrap", kafka_bootstrap, "--duration", "2", "--load-seconds", "1",
-                 "--rates", "50", "--window", "200", "--json"])
+                 "--rates", "50", "--window", "200", "--layout", layout, "--json"])
     out = capsys.readouterr().out
     report = orjson.loads(out)  # exactly one JSON object on stdout
 
     assert code == 0, report
     assert {"cores", "python", "numpy", "aiokafka", "faust"} <= report["machine"].keys()
     assert "version" in report["broker"]
+    assert report["method"]["layout"] == layout
     for name in PIPELINES:
         figures = report[name]
         assert "error" not in figures, figures
         assert figures["throughput_rps"] > 0
         assert figures["unanswered"] == 0
+        assert len(figures["cpu_share_by_process"]) == processes  # the layout asked for is the one measured
     assert "latency_ms" not in report["ceiling"]
     for name in ("scoreline", "faust", "faust_take"):
         latency = report[name]["latency_ms"]
