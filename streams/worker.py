@@ -104,16 +104,21 @@ class Worker(BatchService):
         now_ms = time.time() * 1000
         by_model: dict[str, list[Work]] = defaultdict(list)
         # Live partitions first: within a batch, live requests are scored and sent before backfill.
+        # Decoding and emitting are plain calls, not coroutines: nothing per record awaits unless a
+        # record is rejected or its client asked for a reply partition.
         for tp in sorted(batch, key=lambda tp: tp.topic.endswith(".backfill")):
             for record in batch[tp]:
-                work = await self._decode(record, outbox)
-                if work is None:
+                headers = headers_of(record.headers)
+                try:
+                    work = self._decode(record, headers)
+                except InvalidMessage as exc:
+                    await self._reject(record, headers, exc, outbox)
                     continue
                 deadline = work.request.deadline_ms
                 if deadline is not None and deadline < now_ms:
-                    await self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(
+                    self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(
                         ErrorCode.DEADLINE_EXPIRED, f"deadline {deadline} passed before scoring", "deadline_ms")),
-                        scored_ms=0.0, status=Status.EXPIRED)
+                        scored_ms=0.0, status=Status.EXPIRED, partition=await self._reply_partition(work))
                     continue
                 by_model[self._model_of(work)].append(work)
         for model_id, works in by_model.items():
@@ -121,7 +126,8 @@ class Worker(BatchService):
             outcomes = self._score(model_id, works)
             scored_ms = (time.perf_counter() - began) * 1000
             for work, outcome in zip(works, outcomes):
-                await self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms)
+                self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms,
+                           partition=await self._reply_partition(work) if H.REPLY_PARTITION in work.headers else None)
                 if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
                         ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
@@ -129,29 +135,28 @@ class Worker(BatchService):
     def _model_of(self, work: Work) -> str:
         return work.headers.get(H.MODEL) or ""
 
-    async def _decode(self, record: ConsumerRecord, outbox: Outbox) -> Work | None:
-        headers = headers_of(record.headers)
-        try:
-            request = codec.decode_request(record.value or b"", max_bytes=1 << 62)  # size checked by the router
-            if (headers.get(H.REQUEST_ID), headers.get(H.OBJECTIVE), headers.get(H.CLIENT),
-                    headers.get(H.REPLY_TO)) != (request.request_id, request.objective, request.client,
-                                                 request.reply_to):
-                _check_agreement(headers, request)  # the routed case has all four, equal: one comparison
-            for field, header in _CONTEXT_AGREEMENT:
-                said = headers.get(header)
-                if said is not None and said != scalar_str(request.context.get(field)):
-                    raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
-                                         f"header {header} says {said!r} but the body's context.{field} is "
-                                         f"{request.context.get(field)!r}", field=f"context.{field}")
-            override = headers.get(H.MODEL_OVERRIDE)
-            if request.model is not None and override != request.model:
+    def _decode(self, record: ConsumerRecord, headers: dict[str, str]) -> Work:
+        """The routed request, checked against the headers it was routed by; raises ``InvalidMessage``."""
+        request = codec.decode_request(record.value or b"", max_bytes=1 << 62)  # size checked by the router
+        if (headers.get(H.REQUEST_ID), headers.get(H.OBJECTIVE), headers.get(H.CLIENT),
+                headers.get(H.REPLY_TO)) != (request.request_id, request.objective, request.client, request.reply_to):
+            _check_agreement(headers, request)  # the routed case has all four, equal: one comparison
+        for field, header in _CONTEXT_AGREEMENT:
+            said = headers.get(header)
+            if said is not None and said != scalar_str(request.context.get(field)):
                 raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
-                                     f"the body overrides the model with {request.model!r} but the headers "
-                                     f"say {override!r}", field="model")
-        except InvalidMessage as exc:
-            await self._reject(record, headers, exc, outbox)
-            return None
+                                     f"header {header} says {said!r} but the body's context.{field} is "
+                                     f"{request.context.get(field)!r}", field=f"context.{field}")
+        override = headers.get(H.MODEL_OVERRIDE)
+        if request.model is not None and override != request.model:
+            raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
+                                 f"the body overrides the model with {request.model!r} but the headers "
+                                 f"say {override!r}", field="model")
         return Work(record, headers, request)
+
+    async def _reply_partition(self, work: Work) -> int | None:
+        """The reply partition the client asked for, if it asked and this worker replies at all."""
+        return await self.reply_partition(work.request.reply_to, work.headers) if self.replies else None
 
     async def _reject(self, record: ConsumerRecord, headers: dict[str, str], exc: InvalidMessage,
                       outbox: Outbox) -> None:
@@ -189,8 +194,8 @@ class Worker(BatchService):
                                                         f"{model_id} failed: {type(exc).__name__}: {exc}")))
         return outcomes
 
-    async def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
-                    status: str | None = None) -> None:
+    def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
+              status: str | None = None, partition: int | None = None) -> None:
         request, headers, record = work.request, work.headers, work.record
         status = status or (Status.OK if outcome.error is None else Status.ERROR)
         now_ms = time.time() * 1000
@@ -211,8 +216,6 @@ class Worker(BatchService):
                                      cell=headers.get(H.CELL), rules_version=_int(headers.get(H.RULES_VERSION)),
                                      shard=self.shard, result=outcome.value, error=outcome.error,
                                      timings_ms=timings, traffic=request.traffic)
-        # Most clients ask for no partition: skip the (awaiting) check for them.
-        partition = await self.reply_partition(request.reply_to, headers) if H.REPLY_PARTITION in headers else None
         outbox.put(request.reply_to, result, key=key, partition=partition, headers=trace, tag=record)
 
     def _shadow_side(self, work: Work, role: str, model_id: str, outcome: Outcome, status: str, scored_ms: float,
@@ -244,8 +247,8 @@ class ShadowWorker(Worker):
     def _topics(layout: TopicLayout, shard: str) -> list[str]:
         return [layout.shadow]
 
-    async def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
-                    status: str | None = None) -> None:
+    def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
+              status: str | None = None, partition: int | None = None) -> None:
         status = status or (Status.OK if outcome.error is None else Status.ERROR)
         self.results[status] += 1
         now_ms = time.time() * 1000
