@@ -73,12 +73,14 @@ def invalid(field: str, message: str) -> Outcome:
 
 def check_user_request(item: Item) -> Outcome | None:
     """The checks every per-user workflow shares: an object context with a ``user_id``, an object payload."""
-    if not isinstance(item.context, Mapping):
+    # type() first: decoded requests hold plain dicts, and an ABC isinstance costs five times more.
+    context, payload = item.context, item.payload
+    if type(context) is not dict and not isinstance(context, Mapping):
         return invalid("context", "context must be an object")
-    user_id = item.context.get("user_id")
+    user_id = context.get("user_id")
     if not isinstance(user_id, str) or not user_id:
         return invalid("context.user_id", "context.user_id must be a non-empty string")
-    if not isinstance(item.payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         return invalid("payload", "payload must be an object")
     return None
 

@@ -41,6 +41,8 @@ from workflows.facts import FactBatch
 
 __all__ = ["TitleRanking"]
 
+_TITLES_NOT_STRINGS = invalid("payload.titles", "payload.titles must be a list of title id strings")
+
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
@@ -108,29 +110,21 @@ class TitleRanking(Workflow):
         country: list[int] = []
         device: list[int] = []
         ks: list[int] = []
-        seg: list[int] = []
+        counts: list[int] = []  # known titles per valid item
         title: list[int] = []
         unknown: list[list[str]] = []
-        index = self.title_index
         for pos, item in enumerate(items):
-            problem = self._check(item)
+            problem, found, missing = self._resolve(item)
             if problem is not None:
                 errors[pos] = problem
                 continue
             context, payload = item.context, item.payload
-            row = len(rows)
             rows.append(pos)
             user_ids.append(context["user_id"])
             country.append(self._code(self.country_index, context.get("country")))
             device.append(self._code(self.device_index, context.get("device")))
             ks.append(payload.get("k", self.k_default))
-            distinct = dict.fromkeys(payload["titles"])  # a title is ranked once, at its first mention
-            found = list(map(index.get, distinct))  # resolved in one C-level pass; None where unknown
-            missing: list[str] = []
-            if None in found:
-                missing = [t for t, i in zip(distinct, found) if i is None]
-                found = [i for i in found if i is not None]
-            seg.extend(repeat(row, len(found)))
+            counts.append(len(found))
             title.extend(found)
             unknown.append(missing)
         return _Batch(
@@ -141,8 +135,9 @@ class TitleRanking(Workflow):
             country=np.asarray(country, dtype=np.int64),
             device=np.asarray(device, dtype=np.int64),
             k=np.asarray(ks, dtype=np.int64),
-            seg=np.asarray(seg, dtype=np.int64),
-            title=np.asarray(title, dtype=np.int64),
+            # Which item each title belongs to, in one numpy call rather than a list entry per title.
+            seg=np.repeat(np.arange(len(rows), dtype=np.int64), counts),
+            title=np.fromiter(title, dtype=np.int64, count=len(title)),
             unknown=unknown,
         )
 
@@ -150,21 +145,43 @@ class TitleRanking(Workflow):
     def _code(vocabulary: Mapping[str, int], value: Any) -> int:
         return vocabulary.get(value, -1) if isinstance(value, str) else -1
 
-    def _check(self, item: Item) -> Outcome | None:
+    def _resolve(self, item: Item) -> tuple[Outcome | None, list[int], list[str]]:
+        """Check the item; resolve its titles to catalogue rows (each once, at its first mention) and unknown ids.
+
+        The common case, every title known and none repeated, costs one lookup pass and one set:
+        the catalogue holds only strings, so a title it knows is a string, and the per-title type
+        check runs only when some title is unknown or repeated.
+        """
         if (problem := check_user_request(item)) is not None:
-            return problem
+            return problem, [], []
         payload = item.payload
         titles = payload.get("titles")
         if titles is None:
-            return invalid("payload.titles", "payload.titles is required: a list of title ids")
-        if not isinstance(titles, (list, tuple)) or not all(map(isinstance, titles, repeat(str))):
-            return invalid("payload.titles", "payload.titles must be a list of title id strings")
-        if len(titles) > self.max_titles:
-            return invalid("payload.titles", f"payload.titles has {len(titles)} ids; at most {self.max_titles}")
+            return invalid("payload.titles", "payload.titles is required: a list of title ids"), [], []
+        if not isinstance(titles, (list, tuple)):
+            return _TITLES_NOT_STRINGS, [], []
+        if len(titles) > self.max_titles:  # before any lookup: a huge list costs no more than its length
+            if not all(map(isinstance, titles, repeat(str))):
+                return _TITLES_NOT_STRINGS, [], []
+            return invalid("payload.titles", f"payload.titles has {len(titles)} ids; at most {self.max_titles}"), [], []
+        try:
+            found = list(map(self.title_index.get, titles))  # resolved in one C-level pass; None where unknown
+        except TypeError:  # an unhashable title (a list or an object)
+            return _TITLES_NOT_STRINGS, [], []
+        missing: list[str] = []
+        distinct = set(found)
+        if len(distinct) != len(found) or None in distinct:
+            if not all(map(isinstance, titles, repeat(str))):
+                return _TITLES_NOT_STRINGS, [], []
+            first = dict.fromkeys(titles)  # a title is ranked once, at its first mention
+            found = list(map(self.title_index.get, first))
+            if None in found:
+                missing = [t for t, i in zip(first, found) if i is None]
+                found = [i for i in found if i is not None]
         k = payload.get("k", self.k_default)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.k_max:
-            return invalid("payload.k", f"payload.k must be an integer from 1 to {self.k_max}")
-        return None
+            return invalid("payload.k", f"payload.k must be an integer from 1 to {self.k_max}"), [], []
+        return None, found, missing
 
     def fact_keys(self, pre: _Batch) -> Mapping[str, Sequence[str]]:
         """Users once per item; titles once per distinct catalogue title in the batch."""

@@ -86,6 +86,10 @@ RANKING_INVALID = [
     ({}, "payload.titles"),
     ({"titles": "t-1"}, "payload.titles"),
     ({"titles": ["t-1", 7]}, "payload.titles"),
+    ({"titles": ["t-1", ["t-2"]]}, "payload.titles"),  # unhashable: caught, not raised
+    ({"titles": ["t-1", True, "t-1"]}, "payload.titles"),
+    ({"titles": ["t-1"] * 1001}, "payload.titles"),  # over max_titles
+    ({"titles": ["t-1"] * 1001 + [7], "k": 0}, "payload.titles"),  # the first broken rule is the one named
     ({"titles": None}, "payload.titles"),
     ({"titles": ["t-1"], "k": 0}, "payload.k"),
     ({"titles": ["t-1"], "k": True}, "payload.k"),
