@@ -57,6 +57,8 @@ class _Batch:
     k: np.ndarray
     seg: np.ndarray  # per known title: which valid item it belongs to
     title: np.ndarray  # per known title: its index in the catalogue
+    distinct: np.ndarray  # the batch's catalogue titles, sorted, each once
+    slot: np.ndarray  # per known title: its position in ``distinct``
     unknown: list[list[str]]  # per valid item: titles not in the catalogue
 
 
@@ -83,6 +85,7 @@ class TitleRanking(Workflow):
         )
         self.title_ids = [str(t) for t in title_ids]
         self.title_index = {t: i for i, t in enumerate(self.title_ids)}
+        self._title_names = np.array(self.title_ids, dtype=object)  # catalogue row -> id, for numpy indexing
         self.country_index = {str(c): i for i, c in enumerate(countries)}
         # An unknown country gets the average prior: the best guess with no information.
         self.country_bias = np.vstack([self.country_bias, self.country_bias.mean(axis=0)])
@@ -127,6 +130,8 @@ class TitleRanking(Workflow):
             counts.append(len(found))
             title.extend(found)
             unknown.append(missing)
+        flat = np.fromiter(title, dtype=np.int64, count=len(title))
+        distinct, slot = np.unique(flat, return_inverse=True)  # once for fact_keys and features both
         return _Batch(
             size=len(items),
             errors=errors,
@@ -137,7 +142,9 @@ class TitleRanking(Workflow):
             k=np.asarray(ks, dtype=np.int64),
             # Which item each title belongs to, in one numpy call rather than a list entry per title.
             seg=np.repeat(np.arange(len(rows), dtype=np.int64), counts),
-            title=np.fromiter(title, dtype=np.int64, count=len(title)),
+            title=flat,
+            distinct=distinct,
+            slot=slot.reshape(-1),
             unknown=unknown,
         )
 
@@ -185,22 +192,20 @@ class TitleRanking(Workflow):
 
     def fact_keys(self, pre: _Batch) -> Mapping[str, Sequence[str]]:
         """Users once per item; titles once per distinct catalogue title in the batch."""
-        distinct = np.unique(pre.title)
         return {
             "user_embedding": pre.user_ids,
-            "title_availability": [self.title_ids[i] for i in distinct],
+            "title_availability": self._title_names[pre.distinct].tolist(),
         }
 
     def features(self, pre: _Batch, facts: Mapping[str, FactBatch]) -> _Features:
         """User vectors per item and an availability flag per (item, title)."""
         if len(pre.title):
-            distinct = np.unique(pre.title)
-            availability = facts["title_availability"].values[np.searchsorted(distinct, pre.title)]
+            availability = facts["title_availability"].values[pre.slot]
             country = pre.country[pre.seg]
             known = country >= 0
             in_country = availability[np.arange(len(country)), np.where(known, country, 0)]
             # With no known country only titles available everywhere are safe to show.
-            available = np.where(known, in_country, availability.min(axis=1)) > 0.5
+            available = (in_country if known.all() else np.where(known, in_country, availability.min(axis=1))) > 0.5
         else:
             available = np.zeros(0, dtype=bool)
         return _Features(
@@ -246,14 +251,15 @@ class TitleRanking(Workflow):
         outcomes: list[Outcome | None] = [None] * pre.size
         for pos_, outcome in pre.errors.items():
             outcomes[pos_] = outcome
-        ids = self.title_ids
-        # Only the top of each row leaves numpy, as Python lists, in one conversion for the batch.
+        # Only the top of each row leaves numpy, as Python lists of ids and scores, in one conversion each.
         top = np.minimum(pre.k, kept)
         cut = int(top.max()) if n else 0
-        all_titles = ranked_titles[:, :cut].tolist()
+        all_titles = self._title_names[ranked_titles[:, :cut]].tolist()  # padding (-1) is cut off below
         all_scores = ranked_scores[:, :cut].tolist()
         for row, k, titles_, scores_, unknown in zip(pre.rows.tolist(), top.tolist(), all_titles, all_scores,
                                                      pre.unknown):
-            ranking = [{"title": ids[t], "score": s} for t, s in zip(titles_[:k], scores_[:k])]
+            if k < cut:
+                titles_, scores_ = titles_[:k], scores_[:k]
+            ranking = [{"title": t, "score": s} for t, s in zip(titles_, scores_)]
             outcomes[row] = Outcome({"ranking": ranking, "unknown_titles": unknown}, None)
         return outcomes  # type: ignore[return-value]
