@@ -26,13 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="pair",
                         help="pair (default): every pipeline as two processes (a relay hop each; scoreline's "
                              "router | its workers; two faust workers); single: every pipeline in one process")
+    parser.add_argument("--broker-warmup", type=float, default=10.0,
+                        help="seconds of unreported load before the first pipeline, so a just-started broker "
+                             "is as warm for the first pipeline as for the last (default 10; 0 skips it)")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     plan = BenchPlan(duration=args.duration, latency_duration=args.load_seconds, rates=tuple(float(r) for r in args.rates.split(",") if r),
-                     window=args.window, pipelines=tuple(p for p in args.only.split(",") if p), layout=args.layout)
+                     window=args.window, pipelines=tuple(p for p in args.only.split(",") if p), layout=args.layout,
+                     broker_warmup=args.broker_warmup)
     report = asyncio.run(run_bench(settings.resolve_bootstrap(args), plan, progress))
     if args.json:
         emit_json(report)

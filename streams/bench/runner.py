@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import orjson
@@ -69,6 +69,9 @@ class BenchPlan:
     """Which pipelines to run."""
     layout: str = "pair"
     """A key of :data:`LAYOUTS`: every pipeline as a process pair (the issue's ceiling is one), or in one process."""
+    broker_warmup: float = 10.0
+    """Seconds of unreported load (the ceiling at saturation) before the first pipeline, so a broker
+    that has just started has its JIT warm for every pipeline and not only for the later ones."""
     stop_timeout: float = 20.0
     """Seconds a pipeline process gets to stop before it is killed."""
     extra: dict = field(default_factory=dict)
@@ -93,6 +96,13 @@ async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
                                "partitions": PARTITIONS, "layout": plan.layout,
                                "process_layout": LAYOUTS[plan.layout],
                                "request_mix": "alternating title-ranking (20 titles) and fraud-score"}}
+    report["method"]["broker_warmup_s"] = plan.broker_warmup
+    if plan.broker_warmup > 0:
+        progress(f"bench: warming the broker up for {plan.broker_warmup:g} s (the ceiling at saturation, not reported) ...")
+        warm = await _measure("ceiling", bootstrap, uuid.uuid4().hex[:8], replace(plan, duration=plan.broker_warmup),
+                              progress)
+        if warm.get("throughput_rps") is None:
+            raise RuntimeError(f"the broker warm-up failed: {warm.get('error')}")
     for name in plan.pipelines:
         progress(f"bench: {name} ...")
         report[name] = await _measure(name, bootstrap, run, plan, progress)

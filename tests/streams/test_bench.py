@@ -24,7 +24,7 @@ PERCENTILES = {"p50", "p95", "p99"}
 @pytest.mark.parametrize(("layout", "processes"), [("pair", 2), ("single", 1)])
 def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys, layout, processes):
     code = main(["bench", "--bootstrap", kafka_bootstrap, "--duration", "2", "--load-seconds", "1",
-                 "--rates", "50", "--window", "200", "--layout", layout, "--json"])
+                 "--rates", "50", "--window", "200", "--layout", layout, "--broker-warmup", "1", "--json"])
     out = capsys.readouterr().out
     report = orjson.loads(out)  # exactly one JSON object on stdout
 
@@ -32,6 +32,7 @@ def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys
     assert {"cores", "python", "numpy", "aiokafka", "faust"} <= report["machine"].keys()
     assert "version" in report["broker"]
     assert report["method"]["layout"] == layout
+    assert report["method"]["broker_warmup_s"] == 1
     for name in PIPELINES:
         figures = report[name]
         assert "error" not in figures, figures
