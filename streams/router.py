@@ -148,38 +148,28 @@ class Router(BatchService):
         passed = _passed_through(record.headers, headers, verbatim, _not_passed(context_fields))
         key = decision.shard_key.encode() if decision.shard_key is not None else None
         # The decision's headers, written straight as the list the record batch takes (no dict between).
-        work_headers = passed + [
+        decided = [
             (H.REQUEST_ID, view.request_id.encode()), (H.OBJECTIVE, view.objective.encode()),
             (H.CLIENT, view.client.encode()), (H.REPLY_TO, view.reply_to.encode()), (H.TRAFFIC, traffic.encode()),
             (H.MODEL, decision.model.encode()), (H.SHARD, decision.shard.encode()),
             (H.RULES_VERSION, str(decision.rules_version).encode()), (H.ROUTED_AT, now_ms)]
         if key is not None:
-            work_headers.append((H.SHARD_KEY, key))
+            decided.append((H.SHARD_KEY, key))
         if decision.cell is not None:
-            work_headers.append((H.CELL, decision.cell.encode()))
+            decided.append((H.CELL, decision.cell.encode()))
         if decision.shadows:
-            work_headers.append((H.SHADOWS, ",".join(decision.shadows).encode()))
+            decided.append((H.SHADOWS, ",".join(decision.shadows).encode()))
         topic = self.layout.shard(decision.shard, traffic)
         outbox.put(topic, record.value, key=key, partition=self._partition(topic, decision.shard_key),
-                   headers=work_headers, timestamp_ms=record.timestamp, tag=record)
-        if not decision.shadows:
-            return self._routed(view, decision, traffic)
-        decided = {
-            H.REQUEST_ID: view.request_id, H.OBJECTIVE: view.objective, H.CLIENT: view.client,
-            H.REPLY_TO: view.reply_to, H.TRAFFIC: traffic, H.MODEL: decision.model, H.SHARD: decision.shard,
-            H.RULES_VERSION: str(decision.rules_version), H.ROUTED_AT: now_ms.decode(),
-            H.SHARD_KEY: decision.shard_key, H.CELL: decision.cell, H.SHADOWS: ",".join(decision.shadows),
-        }
+                   headers=passed + decided, timestamp_ms=record.timestamp, tag=record)
         for candidate in decision.shadows:
-            shadow_headers = dict(decided)
-            shadow_headers.update({H.ROLE: "shadow", H.MODEL: candidate, H.PRIMARY_MODEL: decision.model,
-                                   H.SHARD: None})
+            # The same decision for the candidate: its model, no shard (shadow workers serve every model).
+            shadow_headers = [(name, candidate.encode() if name == H.MODEL else value)
+                              for name, value in decided if name != H.SHARD]
+            shadow_headers += [(H.ROLE, b"shadow"), (H.PRIMARY_MODEL, decision.model.encode())]
             outbox.put(self.layout.shadow, record.value, key=key,
                        partition=self._partition(self.layout.shadow, decision.shard_key),
-                       headers=passed + to_headers(shadow_headers), timestamp_ms=record.timestamp, tag=record)
-        self._routed(view, decision, traffic)
-
-    def _routed(self, view: RequestView, decision: Decision, traffic: str) -> None:
+                       headers=passed + shadow_headers, timestamp_ms=record.timestamp, tag=record)
         self.routed += 1
         self.metrics.routed(view.objective, decision.model, decision.cell, traffic, decision.shadows)
 

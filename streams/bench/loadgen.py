@@ -194,7 +194,7 @@ class LoadGenerator:
         cpu_from = None
         while (now := time.perf_counter()) < end:
             if cpu_from is None and now >= count_from:
-                cpu_from = [cpu_seconds([pid]) for pid in plan.pipeline_pids]
+                cpu_from = [cpu_seconds(pid) for pid in plan.pipeline_pids]
             room = plan.window - len(self.sent_at)
             if room >= refill:
                 await self.send(room)
@@ -204,7 +204,7 @@ class LoadGenerator:
             except asyncio.TimeoutError:
                 pass
         self.counting = False
-        cpu_to = [cpu_seconds([pid]) for pid in plan.pipeline_pids]
+        cpu_to = [cpu_seconds(pid) for pid in plan.pipeline_pids]
         counted = [t for t in self.answered_at if count_from <= t <= end]
         lost = await self.drain(plan.drain_timeout)
         report = {"throughput_rps": round(len(counted) / (end - count_from), 1),
@@ -264,19 +264,14 @@ class LoadGenerator:
         return report
 
 
-def cpu_seconds(pids: list[int]) -> float | None:
-    """CPU time (user + system) processes ``pids`` have used so far, together (Linux only; None elsewhere)."""
-    if not pids:
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far (Linux only; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentiles(seconds: list[float]) -> dict:
