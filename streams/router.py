@@ -106,7 +106,10 @@ class Router(BatchService):
     def _view(self, value: bytes, headers: dict[str, str], rules: Rules,
               traffic: str) -> tuple[RequestView, str]:
         objective = headers.get(H.OBJECTIVE)
-        if objective in rules.objectives and headers.keys() >= _ROUTING_HEADERS:
+        # Routed from headers only when they name the request as the body must (an id of 1 to 200
+        # characters); otherwise the body decides, and its decoder says what is wrong.
+        if (objective in rules.objectives and headers.keys() >= _ROUTING_HEADERS
+                and 0 < len(headers[H.REQUEST_ID]) <= codec.MAX_REQUEST_ID_LENGTH):
             fields = rules.context_fields(objective)
             context = _context_from_headers(headers, fields) if fields else None
             if not fields or context is not None:
