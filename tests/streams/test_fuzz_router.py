@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas import codec, headers as H
@@ -189,6 +189,11 @@ def test_every_record_is_forwarded_or_dead_lettered(rec):
 
 @FUZZ
 @given(records())
+# Found by this test: a repeated request-id header whose last value is empty was routed, and the
+# worker could not answer a request without an id.
+@example(record(None, [(H.REQUEST_ID, b"r-1"), (H.OBJECTIVE, b"title-ranking"), (H.CLIENT, b"demo"),
+                       (H.REPLY_TO, REPLY_TO.encode()), (H.SHARD_KEY, b"u-1"), (H.CONTEXT_COUNTRY, b"r-1"),
+                       (H.REQUEST_ID, b"")]))
 def test_every_forward_the_worker_receives_ends_as_a_result_or_a_dead_letter(rec):
     """Router then worker: each input ends as exactly one result, or a dead letter (+ maybe an error reply)."""
     routed = route(rec)
