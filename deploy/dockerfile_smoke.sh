@@ -44,6 +44,6 @@ cd "$work"  # not the checkout: the installed package must stand on its own
 scoreline --help > /dev/null
 scoreline run --help | grep -q -- --metrics-port
 scoreline top --help > /dev/null
-python -c "import prometheus_client, streams.metrics, streams.http, scoreline.top_view"
+python -c "import prometheus_client, streams.ops.metrics, streams.ops.http, scoreline.top_view"
 python -c "from workflows import ModelRegistry; r = ModelRegistry.default(); print('models:', ', '.join(r.ids()))"
 echo "dockerfile smoke: OK"

@@ -92,7 +92,7 @@ def explain(view: RequestView, rules: Rules) -> dict[str, Any]:
             "percent": s.percent,
             "salt": s.salt,
             "bucket": bucket_of(s.salt, view.request_id),
-            "sampled": s.threshold >= BUCKETS or bucket_of(s.salt, view.request_id) < s.threshold,
+            "sampled": s.samples(view.request_id),
             "same_as_primary": s.model == decision.model,
             "copied": s.model in decision.shadows,
         }

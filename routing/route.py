@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from schemas.errors import ErrorCode
 
-from routing.allocation import BUCKETS, bucket_of
+from routing.allocation import bucket_of
 from routing.errors import RoutingError
 from routing.rules import Experiment, Objective, Rules
 
@@ -208,8 +208,7 @@ def route(view: RequestView, rules: Rules) -> Decision:
         shadows = tuple(
             s.model
             for s in obj.shadow
-            if s.model != model
-            and (s.threshold >= BUCKETS or (s.threshold > 0 and bucket_of(s.salt, view.request_id) < s.threshold))
+            if s.model != model and s.samples(view.request_id)
         )
     return Decision(
         objective=obj.name,

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from schemas.errors import ErrorCode
 
-from routing.allocation import BUCKETS, buckets_for_percent
+from routing.allocation import BUCKETS, buckets_for_percent, in_sample
 from routing.errors import RoutingError
 
 __all__ = [
@@ -132,6 +132,10 @@ class ShadowEntry:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", buckets_for_percent(self.percent))
+
+    def samples(self, request_id: str) -> bool:
+        """Whether the request ``request_id`` is copied to this candidate (see ``allocation.in_sample``)."""
+        return in_sample(self.salt, request_id, self.threshold)
 
 
 @dataclass(frozen=True, slots=True)

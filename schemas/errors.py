@@ -11,7 +11,8 @@ The exception tree (each package keeps its part in its own ``errors.py``)::
      ├── UnknownFact               a workflow asked for a fact the store lacks     workflow_error
      ├── WorkflowError             a workflow failed while scoring (workflows)     workflow_error
      ├── BrokerError               the local broker cannot start or stop (streams) broker_error
-     └── KafkaUnavailable          no Kafka answered in time (streams)             kafka_unavailable
+     ├── KafkaUnavailable          no Kafka answered in time (streams)             kafka_unavailable
+     └── PartitionRevoked          a rebalance took a member's partitions (streams) partition_revoked
 
 A new error derives from :class:`ScorelineError`, sets the class attribute
 ``code`` (one of :class:`ErrorCode` when a client can cause it) and is added

@@ -21,10 +21,10 @@ from routing import RequestView, Rules, extract_shard_key, route
 from schemas import codec
 from schemas.errors import InvalidMessage
 from schemas.messages import Status
-from streams.client import ScoreClient, ScoreTimeout, now_ms
-from streams.kafka import KafkaSettings
-from streams.pipeline import Pipeline, PipelineOptions
-from streams.tail import TopicTail
+from streams.client.score_client import ScoreClient, ScoreTimeout, now_ms
+from streams.transport.settings import KafkaSettings
+from streams.services.pipeline import Pipeline, PipelineOptions
+from streams.transport.tail import TopicTail
 from streams.topics import TopicLayout
 from workflows import ModelRegistry, sample_items
 

@@ -29,16 +29,16 @@ from aiokafka.structs import ConsumerRecord, TopicPartition  # noqa: E402
 
 from streams.bench.layout import bench_layout, bench_rules  # noqa: E402
 from streams.bench.mix import RequestMix  # noqa: E402
-from streams.kafka import KafkaSettings  # noqa: E402
-from streams.router import Router  # noqa: E402
-from streams.worker import Worker  # noqa: E402
+from streams.transport.settings import KafkaSettings  # noqa: E402
+from streams.services.router import Router  # noqa: E402
+from streams.services.worker import Worker  # noqa: E402
 from workflows import ModelRegistry  # noqa: E402
 
 PREFIX = "hot-path."
 
 
 class CapturingOutbox:
-    """Stands in for ``streams.outbox.Outbox``: keeps what would be produced."""
+    """Stands in for ``streams.transport.outbox.Outbox``: keeps what would be produced."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes, bytes | None, list]] = []
@@ -95,7 +95,7 @@ async def measure(batch: int, rounds: int, repeat: int) -> dict:
         await worker.handle(b, answered)
     results = sum(1 for topic, *_ in answered.records if topic == f"{PREFIX}replies.demo")
 
-    gc.freeze()  # as the services do (streams.service._quiet_collector)
+    gc.freeze()  # as the services do (streams.services.batch._quiet_collector)
     n = batch * rounds
     best_router = best_worker = float("inf")
     for _ in range(repeat):

@@ -5,6 +5,6 @@ Producer services need only the client library::
     from streams import ScoreClient
 """
 
-from streams.client import ClientClosed, ScoreClient, ScoreTimeout
+from streams.client.score_client import ClientClosed, ScoreClient, ScoreTimeout
 
 __all__ = ["ClientClosed", "ScoreClient", "ScoreTimeout"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.errors import ScorelineError
 
-__all__ = ["BrokerError", "KafkaUnavailable"]
+__all__ = ["BrokerError", "KafkaUnavailable", "PartitionRevoked"]
 
 
 class BrokerError(ScorelineError):
@@ -17,4 +17,14 @@ class KafkaUnavailable(ScorelineError):
     """No Kafka answered at the configured bootstrap address in time."""
 
     code = "kafka_unavailable"
+    retriable = True
+
+
+class PartitionRevoked(ScorelineError):
+    """A seek or commit named partitions this group member no longer owns: a rebalance took them.
+
+    Not a failure of the batch: the partitions' new owner replays from the last commit.
+    """
+
+    code = "partition_revoked"
     retriable = True

@@ -42,7 +42,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from streams.broker import LocalBroker
+    from streams.broker.local import LocalBroker
 
     broker = LocalBroker()
     started_here = not broker.status().running
@@ -80,6 +80,14 @@ async def kafka_admin(kafka_bootstrap: str):
                 await admin.close()
         else:
             await admin.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reaches the broker fixture must say so: ``make test-pure`` (``-m "not kafka"``) never starts one."""
+    unmarked = [item.nodeid for item in items
+                if "kafka_bootstrap" in getattr(item, "fixturenames", ()) and item.get_closest_marker("kafka") is None]
+    if unmarked:
+        raise pytest.UsageError("tests using a broker fixture without @pytest.mark.kafka:\n  " + "\n  ".join(unmarked))
 
 
 @pytest.hookimpl(hookwrapper=True)

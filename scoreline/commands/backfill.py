@@ -10,8 +10,8 @@ from pathlib import Path
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
-from streams.backfill import BackfillOptions, backfill, check_options, parse_rate, router_running
-from streams.pipeline import Pipeline
+from streams.client.backfill import BackfillOptions, backfill, check_options, parse_rate, router_running
+from streams.services.pipeline import Pipeline
 from workflows import ModelRegistry
 
 

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from scoreline.output import emit_json, progress
-from streams.broker import BrokerSettings, LocalBroker
+from streams.broker.local import BrokerSettings, LocalBroker
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ import asyncio
 from scoreline import settings
 from scoreline.lineage import shard_key_fields
 from scoreline.output import emit_json, progress
-from streams.facts_topic import publish_facts
+from streams.facts.topic import publish_facts
 from workflows import default_facts_dir
 
 

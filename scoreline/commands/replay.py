@@ -8,7 +8,7 @@ import time
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
-from streams.backfill import parse_rate, parse_time, replay
+from streams.client.backfill import parse_rate, parse_time, replay
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -20,10 +20,10 @@ import orjson
 from routing import RequestView, Rules, RulesError, explain, extract_shard_key, load_rules, parse_rules, simulate
 from scoreline import settings
 from scoreline.output import emit_json, progress
-from streams.broker import LocalBroker
+from streams.broker.local import LocalBroker
 from streams.errors import KafkaUnavailable
-from streams.kafka import KafkaSettings
-from streams.rules_topic import RulesLog, RulesPublisher
+from streams.transport.settings import KafkaSettings
+from streams.rules.publisher import RulesLog, RulesPublisher
 
 EXAMPLE_RULES = settings.EXAMPLES_DIR / "rules.json"
 

@@ -10,8 +10,8 @@ import signal
 from schemas import codec
 from scoreline import settings
 from scoreline.output import progress
-from streams.http import DEFAULT_METRICS_PORT, port_free
-from streams.pipeline import ROLES, Pipeline, PipelineOptions
+from streams.ops.http import DEFAULT_METRICS_PORT, port_free
+from streams.services.pipeline import ROLES, Pipeline, PipelineOptions
 from workflows import ModelRegistry
 
 

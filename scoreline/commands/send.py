@@ -11,9 +11,9 @@ import orjson
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
-from streams.client import ScoreClient, ScoreTimeout
-from streams.groups import router_running
-from streams.pipeline import Pipeline
+from streams.client.score_client import ScoreClient, ScoreTimeout
+from streams.transport.admin import router_running
+from streams.services.pipeline import Pipeline
 from workflows import ModelRegistry
 
 

@@ -11,7 +11,7 @@ from schemas.errors import InvalidMessage
 from scoreline import settings
 from scoreline.output import emit_json, progress
 from scoreline.shadow_report import format_table, parse_since, plot, summarize
-from streams.topic_reader import read_topic
+from streams.transport.topic_reader import read_topic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -22,9 +22,9 @@ import orjson
 
 from scoreline import settings, top_view
 from scoreline.output import emit_json, progress
-from streams.http import DEFAULT_METRICS_PORT
-from streams.kafka import KafkaSettings
-from streams.tail import TopicTail
+from streams.ops.http import DEFAULT_METRICS_PORT
+from streams.transport.settings import KafkaSettings
+from streams.transport.tail import TopicTail
 
 DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics"
 

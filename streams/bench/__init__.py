@@ -1,9 +1,10 @@
 """``scoreline bench``: the pipeline measured beside a raw-aiokafka ceiling and a faust baseline.
 
 Process layout (the same for every pipeline, so the comparison is fair): the pipeline under
-test runs alone in one child process (all of its stages: router and workers, both relay
-hops, or both faust agents), the load generator in a second child process, and the bench
-process only orchestrates. Every pipeline gets its own topic prefix, deleted afterwards.
+test runs in child processes of its own, two by default (``--layout pair``: router | workers,
+one relay hop each, two faust workers) or one (``--layout single``), the load generator in
+another child process, and the bench process only orchestrates. Every pipeline gets its own
+topic prefix, deleted afterwards.
 
 Modules, one purpose each:
 
@@ -16,4 +17,6 @@ Modules, one purpose each:
 - :mod:`streams.bench.runner` -- starts, measures and stops each pipeline; builds the report.
 """
 
-# Nothing is imported here: each module also runs as ``python -m`` in its own process.
+# Nothing is imported here: each module also runs as ``python -m`` in its own process, and a
+# package that imported it first would run it twice. The entry points are in streams.bench.runner.
+__all__: list[str] = []

@@ -22,7 +22,7 @@ import sys
 import orjson
 from routing import partition_for
 from streams.bench.layout import CLIENT, bench_layout
-from streams.kafka import KafkaSettings
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["Hop", "main"]
 
@@ -75,7 +75,7 @@ class Hop:
 
     @staticmethod
     async def _commit(consumer, offsets: dict, after: asyncio.Task | None) -> None:
-        """Commit after the commits before it (as ``streams.service.BatchService`` does)."""
+        """Commit after the commits before it (as ``streams.services.batch.BatchService`` does)."""
         if after is not None:
             await after
         await consumer.commit(offsets)

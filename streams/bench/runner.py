@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.bench.layout import CLIENT, PARTITIONS, bench_layout, bench_rules, bench_topics
 from streams.bench.loadgen import LoadPlan
-from streams.topics import ensure_topics
+from streams.transport.admin import ensure_topics
 
 __all__ = ["BenchPlan", "LAYOUTS", "PIPELINES", "run_bench"]
 
@@ -213,7 +213,7 @@ def machine() -> dict:
 
 def broker_info(bootstrap: str) -> dict:
     """The broker's version when it is the local one scoreline runs (else unknown: Kafka does not say)."""
-    from streams.broker import LocalBroker
+    from streams.broker.local import LocalBroker
 
     status = LocalBroker().status()
     version = status.version if status.running and status.bootstrap == bootstrap else None

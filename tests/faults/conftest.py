@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fault_scenarios import Env
-from streams.kafka import KafkaSettings
+from streams.transport.settings import KafkaSettings
 from workflows import ModelRegistry
 
 

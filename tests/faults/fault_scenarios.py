@@ -33,12 +33,12 @@ from routing import Rules, parse_rules, rules_to_doc
 from schemas import codec
 from schemas.messages import Status
 from scoreline.settings import EXAMPLES_DIR
-from streams.client import ScoreClient
-from streams.kafka import KafkaSettings
-from streams.pipeline import Pipeline, PipelineOptions
-from streams.tail import TopicTail
+from streams.client.score_client import ScoreClient
+from streams.transport.settings import KafkaSettings
+from streams.services.pipeline import Pipeline, PipelineOptions
+from streams.transport.tail import TopicTail
 from streams.topics import TopicLayout
-from streams.worker import Worker
+from streams.services.worker import Worker
 from workflows import Item, ModelRegistry, Outcome, sample_items
 
 __all__ = ["Env", "Tally", "SCENARIOS", "free_port_pair"]
@@ -373,7 +373,7 @@ def _free(host: str, port: int) -> bool:
 
 def second_broker(tmp: Path, **settings: Any):
     """A second local broker (not started) on a free port with its home under ``tmp``: never the shared one."""
-    from streams.broker import BrokerSettings, DEFAULT_KAFKA_VERSION, LocalBroker, scoreline_home
+    from streams.broker.local import BrokerSettings, DEFAULT_KAFKA_VERSION, LocalBroker, scoreline_home
 
     home = tmp / "broker-home"
     home.mkdir(parents=True, exist_ok=True)

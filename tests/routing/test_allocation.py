@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.allocation import BUCKETS, bucket_of, murmur2, partition_for, shadow_sampled
+import random
+
+from routing.allocation import (BUCKETS, bucket_of, murmur2, murmur2_many, partition_for, partitions_for_keys,
+                                shadow_sampled)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +74,18 @@ def test_shadow_sampling_edges() -> None:
     assert not shadow_sampled("r-1", "s", 0)
     assert not shadow_sampled("r-1", "s", 50)  # bucket 6710
     assert shadow_sampled("r-1", "s", 67.11)
+
+
+def test_murmur2_many_agrees_with_murmur2_on_every_key():
+    """The outbox hashes a batch's keys in one numpy pass; it must agree with Kafka's murmur2 on every key."""
+    rng = random.Random(6)
+    keys = [b"", b"a", b"ab", b"abc", b"abcd"] + [rng.randbytes(rng.randrange(40)) for _ in range(500)]
+    assert [int(h) for h in murmur2_many(keys)] == [murmur2(k) for k in keys]
+
+
+def test_partitions_for_keys_places_each_key_as_partition_for_does():
+    keys = [f"u-{i}" for i in range(300)] + ["", "ü-ß"]
+    assert partitions_for_keys([k.encode() for k in keys], 7) == [partition_for(k, 7) for k in keys]
+    assert partitions_for_keys([], 7) == []
+    with pytest.raises(ValueError):
+        partitions_for_keys([b"k"], 0)

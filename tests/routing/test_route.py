@@ -202,6 +202,25 @@ def test_explain_is_deterministic_and_json(example_rules: Rules) -> None:
     assert first["decision"]["cell"] == exp["cell"]
 
 
+def test_explain_agrees_with_route_on_every_decision_and_shadow_copy(example_rules: Rules) -> None:
+    """One definition of the shadow sample: explain says "sampled" and "copied" exactly where route copies."""
+    copied_somewhere = set()
+    for objective in ("title-ranking", "fraud-score"):
+        for i in range(400):
+            v = view(f"u-{i}", objective=objective, request_id=f"r-{i}")
+            decision = route(v, example_rules)
+            out = explain(v, example_rules)
+            assert out["decision"]["model"] == decision.model and out["decision"]["cell"] == decision.cell
+            assert tuple(s["model"] for s in out["shadow"] if s["copied"]) == decision.shadows
+            for s in out["shadow"]:
+                entry = next(e for e in example_rules.objectives[objective].shadow if e.model == s["model"])
+                assert s["sampled"] == routing.shadow_sampled(v.request_id, entry.salt, entry.percent)
+                assert s["copied"] == (s["sampled"] and not s["same_as_primary"])
+            copied_somewhere.update(decision.shadows)
+    # Partial sampling (title-ranking at 40%) and full sampling (fraud-score) were both exercised.
+    assert copied_somewhere == {"title-ranking@v2", "fraud-score@v2"}
+
+
 def test_explain_reports_rejections(example_rules: Rules) -> None:
     out = explain(view(client="ghost"), example_rules)
     assert out["decision"] is None

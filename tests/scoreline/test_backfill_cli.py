@@ -16,9 +16,9 @@ import pytest
 from routing import parse_rules
 from scoreline.cli import build_parser
 from scoreline.settings import EXAMPLES_DIR
-from streams.kafka import KafkaSettings
-from streams.pipeline import Pipeline
-from streams.tail import TopicTail
+from streams.transport.settings import KafkaSettings
+from streams.services.pipeline import Pipeline
+from streams.transport.tail import TopicTail
 from streams.topics import TopicLayout
 from workflows import ModelRegistry, sample_items
 

@@ -23,9 +23,9 @@ def _restore_root():
 def test_json_lines_when_not_a_terminal():
     stream = io.StringIO()
     logging_setup.configure("INFO", stream=stream)
-    logging.getLogger("streams.worker").warning("output of %s refused", "t:0@5", extra={"request_id": "r-1"})
+    logging.getLogger("streams.services.worker").warning("output of %s refused", "t:0@5", extra={"request_id": "r-1"})
     line = orjson.loads(stream.getvalue().splitlines()[0])
-    assert line["level"] == "WARNING" and line["logger"] == "streams.worker"
+    assert line["level"] == "WARNING" and line["logger"] == "streams.services.worker"
     assert line["msg"] == "output of t:0@5 refused" and line["request_id"] == "r-1"
     assert line["ts"].endswith("+00:00")
 

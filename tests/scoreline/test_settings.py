@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from scoreline import settings
-from streams.broker import LocalBroker
+from streams.broker.local import LocalBroker
 
 
 @pytest.mark.kafka

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams_testing import rules_under
-from streams.kafka import KafkaSettings
+from streams.transport.settings import KafkaSettings
 from streams.topics import TopicLayout
 from workflows import ModelRegistry
 

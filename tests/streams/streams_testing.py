@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from pathlib import Path
 from typing import Callable
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from routing import parse_rules
 from scoreline.settings import EXAMPLES_DIR
@@ -40,3 +42,26 @@ async def wait_for_log(log_file: Path, text: str, timeout: float, proc: subproce
         assert loop.time() < deadline, f"{text!r} not logged within {timeout}s:\n" \
                                        f"{log_file.read_text(errors='replace')[-3000:]}"
         await asyncio.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """One GET against a local port: (status, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def samples(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and labels.items() <= s.labels.items())

@@ -1,0 +1,166 @@
+"""All of scoreline's roles in one process, or any subset of them: the thing ``scoreline run`` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from routing import Rules
+from schemas import codec
+from streams.services.comparator import Comparator
+from streams.facts.topic import worker_fact_source
+from streams.transport.settings import KafkaSettings
+from streams.ops.http import MetricsServer
+from streams.ops.metrics import PipelineMetrics
+from streams.services.router import Router
+from streams.rules.holder import RulesHolder
+from streams.rules.publisher import RulesWatcher
+from streams.services.batch import BatchService
+from streams.topics import TopicLayout
+from streams.transport.admin import ensure_topics
+from streams.services.worker import ShadowWorker, Worker
+from workflows import ModelRegistry
+
+__all__ = ["Pipeline", "PipelineOptions", "ROLES"]
+
+log = logging.getLogger(__name__)
+
+ROLES = ("router", "worker", "shadow", "comparator")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Which roles run here, and how."""
+
+    roles: Sequence[str] = ROLES
+    """Roles to run in this process: any of ``router``, ``worker``, ``shadow``, ``comparator``."""
+    shards: Sequence[str] | None = None
+    """Shards whose workers run here; None means every shard in the rules."""
+    max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES
+    """Requests larger than this are rejected with ``payload_too_large``."""
+    group_suffix: str = ""
+    """Appended to consumer group ids (tests run isolated pipelines side by side)."""
+    create_topics: bool = True
+    """Create missing topics on start."""
+    workers_per_shard: int = 1
+    """Worker instances per shard in this process (they share the shard's partitions)."""
+    fact_source: str = "files"
+    """Where workers find facts: ``files`` (the registry's in-memory store) or ``kafka`` (each worker
+    materialises the fact-topic partitions it owns and scores only once they are loaded)."""
+    follow_rules: bool = True
+    """Follow the rules topic: the newest valid published version replaces the given rules (hot reload)."""
+    metrics_port: int | None = None
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (None or 0: don't serve)."""
+    client_topics: bool = True
+    """Create each client's own request topics (``<prefix>requests.<client>``), where the topic is the identity."""
+    trust_client_field: bool = True
+    """Whether requests on the shared request topics may name their own client. Turn off once every client
+    publishes to its own topic under Kafka ACLs (docs/security.md)."""
+
+
+class Pipeline:
+    """Starts the configured roles, keeps them running, stops them in order."""
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, rules: Rules | RulesHolder,
+                 registry: ModelRegistry, options: PipelineOptions = PipelineOptions()) -> None:
+        self.kafka = kafka
+        self.layout = layout
+        self.rules = rules if isinstance(rules, RulesHolder) else RulesHolder(rules)
+        self.registry = registry
+        self.options = options
+        self.services: list[BatchService] = []
+        self.watcher: RulesWatcher | None = None
+        self.metrics = PipelineMetrics(self)
+        """This pipeline's Prometheus metrics, in a registry of its own."""
+        self.metrics_server: MetricsServer | None = None
+        """The HTTP port serving them, when ``metrics_port`` asks for one."""
+
+    async def __aenter__(self) -> "Pipeline":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    def _group(self, name: str) -> str:
+        return f"{self.layout.prefix}{name}{self.options.group_suffix}"
+
+    async def start(self) -> None:
+        """Create topics if asked, follow the rules topic if asked, then start every role."""
+        if self.options.follow_rules:
+            # Before the roles, so they start on the version in force on the cluster, not the fallback.
+            if self.options.create_topics:
+                rules_topic = [s for s in self.layout.specs(()) if s.name == self.layout.rules]
+                await ensure_topics(self.kafka.bootstrap, rules_topic,
+                                    replication_factor=self.layout.replication_factor, **self.kafka.security)
+            self.watcher = RulesWatcher(self.kafka, self.layout, self.rules)
+            await self.watcher.start()
+        rules = self.rules()
+        shards = list(self.options.shards or rules.shards)
+        if self.options.create_topics:
+            reply_topics = sorted({t for c in rules.clients.values() for t in c.reply_topics if not t.endswith("*")})
+            clients = sorted(rules.clients) if self.options.client_topics else []
+            await ensure_topics(self.kafka.bootstrap, self.layout.specs(rules.shards, reply_topics, clients),
+                                replication_factor=self.layout.replication_factor, **self.kafka.security)
+        roles = set(self.options.roles)
+        if "router" in roles:
+            self.services.append(Router(self.kafka, self.layout, self.rules, group_id=self._group("router"),
+                                        max_request_bytes=self.options.max_request_bytes,
+                                        trust_client_field=self.options.trust_client_field))
+        if "worker" in roles:
+            for shard in shards:
+                for _ in range(self.options.workers_per_shard):
+                    self.services.append(Worker(self.kafka, self.layout, shard=shard,
+                                                group_id=self._group(f"worker.{shard}"), **self._facts()))
+        if "shadow" in roles:
+            self.services.append(ShadowWorker(self.kafka, self.layout, group_id=self._group("shadow"),
+                                              **self._facts()))
+        if "comparator" in roles:
+            self.services.append(Comparator(self.kafka, self.layout,  # type: ignore[arg-type]
+                                            app_id=self._group("comparator")))
+        self.metrics.bind()
+        await self._serve_metrics(self.options.metrics_port)
+        await asyncio.gather(*(s.start() for s in self.services))
+
+    async def _serve_metrics(self, port: int | None, host: str = "0.0.0.0") -> None:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port`` (None or 0: don't)."""
+        if not port:
+            return
+        self.metrics_server = MetricsServer(self.metrics, port=port, host=host)
+        await self.metrics_server.start()
+        log.info("metrics on http://%s:%d/metrics", host, self.metrics_server.port)
+
+    def _facts(self) -> dict:
+        """A worker's registry (and, with Kafka facts, its own store and the materialiser that fills it)."""
+        if self.options.fact_source == "files":
+            return {"registry": self.registry}
+        if self.options.fact_source != "kafka":
+            raise ValueError(f"fact_source must be 'files' or 'kafka', got {self.options.fact_source!r}")
+        registry, facts = worker_fact_source(self.kafka, self.layout, self.registry)
+        return {"registry": registry, "facts": facts}
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once every role has partitions assigned."""
+        await asyncio.gather(*(s.wait_assigned(timeout) for s in self.services))
+
+    async def stop(self) -> None:
+        """Stop every role; each finishes and commits the batch in hand."""
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                await service.stop()
+        self.services.clear()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
+
+    def stats(self) -> dict:
+        """Counters per role, for logs and the demo summary."""
+        return {s.role + (f".{getattr(s, 'shard', '')}" if s.role == "worker" else ""): {
+            "batches": s.batches, "records": s.records, "dead_letters": s.dead_letters}
+            for s in self.services}

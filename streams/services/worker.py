@@ -1,0 +1,285 @@
+"""Workflow workers: routed work in, one result per request out.
+
+A shard worker consumes its shard's live and backfill work topics, scores each batch with
+one workflow call per model, replies on each request's ``reply_to`` and, for shadowed
+requests, records the primary side on ``shadow-results``. A shadow worker consumes the
+shadow topic in a consumer group of its own (shadow load never slows live work), scores
+the candidate model, records the shadow side, and never replies to a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, NamedTuple
+
+from routing.route import scalar_str
+from schemas import codec, headers as H
+from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
+from schemas.json_body import partial_of_request
+from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
+from streams.transport.settings import KafkaSettings
+from streams.transport.headers import headers_of
+from streams.transport.outbox import Outbox
+from streams.transport.protocols import Batch, Record, Transport
+from streams.services.batch import BatchService
+from streams.topics import TopicLayout
+from streams.ops.tracing import trace_headers
+from workflows import Item, ModelRegistry, Outcome
+
+if TYPE_CHECKING:
+    from streams.facts.topic import FactTopicMaterialiser
+
+__all__ = ["Worker", "ShadowWorker"]
+
+log = logging.getLogger(__name__)
+
+SLICE_FIELDS = ("country", "device", "surface")
+
+# (header name, request attribute): the router routed by the header, the worker scores the body,
+# so the two must agree or a client could be routed as one tenant/objective and scored as another.
+_AGREEMENT = ((H.REQUEST_ID, "request_id"), (H.OBJECTIVE, "objective"), (H.CLIENT, "client"),
+              (H.REPLY_TO, "reply_to"))
+# (context field, header name): the router may route context-matched objectives by these headers.
+_CONTEXT_AGREEMENT = tuple(H.CONTEXT_HEADERS.items())
+
+
+class Work(NamedTuple):
+    """One routed request, decoded and checked, ready to score."""
+
+    record: Record
+    headers: dict[str, str]
+    request: Request
+
+
+class Worker(BatchService):
+    """Scores one shard's work topics (live first; backfill in the room live leaves, see ``BatchService._poll``)."""
+
+    role = "worker"
+    stage = Stage.WORKER
+    replies = True
+    """Whether this worker answers clients (a shadow worker never does)."""
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *, shard: str,
+                 group_id: str | None = None,
+                 facts: FactTopicMaterialiser | None = None, transport: Transport | None = None) -> None:
+        super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
+                         topics=self._topics(layout, shard), transport=transport)
+        self.shard = shard
+        self.registry = registry
+        self.facts = facts
+        """With Kafka facts: the materialiser filling ``registry``'s store from the partitions this worker owns."""
+        self.results: defaultdict[str, int] = defaultdict(int)
+
+    @staticmethod
+    def _topics(layout: TopicLayout, shard: str) -> list[str]:
+        return [layout.shard(shard), layout.shard(shard, Traffic.BACKFILL)]
+
+    async def start(self) -> None:
+        """Start the fact materialiser (if any), then consume."""
+        if self.facts is not None:
+            await self.facts.start()
+        await super().start()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop following facts."""
+        await super().stop()
+        if self.facts is not None:
+            await self.facts.stop()
+
+    async def wait_assigned(self, timeout: float = 30.0) -> None:
+        """Return once partitions are assigned and, with Kafka facts, their facts loaded."""
+        await super().wait_assigned(timeout)
+        await self._follow_facts({})
+
+    async def _follow_facts(self, batch: Batch) -> None:
+        """Kafka facts: never score before the facts of the owned partitions are loaded."""
+        if self.facts is not None and self.consumer is not None:
+            # Co-partitioning: fact partition p holds the users whose work arrives on shard partition p.
+            await self.facts.follow({tp.partition for tp in (*self.consumer.assignment(), *batch)})
+
+    async def handle(self, batch: Batch, outbox: Outbox) -> None:
+        await self._follow_facts(batch)
+        now_ms = time.time() * 1000
+        by_model: dict[str, list[Work]] = defaultdict(list)
+        # Live partitions first: within a batch, live requests are scored and sent before backfill.
+        # Decoding and emitting are plain calls, not coroutines: nothing per record awaits unless a
+        # record is rejected or its client asked for a reply partition.
+        for tp in sorted(batch, key=lambda tp: tp.topic.endswith(".backfill")):
+            for record in batch[tp]:
+                headers = headers_of(record.headers)
+                try:
+                    work = self._decode(record, headers)
+                except InvalidMessage as exc:
+                    await self._reject(record, headers, exc, outbox)
+                    continue
+                deadline = work.request.deadline_ms
+                if deadline is not None and deadline < now_ms:
+                    self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(
+                        ErrorCode.DEADLINE_EXPIRED, f"deadline {deadline} passed before scoring", "deadline_ms")),
+                        scored_ms=0.0, status=Status.EXPIRED, partition=await self._reply_partition(work))
+                    continue
+                by_model[self._model_of(work)].append(work)
+        for model_id, works in by_model.items():
+            began = time.perf_counter()
+            outcomes = self._score(model_id, works)
+            scored_ms = (time.perf_counter() - began) * 1000
+            for work, outcome in zip(works, outcomes):
+                self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms,
+                           partition=await self._reply_partition(work) if H.REPLY_PARTITION in work.headers else None)
+                if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
+                    await self.dead_letter(outbox, work.record, InvalidMessage(
+                        ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
+
+    def _model_of(self, work: Work) -> str:
+        return work.headers.get(H.MODEL) or ""
+
+    def _decode(self, record: Record, headers: dict[str, str]) -> Work:
+        """The routed request, checked against the headers it was routed by; raises ``InvalidMessage``."""
+        request = codec.decode_request(record.value or b"", max_bytes=1 << 62)  # size checked by the router
+        if (headers.get(H.REQUEST_ID), headers.get(H.OBJECTIVE), headers.get(H.CLIENT),
+                headers.get(H.REPLY_TO)) != (request.request_id, request.objective, request.client, request.reply_to):
+            _check_agreement(headers, request)  # the routed case has all four, equal: one comparison
+        for field, header in _CONTEXT_AGREEMENT:
+            said = headers.get(header)
+            if said is not None and said != scalar_str(request.context.get(field)):
+                raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
+                                     f"header {header} says {said!r} but the body's context.{field} is "
+                                     f"{request.context.get(field)!r}", field=f"context.{field}")
+        override = headers.get(H.MODEL_OVERRIDE)
+        if request.model is not None and override != request.model:
+            raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
+                                 f"the body overrides the model with {request.model!r} but the headers "
+                                 f"say {override!r}", field="model")
+        return Work(record, headers, request)
+
+    async def _reply_partition(self, work: Work) -> int | None:
+        """The reply partition the client asked for, if it asked and this worker replies at all."""
+        return await self.reply_partition(work.request.reply_to, work.headers) if self.replies else None
+
+    async def _reject(self, record: Record, headers: dict[str, str], exc: InvalidMessage,
+                      outbox: Outbox) -> None:
+        """Dead-letter the record; reply with the error on the reply topic the router checked."""
+        await self.dead_letter(outbox, record, exc)
+        request_id, reply_to = headers.get(H.REQUEST_ID), headers.get(H.REPLY_TO)
+        if self.replies and request_id and reply_to:
+            result = Result(request_id=request_id, objective=headers.get(H.OBJECTIVE), status=Status.ERROR,
+                            error=exc.to_error_info(), rules_version=_int(headers.get(H.RULES_VERSION)),
+                            shard=headers.get(H.SHARD), model=headers.get(H.MODEL),
+                            traffic=headers.get(H.TRAFFIC, Traffic.LIVE))
+            await outbox.add(reply_to, codec.encode(result), key=request_id.encode(),
+                             partition=await self.reply_partition(reply_to, headers), headers=trace_headers(headers))
+            self.results[Status.ERROR] += 1
+            self.metrics.result(headers.get(H.OBJECTIVE), headers.get(H.MODEL), Status.ERROR)
+
+    def _score(self, model_id: str, works: list[Work]) -> list[Outcome]:
+        """One workflow call for the batch; if it raises, score one by one to isolate the poison."""
+        try:
+            model = self.registry.get(model_id)
+        except ScorelineError as exc:
+            error = ErrorInfo(exc.code or ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: {exc}")
+            return [Outcome(None, error)] * len(works)
+        items = [Item(w.request.context, w.request.payload) for w in works]
+        try:
+            return model.score_batch(items)
+        except Exception:
+            log.warning("%s: %s failed on a batch of %d; isolating", self.role, model_id, len(items), exc_info=True)
+        outcomes = []
+        for item in items:
+            try:
+                outcomes.extend(model.score_batch([item]))
+            except Exception as exc:  # the poison request: an error result and a dead letter, never a crash
+                outcomes.append(Outcome(None, ErrorInfo(ErrorCode.WORKFLOW_ERROR,
+                                                        f"{model_id} failed: {type(exc).__name__}: {exc}")))
+        return outcomes
+
+    def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
+              status: str | None = None, partition: int | None = None) -> None:
+        request, headers, record = work.request, work.headers, work.record
+        status = status or (Status.OK if outcome.error is None else Status.ERROR)
+        now_ms = time.time() * 1000
+        routed_at = _int(headers.get(H.ROUTED_AT))
+        timings = {"scored": _ms(scored_ms), "total": _ms(now_ms - record.timestamp)}
+        if routed_at is not None:
+            timings["routed"] = _ms(routed_at - record.timestamp)
+        self.results[status] += 1
+        self.metrics.result(request.objective, model_id, status, timings["total"])
+        key = request.request_id.encode()
+        trace = trace_headers(headers)
+        shadows = headers.get(H.SHADOWS)
+        if shadows:
+            side = self._shadow_side(work, Role.PRIMARY, model_id, outcome, status, scored_ms, now_ms,
+                                     primary_model=model_id, shadow_models=shadows.split(","))
+            outbox.put(self.layout.shadow_results, codec.encode(side), key=key, headers=trace, tag=record)
+        result = codec.encode_result(request.request_id, request.objective, status, model=model_id,
+                                     cell=headers.get(H.CELL), rules_version=_int(headers.get(H.RULES_VERSION)),
+                                     shard=self.shard, result=outcome.value, error=outcome.error,
+                                     timings_ms=timings, traffic=request.traffic)
+        outbox.put(request.reply_to, result, key=key, partition=partition, headers=trace, tag=record)
+
+    def _shadow_side(self, work: Work, role: str, model_id: str, outcome: Outcome, status: str, scored_ms: float,
+                     now_ms: float, *, primary_model: str, shadow_models: list[str]) -> ShadowResult:
+        context = {f: work.request.context[f] for f in SLICE_FIELDS if f in work.request.context}
+        context["client"] = work.request.client
+        return ShadowResult(role=role, request_id=work.request.request_id, objective=work.request.objective,
+                            model=model_id, primary_model=primary_model, shadow_models=shadow_models,
+                            cell=work.headers.get(H.CELL), rules_version=_int(work.headers.get(H.RULES_VERSION)),
+                            shard=self.shard, status=status, result=outcome.value, error=outcome.error,
+                            latency_ms=_ms(scored_ms), traffic=work.request.traffic, context=context,
+                            ts_ms=int(now_ms))
+
+
+
+class ShadowWorker(Worker):
+    """Scores shadow copies with their candidate model; records the shadow side only."""
+
+    role = "shadow"
+    stage = Stage.SHADOW
+    replies = False
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *,
+                 group_id: str | None = None, facts: FactTopicMaterialiser | None = None,
+                 transport: Transport | None = None) -> None:
+        super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow",
+                         facts=facts, transport=transport)
+
+    @staticmethod
+    def _topics(layout: TopicLayout, shard: str) -> list[str]:
+        return [layout.shadow]
+
+    def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
+              status: str | None = None, partition: int | None = None) -> None:
+        status = status or (Status.OK if outcome.error is None else Status.ERROR)
+        self.results[status] += 1
+        now_ms = time.time() * 1000
+        self.metrics.result(work.request.objective, model_id, status, now_ms - work.record.timestamp)
+        shadows = work.headers.get(H.SHADOWS, "")
+        side = self._shadow_side(work, Role.SHADOW, model_id, outcome, status, scored_ms, now_ms,
+                                 primary_model=work.headers.get(H.PRIMARY_MODEL, ""),
+                                 shadow_models=shadows.split(",") if shadows else [model_id])
+        outbox.put(self.layout.shadow_results, codec.encode(side), key=work.request.request_id.encode(),
+                   headers=trace_headers(work.headers), tag=work.record)
+
+
+def _check_agreement(headers: dict[str, str], request: Request) -> None:
+    """Raise ``header_mismatch`` for the first routing header that names another value than the body."""
+    for header, attribute in _AGREEMENT:
+        said = headers.get(header)
+        if said is not None and said != getattr(request, attribute):
+            raise InvalidMessage(ErrorCode.HEADER_MISMATCH,
+                                 f"header {header} says {said!r} but the body's {attribute} is "
+                                 f"{getattr(request, attribute)!r}", field=attribute)
+
+
+def _ms(value: float) -> float:
+    """Milliseconds to 3 decimals, as ``round(value, 3)`` gives them, in a quarter of its time."""
+    return round(value * 1000.0) / 1000.0
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+

@@ -1,0 +1,96 @@
+"""Cluster administration scoreline does itself: creating its topics, and asking whether a group has members."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.protocol.offset import OffsetRequest
+
+from streams.errors import KafkaUnavailable
+from streams.topics import TopicLayout, TopicSpec
+from streams.transport.settings import KafkaSettings
+
+__all__ = ["ensure_topics", "router_running"]
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replication_factor: int = 1,
+                        **client_options) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {s.name: s for s in specs if s.name not in existing}
+        if not wanted:
+            return []
+        new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor,
+                        topic_configs=dict(s.config)) for s in wanted.values()]
+        response = await admin.create_topics(new)
+        for topic, code, *rest in response.topic_errors:
+            # Another process creating the same topic first is what we wanted anyway.
+            if code and for_code(code) is not TopicAlreadyExistsError:
+                raise KafkaUnavailable(f"could not create topic {topic}: {for_code(code).__name__} {rest[-1] if rest else ''}")
+        log.info("created topics %s", sorted(wanted))
+        await _wait_for_leaders(admin, wanted)
+        return sorted(wanted)
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, specs: dict[str, TopicSpec], timeout_s: float = 10.0) -> None:
+    """Wait (bounded) until every partition of the new topics answers offset requests.
+
+    Clients that start right after creation otherwise log ``NotLeaderForPartitionError``
+    (at ERROR) while the partition leaders take over the new partitions; they would retry and
+    succeed, but a user reads error lines on a healthy start. Metadata names a leader before
+    that leader serves the partition, so this asks each leader for the partition's end offset,
+    the request the consumers make first. After ``timeout_s`` the clients' own retries take over.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if await _all_serving(admin, specs):
+                return
+        except Exception as exc:  # noqa: BLE001 - a probe only: the clients retry on their own
+            log.debug("waiting for partition leaders: %r", exc)
+        await asyncio.sleep(0.05)
+    log.warning("topics %s: not every partition is served after %.0f s; clients will retry", sorted(specs), timeout_s)
+
+
+async def _all_serving(admin: AIOKafkaAdminClient, specs: dict[str, TopicSpec]) -> bool:
+    by_leader: dict[int, dict[str, list[int]]] = {}
+    for topic in await admin.describe_topics(list(specs)):
+        if topic["error_code"] or len(topic["partitions"]) != specs[topic["topic"]].partitions:
+            return False
+        for p in topic["partitions"]:
+            if p["error_code"] or p["leader"] < 0:
+                return False
+            by_leader.setdefault(p["leader"], {}).setdefault(topic["topic"], []).append(p["partition"])
+    for leader, topics in by_leader.items():
+        request = OffsetRequest(replica_id=-1, isolation_level=0,
+                                topics=[(t, [(p, -1) for p in parts]) for t, parts in topics.items()])
+        response = await admin._client.send(leader, request)  # aiokafka's admin has no list_offsets
+        if any(part[1] for _, parts in response.topics for part in parts):  # (partition, error_code, ...)
+            return False
+    return True
+
+
+async def router_running(kafka: KafkaSettings, layout: TopicLayout) -> bool:
+    """Whether the router group of ``layout`` has members, i.e. someone routes what is published."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.security)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([f"{layout.prefix}router"])
+        return any(group["members"] for r in responses for group in r.to_object()["groups"])
+    except Exception:  # noqa: BLE001 - no such group yet, or no coordinator: nobody routes
+        return False
+    finally:
+        await admin.close()

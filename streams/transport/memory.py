@@ -1,0 +1,378 @@
+"""An in-memory transport: a double of the Kafka calls the batch loop makes, for tests of the loop itself.
+
+Like httpx's ``MockTransport`` it is part of the package, so users who build on
+:class:`~streams.services.batch.BatchService` can test their own services without a broker::
+
+    broker = MemoryBroker()
+    broker.create_topic("work", partitions=2)
+    broker.produce("work", b'{"x": 1}', key=b"u-1")
+    async with MyService(kafka, layout, group_id="g", topics=["work"], transport=MemoryTransport(broker)) as s:
+        ...
+    broker.committed("g")  # {TopicPartition("work", 0): 1}
+
+What it models: partitioned logs with offsets; a group's committed offsets (a member starts
+from them, or from the beginning); fetching from the owned partitions in order, up to a
+limit, waiting for new records up to a timeout; idempotent-free, in-order appends whose
+acknowledgement can be held back (:meth:`MemoryBroker.hold_acks`) or refused
+(:meth:`MemoryBroker.refuse`); a record batch written whole or not at all.
+
+What it does not model, on purpose: group membership beyond one member per group (a second
+member of a live group is refused), rebalances, replication, idempotence, retries, real I/O
+errors, timestamps beyond the producer's. Those are Kafka's behaviour and are tested against
+a real broker; this double replaces no broker test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from streams.errors import PartitionRevoked
+from streams.transport.protocols import Batch
+
+__all__ = ["MemoryBroker", "MemoryTransport", "RecordRefused"]
+
+Refusal = Callable[[str, ConsumerRecord], "BaseException | None"]
+
+
+class RecordRefused(Exception):
+    """What the double's broker answers for a record a refusal rule refuses (as Kafka answers a produce)."""
+
+
+class MemoryBroker:
+    """Topics, their logs, and each group's committed offsets, in memory."""
+
+    def __init__(self, default_partitions: int = 1) -> None:
+        self.default_partitions = default_partitions
+        """Partitions of a topic first named by a producer or a consumer (as ``auto.create.topics``)."""
+        self._logs: dict[str, list[list[ConsumerRecord]]] = {}
+        self._commits: dict[str, dict[TopicPartition, int]] = {}
+        self._members: dict[str, MemoryConsumer] = {}
+        self._refusals: list[Refusal] = []
+        self._held: asyncio.Event | None = None
+        self._changed: asyncio.Condition | None = None
+        self.commit_log: list[tuple[str, dict[TopicPartition, int]]] = []
+        """Every commit in the order it was made: ``(group, offsets)``."""
+        self.failing_commits = 0
+        """Refuse this many commits to come with a ``RuntimeError`` (a commit that failed in transit)."""
+        self.commit_delays: list[float] = []
+        """Seconds the next commits take, one value each in order (then none): round trips of uneven length."""
+
+    # Topics and records, for tests to set up and inspect.
+
+    def create_topic(self, topic: str, partitions: int | None = None) -> None:
+        """Create ``topic`` (no-op if it exists)."""
+        if topic not in self._logs:
+            self._logs[topic] = [[] for _ in range(partitions or self.default_partitions)]
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic, sorted."""
+        return sorted(self._logs)
+
+    def produce(self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int = 0,
+                headers: Sequence[tuple[str, bytes]] = (), timestamp_ms: int | None = None) -> ConsumerRecord:
+        """Append one record directly (a test's input), acknowledged at once; returns it."""
+        self.create_topic(topic)
+        record = self._append(topic, partition, key, value, headers, timestamp_ms)
+        self._notify()
+        return record
+
+    def records(self, topic: str) -> list[ConsumerRecord]:
+        """Every record of ``topic``, partition by partition, in offset order."""
+        return [r for log in self._logs.get(topic, []) for r in log]
+
+    def values(self, topic: str) -> list[bytes | None]:
+        """The values of :meth:`records`."""
+        return [r.value for r in self.records(topic)]
+
+    def committed(self, group: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets (the next offset to read, per partition)."""
+        return dict(self._commits.get(group, {}))
+
+    # Faults.
+
+    def refuse(self, rule: Refusal) -> None:
+        """Refuse every produced record for which ``rule(topic, record)`` returns an exception.
+
+        A record batch holding a refused record is refused whole, as Kafka does.
+        """
+        self._refusals.append(rule)
+
+    def hold_acks(self) -> None:
+        """Hold back the acknowledgement of every produced record until :meth:`release_acks`."""
+        self._held = asyncio.Event()
+
+    def release_acks(self) -> None:
+        """Acknowledge what was held and stop holding."""
+        if self._held is not None:
+            self._held.set()
+            self._held = None
+
+    # For the double's clients.
+
+    def _log(self, topic: str) -> list[list[ConsumerRecord]]:
+        self.create_topic(topic)
+        return self._logs[topic]
+
+    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes]], timestamp_ms: int | None) -> ConsumerRecord:
+        log = self._log(topic)[partition]
+        record = ConsumerRecord(
+            topic=topic, partition=partition, offset=len(log),
+            timestamp=timestamp_ms if timestamp_ms is not None else int(time.time() * 1000), timestamp_type=0,
+            key=key, value=value, checksum=None, serialized_key_size=len(key) if key is not None else -1,
+            serialized_value_size=len(value) if value is not None else -1, headers=tuple(headers))
+        log.append(record)
+        return record
+
+    def _refusal(self, topic: str, record: ConsumerRecord) -> BaseException | None:
+        for rule in self._refusals:
+            if (exc := rule(topic, record)) is not None:
+                return exc
+        return None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def _notify(self) -> None:
+        changed = self._changed
+        if changed is None:
+            return
+
+        async def wake() -> None:
+            async with changed:
+                changed.notify_all()
+
+        try:
+            asyncio.get_running_loop().create_task(wake())
+        except RuntimeError:  # no loop running: nobody can be waiting
+            pass
+
+    def _join(self, member: MemoryConsumer) -> None:
+        current = self._members.get(member.group_id)
+        if current is not None and current is not member:
+            raise RuntimeError(f"the in-memory transport models one member per group; {member.group_id!r} has one "
+                               "(test group membership and rebalances against a real broker)")
+        self._members[member.group_id] = member
+
+    def _leave(self, member: MemoryConsumer) -> None:
+        if self._members.get(member.group_id) is member:
+            del self._members[member.group_id]
+
+    def _commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        if self.failing_commits > 0:
+            self.failing_commits -= 1
+            raise RuntimeError("commit failed in transit (MemoryBroker.failing_commits)")
+        self._commits.setdefault(group, {}).update(offsets)
+        self.commit_log.append((group, dict(offsets)))
+
+
+class MemoryConsumer:
+    """The only member of its group: owns every partition of its topics (or of the topics matching its pattern)."""
+
+    def __init__(self, broker: MemoryBroker, topics: Sequence[str], *, group_id: str,
+                 pattern: str | None = None) -> None:
+        self.broker = broker
+        self.group_id = group_id
+        self._topics = tuple(topics)
+        self._pattern = re.compile(pattern) if pattern is not None else None
+        self._positions: dict[TopicPartition, int] = {}
+        self._running = False
+
+    async def start(self) -> None:
+        """Join the group: own the partitions, positioned at the committed offsets (else the beginning)."""
+        self.broker._join(self)
+        self._running = True
+        self._refresh()
+
+    async def stop(self) -> None:
+        """Leave the group."""
+        self._running = False
+        self._positions.clear()
+        self.broker._leave(self)
+
+    def _refresh(self) -> None:
+        """Take the partitions of topics created since (a pattern subscription finds new topics)."""
+        if not self._running:
+            return
+        if self._pattern is not None:
+            names = [t for t in self.broker.topics if self._pattern.fullmatch(t)]
+        else:
+            names = list(self._topics)
+        committed = self.broker._commits.get(self.group_id, {})
+        for topic in names:
+            for partition in range(len(self.broker._log(topic))):
+                tp = TopicPartition(topic, partition)
+                if tp not in self._positions:
+                    self._positions[tp] = committed.get(tp, 0)
+
+    def assignment(self) -> set[TopicPartition]:
+        """Every partition of the subscribed topics."""
+        self._refresh()
+        return set(self._positions)
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> Batch:
+        """Records from the positions on, partition by partition, up to ``max_records``; waits for some."""
+        deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+        while True:
+            batch = self._take(partitions, max_records)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if batch or remaining <= 0 or not self._running:
+                return batch
+            changed = self.broker._condition()
+            async with changed:
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+    def _take(self, partitions: Sequence[TopicPartition], max_records: int | None) -> Batch:
+        self._refresh()
+        room = max_records if max_records is not None else 1_000_000
+        batch: Batch = {}
+        for tp in partitions or sorted(self._positions):
+            if tp not in self._positions:
+                raise PartitionRevoked(f"{tp.topic}:{tp.partition} is not assigned to this member")
+            if room <= 0:
+                break
+            log = self.broker._log(tp.topic)[tp.partition]
+            position = self._positions[tp]
+            records = log[position:position + room]
+            if records:
+                batch[tp] = records
+                self._positions[tp] = position + len(records)
+                room -= len(records)
+        return batch
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` next."""
+        if partition not in self._positions:
+            raise PartitionRevoked(f"{partition.topic}:{partition.partition} is not assigned to this member")
+        self._positions[partition] = offset
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Store ``offsets`` as the group's, after a round trip (``MemoryBroker.commit_delays``, else a yield)."""
+        delays = self.broker.commit_delays
+        await asyncio.sleep(delays.pop(0) if delays else 0)
+        if not self._running:
+            raise PartitionRevoked("this member left the group")
+        self.broker._commit(self.group_id, offsets)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's end offset."""
+        return len(self.broker._log(partition.topic)[partition.partition])
+
+    def position_hint(self, partition: TopicPartition) -> int | None:
+        """The next offset to fetch."""
+        return self._positions.get(partition)
+
+
+class _Builder:
+    """A record batch for one partition: at most ``capacity`` records."""
+
+    __slots__ = ("rows", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.rows: list[tuple[int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.capacity = capacity
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes]]) -> object | None:
+        if len(self.rows) >= self.capacity:
+            return None
+        self.rows.append((timestamp, key, value, headers))
+        return len(self.rows)
+
+
+class MemoryProducer:
+    """Appends to the broker's logs; each send's future resolves on acknowledgement."""
+
+    def __init__(self, broker: MemoryBroker, *, batch_capacity: int = 500) -> None:
+        self.broker = broker
+        self.batch_capacity = batch_capacity
+        """Records per record batch: the outbox splits a partition's records into batches this large."""
+        self.sent_batches = 0
+        """Record batches handed over (``send_batch`` calls)."""
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to flush: every send is appended or refused when made."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The partitions of ``topic`` (created with the broker's default if new)."""
+        return set(range(len(self.broker._log(topic))))
+
+    def create_batch(self) -> _Builder:
+        """An empty record batch."""
+        return _Builder(self.batch_capacity)
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        """Append the whole batch, or refuse it whole if any of its records is refused."""
+        self.sent_batches += 1
+        rows = batch.rows
+        return self._acknowledge(topic, partition, rows)
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Append one record (to ``partition``, default 0)."""
+        return self._acknowledge(topic, partition or 0, [(timestamp_ms, key, value, list(headers or ()))])
+
+    def _acknowledge(self, topic: str, partition: int, rows: list[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        held = self.broker._held
+
+        def land() -> None:
+            probe = [ConsumerRecord(topic, partition, -1, ts or 0, 0, key, value, None, 0, 0, tuple(hs))
+                     for ts, key, value, hs in rows]
+            for record in probe:
+                if (exc := self.broker._refusal(topic, record)) is not None:
+                    future.set_exception(exc)
+                    return
+            appended = [self.broker._append(topic, partition, key, value, hs, ts) for ts, key, value, hs in rows]
+            self.broker._notify()
+            future.set_result(appended[-1].offset if appended else None)
+
+        if held is None:
+            land()
+        else:
+            async def later(event: asyncio.Event) -> None:
+                await event.wait()
+                land()
+
+            loop.create_task(later(held))
+        return future
+
+
+class MemoryTransport:
+    """Makes the double's consumers and producers over one :class:`MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker if broker is not None else MemoryBroker()
+        self.consumers: list[MemoryConsumer] = []
+        self.producers: list[MemoryProducer] = []
+
+    def consumer(self, topics: Sequence[str], *, group_id: str, role: str,
+                 pattern: str | None = None) -> MemoryConsumer:
+        """A member of ``group_id`` reading ``topics`` (or those matching ``pattern``)."""
+        consumer = MemoryConsumer(self.broker, topics, group_id=group_id, pattern=pattern)
+        self.consumers.append(consumer)
+        return consumer
+
+    def producer(self, role: str) -> MemoryProducer:
+        """A producer appending to the broker's logs."""
+        producer = MemoryProducer(self.broker)
+        self.producers.append(producer)
+        return producer

@@ -1,0 +1,101 @@
+"""The narrow seam between scoreline's batch loop and Kafka: the consumer and producer calls it makes.
+
+:class:`~streams.services.batch.BatchService` and :class:`~streams.transport.outbox.Outbox` see
+Kafka only through these Protocols, so the loop's own semantics (commit after acknowledgement,
+rewind and replay, live before backfill, refused output dead-lettered) can be tested on the
+in-memory double (:mod:`streams.transport.memory`) in milliseconds. The default implementation
+is aiokafka (:mod:`streams.transport.kafka`). Records and partitions are aiokafka's own small
+structs (``ConsumerRecord``, ``TopicPartition``), which the double builds too.
+
+Errors a transport raises for the loop to act on are scoreline's (:mod:`streams.errors`):
+``PartitionRevoked`` when a seek or commit names partitions this member no longer owns.
+Anything else is an I/O failure: the loop rewinds and replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+__all__ = ["Batch", "Record", "Consumer", "Producer", "RecordBatch", "Transport"]
+
+Record = ConsumerRecord
+"""One consumed record: ``topic``, ``partition``, ``offset``, ``timestamp``, ``key``, ``value``, ``headers``."""
+
+Batch = dict[TopicPartition, list[ConsumerRecord]]
+"""What one poll returns: the records of each partition, in offset order."""
+
+
+class Consumer(Protocol):
+    """A group member's side of a consumer: the calls the batch loop makes, and no more."""
+
+    async def start(self) -> None:
+        """Connect and join the group (subscribing to the topics or pattern it was made with)."""
+
+    async def stop(self) -> None:
+        """Leave the group and disconnect."""
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member owns right now."""
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> Batch:
+        """Up to ``max_records`` records from ``partitions`` (default: all owned), waiting up to ``timeout_ms``."""
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` next; raises ``PartitionRevoked`` if it is not owned."""
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the next offset to read per partition; raises ``PartitionRevoked`` after a rebalance."""
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's end offset as last fetched, or None before the first fetch (for lag)."""
+
+    def position_hint(self, partition: TopicPartition) -> int | None:
+        """The next offset this member will fetch, if known without a round trip (for lag)."""
+
+
+class RecordBatch(Protocol):
+    """A batch being built for one partition (aiokafka's ``BatchBuilder``)."""
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes]]) -> object | None:
+        """Add a record; None when the batch is full (the record was not added)."""
+
+
+class Producer(Protocol):
+    """An idempotent producer: the calls the outbox and the batch loop make."""
+
+    async def start(self) -> None:
+        """Connect."""
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The partition numbers of ``topic`` (waits for metadata)."""
+
+    def create_batch(self) -> RecordBatch:
+        """An empty record batch to fill and hand to :meth:`send_batch`."""
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        """Queue a whole record batch for one partition; the future resolves on acknowledgement."""
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Queue one record; the future resolves on acknowledgement (or raises the refusal)."""
+
+
+class Transport(Protocol):
+    """Makes the consumers and producers a service uses (nothing connects until ``start``)."""
+
+    def consumer(self, topics: Sequence[str], *, group_id: str, role: str,
+                 pattern: str | None = None) -> Consumer:
+        """A group member reading ``topics``, or every topic matching the regex ``pattern`` if given."""
+
+    def producer(self, role: str) -> Producer:
+        """A producer fed whole batches (no lingering)."""

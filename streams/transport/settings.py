@@ -1,0 +1,126 @@
+"""How scoreline's Kafka clients are made: one place for connection, security and tuning."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+__all__ = ["KafkaSettings", "SASL_MECHANISMS"]
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+"""The SASL mechanisms scoreline's clients (aiokafka and faust) speak."""
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Connection and client tuning shared by every scoreline process."""
+
+    bootstrap: str
+    """``host:port[,host:port]`` of the cluster."""
+    client_id: str = "scoreline"
+    """Prefix of the Kafka client ids, visible in broker logs and quotas."""
+    security: Mapping[str, Any] = field(default_factory=dict)
+    """aiokafka security options passed through as given (``security_protocol``, ``sasl_mechanism``,
+    ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_context``)."""
+    linger_ms: int = 2
+    """How long a producer waits to fill a batch: a little latency for far fewer requests."""
+    max_batch_bytes: int = 512 * 1024
+    """Producer batch size per partition."""
+    fetch_max_records: int = 1000
+    """Most records one ``getmany`` returns, i.e. the largest scoring batch."""
+    backfill_slice: int = 200
+    """Most backfill records one batch takes: what a live request arriving mid-batch may wait behind."""
+
+    @classmethod
+    def from_env(cls, bootstrap: str, **overrides: Any) -> "KafkaSettings":
+        """Settings with SASL/SSL taken from the environment.
+
+        ``SCORELINE_SECURITY_PROTOCOL`` (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``;
+        default ``SASL_PLAINTEXT`` when a mechanism is set, so credentials are never silently unused),
+        ``SCORELINE_SASL_MECHANISM`` (``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``),
+        ``SCORELINE_SASL_USERNAME``, ``SCORELINE_SASL_PASSWORD``, and for SSL ``SCORELINE_SSL_CAFILE``
+        plus, for client certificates, ``SCORELINE_SSL_CERTFILE``, ``SCORELINE_SSL_KEYFILE``,
+        ``SCORELINE_SSL_KEY_PASSWORD``.
+        """
+        env = os.environ
+        security: dict[str, Any] = {}
+        protocol = env.get("SCORELINE_SECURITY_PROTOCOL")
+        if mechanism := env.get("SCORELINE_SASL_MECHANISM"):
+            if mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"SCORELINE_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
+                                 f"got {mechanism!r}")
+            protocol = protocol or "SASL_PLAINTEXT"
+            # aiokafka takes SCRAM credentials through the same two options as PLAIN.
+            security["sasl_mechanism"] = mechanism
+            security["sasl_plain_username"] = env.get("SCORELINE_SASL_USERNAME")
+            security["sasl_plain_password"] = env.get("SCORELINE_SASL_PASSWORD")
+        if protocol:
+            security["security_protocol"] = protocol
+        if protocol and "SSL" in protocol:
+            from aiokafka.helpers import create_ssl_context
+
+            security["ssl_context"] = create_ssl_context(
+                cafile=env.get("SCORELINE_SSL_CAFILE"), certfile=env.get("SCORELINE_SSL_CERTFILE"),
+                keyfile=env.get("SCORELINE_SSL_KEYFILE"), password=env.get("SCORELINE_SSL_KEY_PASSWORD"))
+        return cls(bootstrap=bootstrap, security=security, **overrides)
+
+    def admin(self, **options: Any) -> AIOKafkaAdminClient:
+        """An admin client (topic creation, metadata) with the same connection and security."""
+        settings: dict[str, Any] = dict(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
+        settings.update(self.security)
+        settings.update(options)
+        return AIOKafkaAdminClient(**settings)
+
+    def faust_credentials(self) -> Any:
+        """The security settings as faust's ``broker_credentials`` (None for a plaintext cluster)."""
+        protocol = self.security.get("security_protocol", "PLAINTEXT")
+        if protocol == "PLAINTEXT":
+            return None
+        import faust
+
+        if protocol.startswith("SASL"):
+            return faust.SASLCredentials(username=self.security.get("sasl_plain_username"),
+                                         password=self.security.get("sasl_plain_password"),
+                                         mechanism=self.security.get("sasl_mechanism", "PLAIN"),
+                                         ssl_context=self.security.get("ssl_context"))
+        return faust.SSLCredentials(self.security.get("ssl_context"))
+
+    def producer(self, role: str, **options: Any) -> AIOKafkaProducer:
+        """An idempotent producer with acks from all replicas: retries never duplicate a record.
+
+        ``options`` override the tuning (e.g. ``linger_ms=0`` for a producer fed whole batches).
+        """
+        settings: dict[str, Any] = dict(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-{role}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.linger_ms,
+            max_batch_size=self.max_batch_bytes,
+        )
+        settings.update(self.security)
+        settings.update(options)
+        return AIOKafkaProducer(**settings)
+
+    def consumer(self, *topics: str, group_id: str | None, role: str, **options: Any) -> AIOKafkaConsumer:
+        """A consumer that commits only what scoreline says it may (no auto-commit)."""
+        defaults: dict[str, Any] = dict(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-{role}",
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.fetch_max_records,
+            fetch_max_wait_ms=50,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            rebalance_timeout_ms=20_000,
+        )
+        defaults.update(self.security)
+        defaults.update(options)
+        return AIOKafkaConsumer(*topics, **defaults)

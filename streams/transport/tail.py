@@ -1,0 +1,107 @@
+"""Reading every partition of some topics from "now" on, without a consumer group.
+
+The demo, the tests and the reports use it to watch reply, dead-letter and shadow topics
+without joining (or disturbing) any group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Callable, Iterable
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from streams.transport.settings import KafkaSettings
+
+__all__ = ["TopicTail"]
+
+
+class TopicTail:
+    """Collects the records that arrive on ``topics`` after ``start`` (or from the beginning)."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Iterable[str], *, from_beginning: bool = False,
+                 on_record: Callable[[ConsumerRecord], None] | None = None) -> None:
+        self.kafka = kafka
+        self.topics = list(topics)
+        self.from_beginning = from_beginning
+        self.on_record = on_record
+        self.records: list[ConsumerRecord] = []
+        self._consumer = None
+        self._task: asyncio.Task | None = None
+        self._arrived = asyncio.Event()
+
+    async def __aenter__(self) -> "TopicTail":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Assign every partition and fix the starting offsets before returning."""
+        self._consumer = self.kafka.consumer(group_id=None, role="tail", fetch_max_wait_ms=20)
+        await self._consumer.start()
+        try:
+            partitions = await self._partitions()
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self._consumer.assign(partitions)
+        if self.from_beginning:
+            await self._consumer.seek_to_beginning(*partitions)
+        else:
+            await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._read())
+
+    async def _partitions(self) -> list[TopicPartition]:
+        admin = self.kafka.admin()
+        await admin.start()
+        try:
+            partitions = []
+            for topic in self.topics:
+                for _ in range(50):  # a topic created a moment ago may not be in the metadata yet
+                    (described,) = await admin.describe_topics([topic])
+                    if not described["error_code"] and described["partitions"]:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise LookupError(f"topic {topic} does not exist")
+                partitions += [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+            return partitions
+        finally:
+            await admin.close()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    self.records.append(record)
+                    if self.on_record is not None:
+                        self.on_record(record)
+            if batch:
+                self._arrived.set()
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``condition()`` holds (checked as records arrive) or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(remaining, 0.5))
+        return True

@@ -1,0 +1,212 @@
+"""The batch loop's own semantics, on the in-memory transport (no broker: milliseconds each).
+
+What is Kafka's (groups, rebalances, idempotence, partitioning, real I/O errors) is tested
+against the real broker elsewhere; here the loop itself: what it commits and when, what it
+replays, what it dead-letters, what it serves first, and that a rules reload never splits a batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import itertools
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from schemas import headers as H
+from schemas.errors import ErrorCode
+from streams.rules.holder import RulesHolder
+from streams.services.batch import BatchService
+from streams.services.router import Router
+from streams.services.worker import Worker
+from streams.topics import TopicLayout
+from streams.transport.memory import MemoryBroker, MemoryTransport, RecordRefused
+from streams.transport.outbox import Outbox
+from streams.transport.protocols import Batch
+from streams.transport.settings import KafkaSettings
+from streams_testing import eventually, rules_under
+from workflows import ModelRegistry, sample_items
+
+# Never connected: every byte goes through the in-memory transport. A closed port, so a slip to
+# the real transport fails at once instead of finding a broker.
+KAFKA = KafkaSettings(bootstrap="127.0.0.1:1", fetch_max_records=1000, backfill_slice=50)
+LAYOUT = TopicLayout(prefix="mem.", request_partitions=2, shard_partitions=2, reply_partitions=2)
+
+
+class Relay(BatchService):
+    """Forwards every value to ``out`` (or raises, for the first ``fail`` batches), recording what it saw."""
+
+    role = "test-relay"
+
+    def __init__(self, transport: MemoryTransport, *, topics: list[str], fail: int = 0,
+                 kafka: KafkaSettings = KAFKA) -> None:
+        super().__init__(kafka, LAYOUT, group_id="relay", topics=topics, transport=transport)
+        self.retry_pause_s = 0.0
+        self.fail = fail
+        self.seen: list[list[bytes | None]] = []
+
+    async def handle(self, batch: Batch, outbox: Outbox) -> None:
+        values = [r.value for records in batch.values() for r in records]
+        self.seen.append(values)
+        for records in batch.values():
+            for record in records:
+                outbox.put("out", record.value or b"", key=record.key, tag=record)
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("handle failed after queueing its output")
+
+
+def fill(broker: MemoryBroker, topic: str, n: int, prefix: bytes = b"v") -> None:
+    broker.create_topic(topic)
+    for i in range(n):
+        broker.produce(topic, prefix + b"%d" % i)
+
+
+async def test_offsets_are_committed_only_after_every_output_is_acknowledged():
+    broker = MemoryBroker()
+    fill(broker, "in", 5)
+    broker.hold_acks()
+    async with Relay(MemoryTransport(broker), topics=["in"]) as relay:
+        try:
+            assert await eventually(lambda: relay.seen, timeout=5)
+            await eventually(lambda: False, timeout=0.1)  # the loop has every chance to commit early
+            assert broker.commit_log == [] and broker.values("out") == []
+        finally:
+            broker.release_acks()  # else stop() waits for acknowledgements for ever
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 5}, timeout=5)
+    assert broker.values("out") == [b"v%d" % i for i in range(5)]
+
+
+async def test_commits_stay_in_order_when_an_earlier_commit_is_slower():
+    broker = MemoryBroker()
+    fill(broker, "in", 6)
+    broker.commit_delays = [0.2, 0.0, 0.0]  # the first batch's commit takes longest
+    async with Relay(MemoryTransport(broker), topics=["in"], kafka=dataclasses.replace(KAFKA, fetch_max_records=2)):
+        assert await eventually(lambda: len(broker.commit_log) == 3, timeout=5)  # one commit per batch of two
+    offsets = [o[TopicPartition("in", 0)] for _, o in broker.commit_log]
+    assert offsets == [2, 4, 6] and broker.committed("relay") == {TopicPartition("in", 0): 6}
+
+
+async def test_a_failed_batch_is_rewound_and_replayed_and_its_output_sent_once():
+    broker = MemoryBroker()
+    fill(broker, "in", 4)
+    async with Relay(MemoryTransport(broker), topics=["in"], fail=1) as relay:
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 4}, timeout=5)
+    assert relay.seen[0] == relay.seen[1] == [b"v0", b"v1", b"v2", b"v3"]  # the same batch, replayed
+    assert broker.values("out") == [b"v0", b"v1", b"v2", b"v3"]  # the failed attempt's output was discarded
+    assert relay.failed is None
+
+
+async def test_a_commit_lost_in_transit_is_covered_by_the_next_one():
+    broker = MemoryBroker()
+    fill(broker, "in", 4)
+    broker.failing_commits = 1
+    async with Relay(MemoryTransport(broker), topics=["in"], kafka=dataclasses.replace(KAFKA, fetch_max_records=2)):
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 4}, timeout=5)
+    assert broker.values("out") == [b"v0", b"v1", b"v2", b"v3"]
+
+
+async def test_a_refused_output_is_dead_lettered_with_the_original_bytes_and_the_rest_lands():
+    broker = MemoryBroker()
+    broker.create_topic("in")
+    for value in (b"a", b"poison", b"b"):
+        broker.produce("in", value, headers=[(H.REQUEST_ID, value)])
+    broker.refuse(lambda topic, r: RecordRefused("too large") if topic == "out" and r.value == b"poison" else None)
+    async with Relay(MemoryTransport(broker), topics=["in"]) as relay:
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 3}, timeout=5)
+    assert broker.values("out") == [b"a", b"b"]
+    [letter] = [orjson.loads(v) for v in broker.values(LAYOUT.deadletter)]
+    assert letter["code"] == ErrorCode.OUTPUT_REFUSED and "too large" in letter["message"]
+    assert base64.b64decode(letter["original_b64"]) == b"poison" and letter["source_offset"] == 1
+    assert letter["original_headers"] == {H.REQUEST_ID: "poison"}
+    assert relay.dead_letters == 1
+
+
+async def test_a_refused_dead_letter_replays_the_batch_instead_of_committing_it():
+    broker = MemoryBroker()
+    fill(broker, "in", 2)
+    refusing = [True]
+    broker.refuse(lambda topic, r: RecordRefused("no") if refusing[0] and topic in ("out", LAYOUT.deadletter) else None)
+    async with Relay(MemoryTransport(broker), topics=["in"]) as relay:
+        assert await eventually(lambda: len(relay.seen) >= 2, timeout=5)  # tried, failed, tried again
+        assert broker.commit_log == []
+        refusing[0] = False
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 2}, timeout=5)
+    assert broker.values("out") == [b"v0", b"v1"]
+
+
+async def test_live_records_come_before_a_backlog_of_backfill_a_slice_at_a_time():
+    broker = MemoryBroker()
+    fill(broker, "in.backfill", 1000, prefix=b"backfill-")
+    fill(broker, "in", 10, prefix=b"live-")
+    async with Relay(MemoryTransport(broker), topics=["in", "in.backfill"]) as relay:
+        assert await eventually(lambda: sum(map(len, relay.seen)) == 1010, timeout=5)
+    live = [v for v in broker.values("in")]
+    order = [v for batch in relay.seen for v in batch]
+    assert max(order.index(v) for v in live) < 10  # every live record in the first batch
+    backfill = set(broker.values("in.backfill"))
+    assert all(sum(v in backfill for v in batch) <= 50 for batch in relay.seen)
+
+
+async def test_a_rules_reload_never_splits_a_batch():
+    """The router takes one rules snapshot per batch, however often the rules change meanwhile."""
+    rules = rules_under(LAYOUT)
+    versions = itertools.count(1)
+
+    def reloading() -> object:  # a new version on every read
+        return dataclasses.replace(rules, version=next(versions))
+
+    broker = MemoryBroker(default_partitions=2)
+    items = sample_items("title-ranking", 30, seed=3)
+    for i, item in enumerate(items):
+        request = orjson.dumps({
+            "request_id": f"r-{i}", "objective": "title-ranking", "client": "demo",
+            "reply_to": LAYOUT.replies("demo"), "context": item.context, "payload": item.payload})
+        broker.produce(LAYOUT.requests, request)
+    router = Router(KAFKA, LAYOUT, reloading, group_id="router", transport=MemoryTransport(broker))
+    async with router:
+        assert await eventually(lambda: router.routed == 30, timeout=5)
+    work = broker.records(LAYOUT.shard("s1")) + broker.records(LAYOUT.shard("s2"))
+    stamped = {dict(r.headers)[H.RULES_VERSION] for r in work}
+    assert len(work) == 30 and stamped == {b"1"}
+
+
+async def test_router_and_worker_answer_every_request_on_the_double():
+    """The loop end to end in memory: requests in, one result each on the reply topic, all committed."""
+    broker = MemoryBroker(default_partitions=2)
+    transport = MemoryTransport(broker)
+    rules = RulesHolder(rules_under(LAYOUT))
+    registry = ModelRegistry.default()
+    items = sample_items("title-ranking", 40, seed=4)
+    for i, item in enumerate(items):
+        broker.produce(LAYOUT.requests, orjson.dumps({
+            "request_id": f"r-{i}", "objective": "title-ranking", "client": "demo",
+            "reply_to": LAYOUT.replies("demo"), "context": item.context, "payload": item.payload}))
+    broker.produce(LAYOUT.requests, b"{not json")
+    services = [Router(KAFKA, LAYOUT, rules, group_id="router", transport=transport),
+                *(Worker(KAFKA, LAYOUT, registry, shard=s, group_id=f"worker.{s}", transport=transport)
+                  for s in rules().shards)]
+    for service in services:
+        await service.start()
+    try:
+        assert await eventually(lambda: len(broker.records(LAYOUT.replies("demo"))) >= 40, timeout=10)
+    finally:
+        for service in services:
+            await service.stop()
+    results = [orjson.loads(v) for v in broker.values(LAYOUT.replies("demo"))]
+    assert sorted(r["request_id"] for r in results) == sorted(f"r-{i}" for i in range(40))
+    assert {r["status"] for r in results} == {"ok"}
+    [letter] = [orjson.loads(v) for v in broker.values(LAYOUT.deadletter)]
+    assert letter["code"] == ErrorCode.MALFORMED_JSON
+    assert sum(broker.committed("router").values()) == 41
+
+
+async def test_the_double_refuses_a_second_member_of_one_group():
+    broker = MemoryBroker()
+    fill(broker, "in", 1)
+    transport = MemoryTransport(broker)
+    async with Relay(transport, topics=["in"]):
+        with pytest.raises(RuntimeError, match="one member per group"):
+            await Relay(transport, topics=["in"]).start()
