@@ -6,15 +6,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-pure setup broker-fetch clean
+.PHONY: demo test test-pure check setup broker-fetch clean
 
 ## demo: the main job: the whole pipeline end to end on the embedded broker
 demo: setup
 	$(BIN)/scoreline demo --requests 2000
 
-## test: the whole test suite, broker tests against a real Apache Kafka
-test: setup broker-fetch
+## test: the type and lint checks, then the whole test suite, broker tests against a real Apache Kafka
+test: check broker-fetch
 	$(BIN)/pytest
+
+## check: mypy (strict on the pure packages) and ruff, in seconds
+check: setup
+	$(BIN)/mypy --strict schemas routing workflows
+	$(BIN)/mypy streams scoreline
+	$(BIN)/ruff check .
 
 ## test-pure: only the tests that need no broker (milliseconds each)
 test-pure: setup

@@ -28,11 +28,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from schemas.errors import ErrorCode
-
 from routing.allocation import bucket_of
 from routing.errors import RoutingError
 from routing.rules import Experiment, Objective, Rules
+from schemas.errors import ErrorCode
 
 __all__ = [
     "Decision",

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from schemas.errors import ErrorCode
-
 from routing.allocation import BUCKETS, buckets_for_percent, in_sample
 from routing.errors import RoutingError
+from schemas.errors import ErrorCode
 
 __all__ = [
     "Canary",

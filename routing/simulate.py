@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from schemas.errors import ErrorCode
-
 from routing.allocation import BUCKETS
 from routing.errors import RoutingError
 from routing.explain import jsonable
 from routing.route import RequestView, experiment_matches, route
 from routing.rules import Objective, Rules
+from schemas.errors import ErrorCode
 
 __all__ = ["simulate"]
 

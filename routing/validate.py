@@ -77,7 +77,7 @@ def check_layout(path: str, experiments: Sequence[Experiment], canary: Canary | 
                 f"or declare compatible_with"
             )
     if canary is not None and canary.start < BUCKETS:
-        for i, exp in enumerate(experiments):
+        for exp in experiments:
             if exp.end > canary.start and exp.start < exp.end:
                 problems.append(
                     f"{path}.canary.percent: canary {canary.percent:g}% (top buckets "

@@ -41,4 +41,5 @@ def json_schema(name: str) -> dict[str, Any]:
 @functools.cache
 def _load(name: str) -> dict[str, Any]:
     path = resources.files("schemas").joinpath("json", f"{name}.schema.json")
-    return json.loads(path.read_text(encoding="utf-8"))
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return document

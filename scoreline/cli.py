@@ -7,10 +7,22 @@ import os
 import sys
 
 from schemas.errors import ScorelineError
-
 from scoreline import logging_setup
-from scoreline.commands import backfill, bench, broker, demo, facts, lineage, models, replay, rules, run, send, shadow
-from scoreline.commands import top
+from scoreline.commands import (
+    backfill,
+    bench,
+    broker,
+    demo,
+    facts,
+    lineage,
+    models,
+    replay,
+    rules,
+    run,
+    send,
+    shadow,
+    top,
+)
 
 COMMANDS = [broker, run, send, demo, rules, bench, backfill, replay, models, facts, lineage, shadow, top]
 

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -22,10 +23,10 @@ from schemas import codec
 from schemas.errors import InvalidMessage
 from schemas.messages import Status
 from streams.client.score_client import ScoreClient, ScoreTimeout, now_ms
-from streams.transport.settings import KafkaSettings
 from streams.services.pipeline import Pipeline, PipelineOptions
-from streams.transport.tail import TopicTail
 from streams.topics import TopicLayout
+from streams.transport.settings import KafkaSettings
+from streams.transport.tail import TopicTail
 from workflows import ModelRegistry, sample_items
 
 __all__ = ["DemoPlan", "run_demo"]
@@ -142,7 +143,7 @@ async def _send_bad(client: ScoreClient, kafka: KafkaSettings, layout: TopicLayo
     try:
         objective = "title-ranking"
         for i in range(plan.bad_per_kind):
-            base = {"objective": objective, "client": client.client, "reply_to": client.reply_to,
+            base: dict[str, Any] = {"objective": objective, "client": client.client, "reply_to": client.reply_to,
                     "context": {"user_id": f"u-{i}", "country": "US"}, "payload": {"titles": ["t-1"]}}
             rid = f"demo-{run}-bad-{{}}-{i}"
             bodies = {

@@ -10,8 +10,8 @@ from pathlib import Path
 from routing import Rules, load_rules, parse_rules
 from scoreline.output import progress
 from streams.broker.local import LocalBroker
-from streams.transport.settings import KafkaSettings
 from streams.topics import TopicLayout
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["add_connection_arguments", "resolve_bootstrap", "kafka_settings", "layout", "load_example_rules",
            "EXAMPLES_DIR"]

@@ -20,7 +20,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,7 @@ def parse_since(text: str, now_ms: int) -> int:
         raise InvalidMessage(ErrorCode.INVALID_VALUE, f"since must be an ISO time (2026-01-31T12:00:00Z) or an "
                              f"age such as 30m, 1h or 2d, got {text[:40]!r}", field="since") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -193,7 +193,7 @@ def _worst_slices(matched: list[Comparison], kind: str | None, top: int, min_n: 
             label = c.traffic if name == "traffic" else c.context.get(name)
             if label is not None:
                 by_slice[(name, str(label))].append(value)
-    rows = [{"field": name, "value": label, "n": len(vs), HEADLINE[kind]: _r(sum(vs) / len(vs)),
+    rows: list[dict[str, Any]] = [{"field": name, "value": label, "n": len(vs), HEADLINE[kind]: _r(sum(vs) / len(vs)),
              "vs_overall": _r(sum(vs) / len(vs) - base)}
             for (name, label), vs in by_slice.items() if len(vs) >= min_n]
     rows.sort(key=lambda r: (r["vs_overall"], -r["n"], r["field"], r["value"]))
@@ -220,7 +220,8 @@ def format_table(report: dict[str, Any]) -> str:
                      f"[{_ci(mr['ci95'], pct=True)}])" + (f", unmatched {p['unmatched']}" if p["unmatched"] else ""))
         for name, stat in p["agreement"].items():
             if "rate" in stat:
-                lines.append(f"  {name:<22} {_pct(stat['rate']):>8}   95% CI [{_ci(stat['ci95'], pct=True)}]  n={stat['n']}")
+                lines.append(f"  {name:<22} {_pct(stat['rate']):>8}   "
+                             f"95% CI [{_ci(stat['ci95'], pct=True)}]  n={stat['n']}")
             else:
                 mean = "-" if stat["mean"] is None else f"{stat['mean']:.4f}"
                 lines.append(f"  {name:<22} {mean:>8}   95% CI [{_ci(stat['ci95'])}]  n={stat['n']}")
@@ -229,7 +230,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"  error rate: primary {_pct(err['primary'])}, shadow {_pct(err['shadow'])}")
         if p["worst_slices"]:
             headline = HEADLINE[p["kind"]]
-            worst = "; ".join(f"{s['field']}={s['value']} {headline} {s[headline]:.3f} ({s['vs_overall']:+.3f}, n={s['n']})"
+            worst = "; ".join(f"{s['field']}={s['value']} {headline} {s[headline]:.3f} "
+                              f"({s['vs_overall']:+.3f}, n={s['n']})"
                               for s in p["worst_slices"])
             lines.append(f"  most disagreement: {worst}")
     return "\n".join(lines)
@@ -278,9 +280,11 @@ def plot(comparisons: Sequence[Comparison], report: dict[str, Any], path: str) -
             left.set_title(f"{title}\nband agreement {_pct(agree)} (n={len(values)})", fontsize=9)
         elif kind is not None:
             headline = HEADLINE[kind]
-            values = [float(c.agreement[headline]) for c in items if c.matched and c.agreement.get(headline) is not None]
+            values = [float(c.agreement[headline]) for c in items
+                      if c.matched and c.agreement.get(headline) is not None]
             left.hist(values, bins=20, range=(0, 1), color="tab:blue", label=headline)
-            taus = [c.agreement["kendall_tau"] for c in items if c.matched and c.agreement.get("kendall_tau") is not None]
+            taus = [c.agreement["kendall_tau"] for c in items
+                    if c.matched and c.agreement.get("kendall_tau") is not None]
             if taus:
                 left.hist(taus, bins=40, range=(-1, 1), color="tab:orange", alpha=0.6, label="kendall_tau")
             left.set_xlabel("agreement")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -167,9 +167,9 @@ def summarise(before: Scrape | None, after: Scrape) -> View:
     per_objective: dict[str, float] = defaultdict(float)
     for (objective, *_), v in routed.items():
         per_objective[objective] += v
-    for key in sorted(routed):
-        share = routed[key] / per_objective[key[0]] if per_objective[key[0]] else 0.0
-        view.routed.append((*key, share, rate(routed[key])))
+    for route in sorted(routed):
+        share = routed[route] / per_objective[route[0]] if per_objective[route[0]] else 0.0
+        view.routed.append((*route, share, rate(routed[route])))
 
     dead_total: dict[str, float] = defaultdict(float)
     dead_window: dict[str, float] = defaultdict(float)
@@ -192,7 +192,7 @@ def summarise(before: Scrape | None, after: Scrape) -> View:
     return view
 
 
-def agreement(comparisons: Iterable[Mapping]) -> dict[tuple[str, str, str], dict[str, float]]:
+def agreement(comparisons: Iterable[Mapping]) -> dict[tuple[str, str, str], dict[str, float | None]]:
     """Shadow agreement per (objective, primary model, shadow model) from comparison records (dicts).
 
     ``agree`` is the share of matched comparisons whose top item (rankings) or decision band
@@ -283,9 +283,10 @@ def render(view: View, shadow: Mapping[tuple[str, str, str], Mapping] | None = N
     else:
         lines.append(f"{'SHADOW':<7} {'OBJECTIVE':<16} {'PRIMARY → CANDIDATE':<40} {'N':>7} {'MATCHED':>8} "
                      f"{'AGREE':>7} {'OVERLAP':>8} {'|Δp|':>7}")
-        for (objective, primary, candidate), row in shadow.items():
+        for (objective, primary, candidate), pair_row in shadow.items():
             pair = f"{primary} → {candidate}"
-            lines.append(f"{'':<7} {objective[:16]:<16} {pair[:40]:<40} {row['n']:>7.0f} {row['matched']:>8.0f} "
-                         f"{_num(None if row['agree'] is None else 100 * row['agree'], '{:.1f}%'):>7} "
-                         f"{_num(row['overlap'], '{:.3f}'):>8} {_num(row['abs_diff'], '{:.4f}'):>7}")
+            agree = pair_row["agree"]
+            lines.append(f"{'':<7} {objective[:16]:<16} {pair[:40]:<40} {pair_row['n']:>7.0f} "
+                         f"{pair_row['matched']:>8.0f} {_num(None if agree is None else 100 * agree, '{:.1f}%'):>7} "
+                         f"{_num(pair_row['overlap'], '{:.3f}'):>8} {_num(pair_row['abs_diff'], '{:.4f}'):>7}")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "faults")]
 
 from fault_scenarios import SCENARIOS, Env, Tally, check, markdown  # noqa: E402
+
 from streams.transport.settings import KafkaSettings  # noqa: E402
 from workflows import ModelRegistry  # noqa: E402
 

@@ -29,9 +29,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition  # noqa: E402
 
 from streams.bench.layout import bench_layout, bench_rules  # noqa: E402
 from streams.bench.mix import RequestMix  # noqa: E402
-from streams.transport.settings import KafkaSettings  # noqa: E402
 from streams.services.router import Router  # noqa: E402
 from streams.services.worker import Worker  # noqa: E402
+from streams.transport.settings import KafkaSettings  # noqa: E402
 from workflows import ModelRegistry  # noqa: E402
 
 PREFIX = "hot-path."
@@ -112,7 +112,8 @@ async def measure(batch: int, rounds: int, repeat: int) -> dict:
         over_the_wire(topic, produced)
     wire = (time.process_time() - began) / n * 1e6
     headers = sum(len(r[3]) for r in routed.records) / len(routed.records)
-    return {"requests": n, "routed": len(routed.records), "answered": results, "batch": batch, "router_us": round(best_router, 2), "worker_us": round(best_worker, 2),
+    return {"requests": n, "routed": len(routed.records), "answered": results, "batch": batch,
+            "router_us": round(best_router, 2), "worker_us": round(best_worker, 2),
             "work_topic_wire_us": round(wire, 2), "headers_per_work_record": round(headers, 1)}
 
 

@@ -4,7 +4,8 @@ A *model* scores a batch of :class:`Item` (business context plus payload) and
 returns one :class:`Outcome` per item. Every model in this package is a
 *workflow* run by :class:`WorkflowModel`, in one vectorised pass per batch::
 
-    items ─► preprocess ─► fact_keys ─► FactStore.lookup (once per fact) ─► features ─► predict ─► postprocess ─► outcomes
+    items ─► preprocess ─► fact_keys ─► FactStore.lookup (once per fact) ─► features ─► predict
+          ─► postprocess ─► outcomes
 
 A workflow validates each item in ``preprocess``; an item it cannot score
 becomes an ``invalid_payload`` outcome naming the field, and the rest of the

@@ -217,7 +217,8 @@ class FraudScore(Workflow):
             n_categories=len(self.categories),
             engineered=self.engineered,
         )
-        return (raw - self.mean) / self.std
+        scaled: np.ndarray = (raw - self.mean) / self.std
+        return scaled
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Fraud probability per valid item."""
@@ -225,7 +226,8 @@ class FraudScore(Workflow):
             logit = features @ self.coef + self.intercept[0]
         else:
             logit = np.tanh(features @ self.hidden + self.hidden_bias) @ self.out + self.out_bias[0]
-        return 1.0 / (1.0 + np.exp(-logit))
+        probability: np.ndarray = 1.0 / (1.0 + np.exp(-logit))
+        return probability
 
     def postprocess(self, pre: _Batch, scores: np.ndarray) -> list[Outcome]:
         """Probability and band per item; invalid items keep their errors."""

@@ -231,7 +231,8 @@ def _load_weights(directory: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     if declared - present:
         raise _fail(directory, f"{WEIGHTS_FILE} lacks arrays the manifest declares: {sorted(declared - present)}")
     if present - declared:
-        raise _fail(directory, f"{WEIGHTS_FILE} holds arrays the manifest does not declare: {sorted(present - declared)}")
+        undeclared = sorted(present - declared)
+        raise _fail(directory, f"{WEIGHTS_FILE} holds arrays the manifest does not declare: {undeclared}")
     for name, spec in manifest.weights.items():
         array = arrays[name]
         if array.shape != spec.shape:
@@ -250,7 +251,8 @@ def _check_workflow(directory: Path, manifest: Manifest) -> type:
     try:
         workflow = WORKFLOWS[manifest.workflow]
     except KeyError:
-        raise _fail(directory, f"workflow {manifest.workflow!r} is unknown (have: {', '.join(sorted(WORKFLOWS))})") from None
+        known = ", ".join(sorted(WORKFLOWS))
+        raise _fail(directory, f"workflow {manifest.workflow!r} is unknown (have: {known})") from None
     if set(workflow.facts) != set(manifest.facts):
         raise _fail(
             directory,
@@ -284,7 +286,8 @@ def write_package(directory: str | Path, manifest: Manifest, weights: Mapping[st
     """Write ``manifest.json`` and ``weights.npz`` into ``directory`` (created) and validate them."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(directory / WEIGHTS_FILE, **{k: np.asarray(v) for k, v in weights.items()})
+    arrays: dict[str, Any] = {k: np.asarray(v) for k, v in weights.items()}
+    np.savez_compressed(directory / WEIGHTS_FILE, **arrays)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False)
     (directory / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
     validate_package(directory)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def sample_items(
             ids = [titles[j] for j in chosen]
             for j in np.flatnonzero(rng.random(len(ids)) < unknown_rate):
                 ids[j] = f"t-unknown-{seed}-{i}-{j}"
-            payload: dict = {"titles": ids}
+            payload: dict[str, Any] = {"titles": ids}
         else:
             abroad = rng.random() < 0.08
             where = str(rng.choice(list(_CURRENCY))) if abroad else country[u]

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -188,7 +188,8 @@ class TitleRanking(Workflow):
         k = payload.get("k", self.k_default)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.k_max:
             return invalid("payload.k", f"payload.k must be an integer from 1 to {self.k_max}"), [], []
-        return None, found, missing
+        # No None is left in found: an unknown title (None) sends it through the branch that drops them.
+        return None, cast("list[int]", found), missing
 
     def fact_keys(self, pre: _Batch) -> Mapping[str, Sequence[str]]:
         """Users once per item; titles once per distinct catalogue title in the batch."""

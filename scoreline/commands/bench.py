@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = BenchPlan(duration=args.duration, latency_duration=args.load_seconds, rates=tuple(float(r) for r in args.rates.split(",") if r),
+    plan = BenchPlan(duration=args.duration, latency_duration=args.load_seconds,
+                     rates=tuple(float(r) for r in args.rates.split(",") if r),
                      window=args.window, pipelines=tuple(p for p in args.only.split(",") if p), layout=args.layout,
                      broker_warmup=args.broker_warmup)
     report = asyncio.run(run_bench(settings.resolve_bootstrap(args), plan, progress))

@@ -42,7 +42,8 @@ def _print_table(summary: dict) -> None:
     print(f"sent {summary['sent']} requests ({summary['bad_sent']} bad on purpose)")
     print(f"results: {results['ok']} ok, {results['error']} error, {results['expired']} expired")
     print(f"dead letters: {summary['dead_lettered']} {summary['dead_letters_by_code']}")
-    print(f"shadow records: {summary['shadow_results']['primary']} primary, {summary['shadow_results']['shadow']} shadow")
+    shadow = summary["shadow_results"]
+    print(f"shadow records: {shadow['primary']} primary, {shadow['shadow']} shadow")
     print(f"missing {summary['missing']}, duplicates {summary['duplicates']}")
     lat = summary["latency_ms"]
     print(f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms; throughput {summary['throughput_rps']} requests/s")

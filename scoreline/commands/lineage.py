@@ -44,7 +44,8 @@ def load_lineage(args: argparse.Namespace, registry: ModelRegistry | None = None
     facts_dir = Path(args.facts_dir) if getattr(args, "facts_dir", None) else default_facts_dir()
     registry = registry or ModelRegistry(default_models_dir(), InMemoryFactStore())
     store = InMemoryFactStore.from_dir(facts_dir) if facts_dir.is_dir() else InMemoryFactStore()
-    files = {f.stem: f for f in sorted(facts_dir.glob("*")) if f.suffix in (".npz", ".json")} if facts_dir.is_dir() else {}
+    found = sorted(facts_dir.glob("*")) if facts_dir.is_dir() else []
+    files = {f.stem: f for f in found if f.suffix in (".npz", ".json")}
     sources = {name: FactSource(store.spec(name).key, _shown(files[name]) if name in files else None)
                for name in store.facts()}
     manifests, problems = [], {}

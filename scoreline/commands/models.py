@@ -70,7 +70,8 @@ def run_describe(args: argparse.Namespace) -> int:
         return 0
     print(f"{manifest.id}  ({manifest.objective}, workflow {manifest.workflow}, shard {node['shard'] or '-'})")
     print(f"  {manifest.description}")
-    print(f"  package    {package['path']} ({'valid' if package['valid'] else 'BROKEN: ' + package['problem']})")
+    state = "valid" if package["valid"] else f"BROKEN: {package['problem']}"
+    print(f"  package    {package['path']} ({state})")
     print(f"  trained    {manifest.training.get('date')} by {manifest.training.get('script', '?')}, "
           f"seed {manifest.training.get('seed')}, data {manifest.training.get('data_sizes')}")
     print("  metrics    " + ", ".join(f"{k} {v:.3f} (baseline {manifest.baseline_metrics[k]:.3f})"

@@ -22,8 +22,8 @@ from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.broker.local import LocalBroker
 from streams.errors import KafkaUnavailable
-from streams.transport.settings import KafkaSettings
 from streams.rules.publisher import RulesLog, RulesPublisher
+from streams.transport.settings import KafkaSettings
 
 EXAMPLE_RULES = settings.EXAMPLES_DIR / "rules.json"
 
@@ -184,7 +184,7 @@ def _json_object(text: str, name: str) -> dict:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise SystemExit(f"scoreline rules: --{name} is not valid JSON: {exc}")
+        raise SystemExit(f"scoreline rules: --{name} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise SystemExit(f"scoreline rules: --{name} must be a JSON object")
     return value

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where workers find facts: the fact files (default) or the fact topics, "
                              "each worker reading only the partitions it owns (`scoreline facts publish` first)")
     parser.add_argument("--max-request-bytes", type=int, default=codec.DEFAULT_MAX_REQUEST_BYTES,
-                        help=f"reject larger requests with payload_too_large (default {codec.DEFAULT_MAX_REQUEST_BYTES})")
+                        help="reject larger requests with payload_too_large "
+                             f"(default {codec.DEFAULT_MAX_REQUEST_BYTES})")
     parser.add_argument("--untrusted-shared-topic", action="store_true",
                         default=os.environ.get("SCORELINE_TRUST_CLIENT_FIELD", "true").lower() in ("0", "false", "no"),
                         help="reject requests on the shared request topics (untrusted_client): every client must "
@@ -82,7 +83,7 @@ async def _run(args: argparse.Namespace) -> int:
                 raise failed.failed  # type: ignore[misc]
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         progress("stopping: finishing the batches in hand ...")
     return 0

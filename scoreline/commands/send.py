@@ -12,8 +12,8 @@ import orjson
 from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.client.score_client import ScoreClient, ScoreTimeout
-from streams.transport.admin import router_running
 from streams.services.pipeline import Pipeline
+from streams.transport.admin import router_running
 from workflows import ModelRegistry
 
 
@@ -38,7 +38,7 @@ def _json_arg(text: str, name: str) -> dict:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise SystemExit(f"scoreline send: --{name} is not valid JSON: {exc}")
+        raise SystemExit(f"scoreline send: --{name} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise SystemExit(f"scoreline send: --{name} must be a JSON object")
     return value

@@ -86,10 +86,10 @@ class _Comparisons:
 
     def start(self) -> None:
         if self.kafka is not None:
-            self.task = asyncio.create_task(self._start())
+            self.task = asyncio.create_task(self._start(self.kafka))
 
-    async def _start(self) -> None:
-        tail = TopicTail(self.kafka, [self.topic], from_beginning=True)
+    async def _start(self, kafka: KafkaSettings) -> None:
+        tail = TopicTail(kafka, [self.topic], from_beginning=True)
         try:
             await tail.start()
         except Exception:  # noqa: BLE001 - no topic (no comparator yet) or no cluster: agreement is n/a

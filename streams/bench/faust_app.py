@@ -29,7 +29,8 @@ from collections import defaultdict
 import faust
 
 from routing import RequestView, RoutingError, extract_shard_key, route
-from schemas import codec, headers as H
+from schemas import codec
+from schemas import headers as H
 from schemas.errors import InvalidMessage
 from schemas.messages import Result, Status
 from streams.bench.layout import bench_layout, bench_rules

@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -80,26 +81,27 @@ class LoadGenerator:
         self.answered_at: list[float] = []  # perf_counter of each answer while counting throughput
         self.counting = False
         self._answer = asyncio.Event()
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         plan = self.plan
         # The same delivery guarantees the pipelines use; linger only as long as a tick.
-        self.producer = AIOKafkaProducer(bootstrap_servers=plan.bootstrap, client_id="bench-loadgen", acks="all",
-                                         enable_idempotence=True, linger_ms=2, max_batch_size=512 * 1024)
-        await self.producer.start()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=plan.bootstrap, client_id="bench-loadgen",
-                                         group_id=None, enable_auto_commit=False, fetch_max_wait_ms=5,
-                                         max_partition_fetch_bytes=4 << 20)
-        await self.consumer.start()
-        partitions = await self._wait_partitions(plan.reply_topic)
+        self.producer = producer = AIOKafkaProducer(
+            bootstrap_servers=plan.bootstrap, client_id="bench-loadgen", acks="all", enable_idempotence=True,
+            linger_ms=2, max_batch_size=512 * 1024)
+        await producer.start()
+        self.consumer = consumer = AIOKafkaConsumer(
+            bootstrap_servers=plan.bootstrap, client_id="bench-loadgen", group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=5, max_partition_fetch_bytes=4 << 20)
+        await consumer.start()
+        partitions = await self._wait_partitions(producer, plan.reply_topic)
         tps = [TopicPartition(plan.reply_topic, p) for p in partitions]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
         for tp in tps:
-            await self.consumer.position(tp)
-        await self._wait_partitions(plan.requests_topic)
-        self._reader = asyncio.create_task(self._read())
+            await consumer.position(tp)
+        await self._wait_partitions(producer, plan.requests_topic)
+        self._reader = asyncio.create_task(self._read(consumer))
 
     async def stop(self) -> None:
         if self._reader is not None:
@@ -109,18 +111,18 @@ class LoadGenerator:
         if self.producer is not None:
             await self.producer.stop()
 
-    async def _wait_partitions(self, topic: str) -> list[int]:
+    async def _wait_partitions(self, producer: AIOKafkaProducer, topic: str) -> list[int]:
         deadline = time.monotonic() + 30
         while True:
-            partitions = await self.producer.partitions_for(topic)
+            partitions = await producer.partitions_for(topic)
             if partitions or time.monotonic() > deadline:
                 return sorted(partitions or ())
             await asyncio.sleep(0.1)
 
-    async def _read(self) -> None:
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
         sent_at, latencies = self.sent_at, self.latencies
         while True:
-            batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
             now = time.perf_counter()
             for records in batch.values():
                 for record in records:
@@ -138,7 +140,8 @@ class LoadGenerator:
     async def send(self, count: int) -> None:
         """Publish the next ``count`` requests: one record batch per partition, no per-record await."""
         producer, mix, topic = self.producer, self.mix, self.plan.requests_topic
-        batches: dict[int, object] = {}
+        assert producer is not None, "send() before start()"
+        batches: dict[int, Any] = {}
         now = time.perf_counter()
         for _ in range(count):
             rid, template, value, headers = mix.record(self.next_n)
@@ -161,7 +164,7 @@ class LoadGenerator:
             self._answer.clear()
             try:
                 await asyncio.wait_for(self._answer.wait(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         lost = len(self.sent_at)
         self.sent_at.clear()
@@ -178,7 +181,7 @@ class LoadGenerator:
             self._answer.clear()
             try:
                 await asyncio.wait_for(self._answer.wait(), 0.05)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         await self.drain(self.plan.drain_timeout)
 
@@ -201,18 +204,20 @@ class LoadGenerator:
             self._answer.clear()
             try:
                 await asyncio.wait_for(self._answer.wait(), 0.05)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self.counting = False
         cpu_to = [cpu_seconds(pid) for pid in plan.pipeline_pids]
         counted = [t for t in self.answered_at if count_from <= t <= end]
         lost = await self.drain(plan.drain_timeout)
-        report = {"throughput_rps": round(len(counted) / (end - count_from), 1),
+        report: dict[str, Any] = {"throughput_rps": round(len(counted) / (end - count_from), 1),
                   "measured_s": round(end - count_from, 2), "answered": len(counted), "unanswered": lost,
                   "window": plan.window}
-        if cpu_from and None not in cpu_from and None not in cpu_to and counted:
+        known_from = [c for c in cpu_from or () if c is not None]
+        known_to = [c for c in cpu_to if c is not None]
+        if cpu_from and len(known_from) == len(cpu_from) and len(known_to) == len(cpu_to) and counted:
             # Robust to a busy machine where requests/s is not: what one request costs the pipeline's processes.
-            used = [after - before for before, after in zip(cpu_from, cpu_to)]
+            used = [after - before for before, after in zip(known_from, known_to)]
             report["cpu_us_per_request"] = round(sum(used) / len(counted) * 1e6, 1)
             report["cpu_share"] = round(sum(used) / (end - count_from), 2)
             # Cores each process used, in the order the layout starts them: which one is the bottleneck.

@@ -20,6 +20,7 @@ import signal
 import sys
 
 import orjson
+
 from routing import partition_for
 from streams.bench.layout import CLIENT, bench_layout
 from streams.transport.settings import KafkaSettings
@@ -93,8 +94,13 @@ async def main(bootstrap: str, prefix: str, hops_wanted: str = "both") -> None:
     if not hops:
         raise SystemExit(f"relay: hops must be both, in or out, not {hops_wanted!r}")
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for hop in hops:
+            hop.stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: [h.stopping.set() for h in hops])
+        loop.add_signal_handler(sig, stop)
     await asyncio.gather(*(h.run() for h in hops))
 
 

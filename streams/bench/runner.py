@@ -10,8 +10,8 @@ import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
@@ -97,7 +97,8 @@ async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
                                "process_layout": LAYOUTS[plan.layout], "broker_warmup_s": plan.broker_warmup,
                                "request_mix": "alternating title-ranking (20 titles) and fraud-score"}}
     if plan.broker_warmup > 0:
-        progress(f"bench: warming the broker up for {plan.broker_warmup:g} s (the ceiling at saturation, not reported) ...")
+        progress(f"bench: warming the broker up for {plan.broker_warmup:g} s "
+                 "(the ceiling at saturation, not reported) ...")
         warm = await _measure("ceiling", bootstrap, uuid.uuid4().hex[:8], replace(plan, duration=plan.broker_warmup),
                               progress)
         if warm.get("throughput_rps") is None:  # the pipelines are still worth measuring; say the broker may be cold
@@ -139,7 +140,7 @@ async def _measure(name: str, bootstrap: str, run: str, plan: BenchPlan, progres
                     window=plan.window, partitions=PARTITIONS, pipeline_pids=[p.pid for p in processes])
     try:
         result = await _drive(load, processes)
-    except Exception as exc:  # one pipeline failing must not lose the others' figures
+    except Exception as exc:  # noqa: BLE001 - one pipeline failing must not lose the others' figures
         progress(f"bench: {name} failed: {exc}; log in {log.name}")
         result = {"throughput_rps": None, "error": str(exc), "log": log.name}
     finally:
@@ -182,7 +183,7 @@ async def _stop(process: asyncio.subprocess.Process, timeout: float) -> None:
         process.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(process.wait(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()

@@ -11,8 +11,8 @@ import signal
 import sys
 
 from streams.bench.layout import bench_layout, bench_rules
-from streams.transport.settings import KafkaSettings
 from streams.services.pipeline import Pipeline, PipelineOptions
+from streams.transport.settings import KafkaSettings
 from workflows import ModelRegistry
 
 __all__ = ["main"]

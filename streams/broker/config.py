@@ -63,7 +63,7 @@ class BrokerSettings:
     """SASL and ACLs on the client port; None (the default) for a PLAINTEXT broker without ACLs."""
 
     @classmethod
-    def from_env(cls, port: int | None = None) -> "BrokerSettings":
+    def from_env(cls, port: int | None = None) -> BrokerSettings:
         """Settings from ``SCORELINE_BROKER_PORT``, ``SCORELINE_KAFKA_VERSION``, ``SCORELINE_BROKER_HEAP``."""
         return cls(
             port=port or int(os.environ.get("SCORELINE_BROKER_PORT", "9092")),

@@ -1,7 +1,7 @@
 """The local single-node Apache Kafka broker (KRaft) for development, tests and the demo.
 
 No Docker needed: Apache Kafka's own jars are resolved from Maven Central through the
-small pom in ``dist/`` and cached per user; the broker runs as a background
+small pom in ``resources/`` and cached per user; the broker runs as a background
 ``java kafka.Kafka`` process with combined broker and controller roles.
 
 Layout under the scoreline home (``SCORELINE_HOME``, else ``$XDG_CACHE_HOME/scoreline``,
@@ -30,17 +30,23 @@ import subprocess
 import sys
 import time
 import uuid
-
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from streams.broker.config import (DEFAULT_KAFKA_VERSION, BrokerSettings, BrokerStatus, SaslListener,
-                                   scoreline_home, scram_user_arguments, server_properties)
+from streams.broker.config import (
+    DEFAULT_KAFKA_VERSION,
+    BrokerSettings,
+    BrokerStatus,
+    SaslListener,
+    scoreline_home,
+    scram_user_arguments,
+    server_properties,
+)
 from streams.errors import BrokerError
 
 __all__ = ["BrokerSettings", "BrokerStatus", "LocalBroker", "SaslListener", "DEFAULT_KAFKA_VERSION", "scoreline_home"]
 
-_DIST = Path(__file__).with_name("dist")
+_RESOURCES = Path(__file__).with_name("resources")
 
 
 Progress = Callable[[str], None]
@@ -82,7 +88,7 @@ class LocalBroker:
         shutil.rmtree(staging, ignore_errors=True)
         staging.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
-            mvn, "-q", "-B", "-f", str(_DIST / "pom.xml"),
+            mvn, "-q", "-B", "-f", str(_RESOURCES / "pom.xml"),
             f"-Dkafka.version={self.settings.kafka_version}",
             "dependency:copy-dependencies", "-DincludeScope=runtime",
             f"-DoutputDirectory={staging}",
@@ -215,7 +221,7 @@ class LocalBroker:
 
     def _log_options(self) -> list[str]:
         return [
-            f"-Dlog4j2.configurationFile={_DIST / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={_RESOURCES / 'log4j2.properties'}",
             f"-Dscoreline.broker.log={self.log_file}",
         ]
 
@@ -338,7 +344,7 @@ async def _answers(bootstrap: str, security: dict[str, str]) -> bool:
         await admin.start()
         cluster = await admin.describe_cluster()
         return bool(cluster.get("brokers"))
-    except Exception:  # not up yet: any client error means "ask again"
+    except Exception:  # noqa: BLE001 - not up yet: any client error means "ask again"
         return False
     finally:
         with contextlib.suppress(Exception):

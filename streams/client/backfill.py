@@ -21,21 +21,27 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from schemas.errors import ErrorCode, InvalidMessage
 from schemas.messages import Result, Status
-from streams.client.backfill_lines import (Line, file_digest, output_line, prepare_lines, read_done_lines,
-                                    rejected_result)
-from streams.client.score_client import ScoreClient
-from streams.transport.admin import router_running
-from streams.transport.settings import KafkaSettings
+from streams.client.backfill_lines import (
+    Line,
+    file_digest,
+    output_line,
+    prepare_lines,
+    read_done_lines,
+    rejected_result,
+)
 from streams.client.progress import Progress
 from streams.client.rate import TokenBucket, parse_rate
 from streams.client.replay import ReplayFailed, parse_time, replay
+from streams.client.score_client import ScoreClient
 from streams.topics import TopicLayout
+from streams.transport.admin import router_running
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["BackfillOptions", "Line", "Progress", "ReplayFailed", "TokenBucket", "backfill", "check_options",
            "parse_rate", "parse_time", "prepare_lines", "read_done_lines", "replay", "router_running"]
@@ -77,7 +83,7 @@ class _Collector:
     """Matches results to lines, writes each line's output once, counts the rest."""
 
     ids: dict[str, int]
-    write: Callable[[bytes], None]
+    write: Callable[[bytes], object]
     done: set[int]
     pending: set[int] = field(default_factory=set)
     statuses: Counter = field(default_factory=Counter)
@@ -131,7 +137,7 @@ async def backfill(kafka: KafkaSettings, layout: TopicLayout, options: BackfillO
     check_options(options)
     path = options.path
     digest = file_digest(path)
-    done = read_done_lines(options.out) if options.resume else set()
+    done = read_done_lines(options.out) if options.resume and options.out is not None else set()
 
     # First pass: every line's id (to recognise results and duplicates) and the reply topics to read.
     ids: dict[str, int] = {}
@@ -171,6 +177,7 @@ async def backfill(kafka: KafkaSettings, layout: TopicLayout, options: BackfillO
                 if line.number in done:
                     continue
                 if line.request is None:
+                    assert line.error is not None  # a line without a request carries why
                     malformed_lines.append(line.number)
                     say(f"line {line.number}: {line.error.code}: {line.error.message}")
                     collector.done.add(line.number)

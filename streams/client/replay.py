@@ -12,21 +12,22 @@ import hashlib
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas import codec, headers as H
+from schemas import codec
+from schemas import headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import Traffic
-from streams.client.score_client import request_record
-from streams.transport.settings import KafkaSettings
-from streams.transport.headers import headers_of
 from streams.client.rate import TokenBucket
+from streams.client.score_client import request_record
 from streams.topics import TopicLayout
+from streams.transport.headers import headers_of
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["ReplayFailed", "parse_time", "replay"]
 
@@ -57,7 +58,7 @@ def parse_time(text: str, now_ms: int, *, name: str = "since") -> int:
                              f"{name} must be an ISO 8601 time, epoch milliseconds, 'now' or a duration ago "
                              f"such as 15m, got {text!r}", field=name) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 

@@ -31,20 +31,22 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from routing.route import scalar_str
-from schemas import codec, headers as H
+from schemas import codec
+from schemas import headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import Request, Result, Traffic
 from streams.errors import KafkaUnavailable
-from streams.transport.settings import KafkaSettings
-from streams.transport.headers import Headers, to_headers
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.headers import Headers, to_headers
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["ClientClosed", "ScoreClient", "ScoreTimeout", "now_ms", "request_record"]
 
@@ -136,9 +138,9 @@ class ScoreClient:
         self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._producer = None
-        self._consumer = None
-        self._reader: asyncio.Task | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._running = False
         self.delivered = 0
         """Results handed to the caller that awaited them."""
@@ -149,11 +151,11 @@ class ScoreClient:
         self.send_failures = 0
         """Fire-and-forget requests the broker refused (``submit``)."""
 
-    async def __aenter__(self) -> "ScoreClient":
+    async def __aenter__(self) -> ScoreClient:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     @property
@@ -165,24 +167,25 @@ class ScoreClient:
         """Connect, take a reply partition and start reading replies from now on."""
         await ensure_topics(self.kafka.bootstrap, [TopicSpec(self.reply_to, self.layout.reply_partitions)],
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
-        self._producer = self.kafka.producer(f"client-{self.client}")
-        await self._producer.start()
-        self._consumer = self.kafka.consumer(group_id=None, role=f"client-{self.client}", fetch_max_wait_ms=10)
+        self._producer = producer = self.kafka.producer(f"client-{self.client}")
+        await producer.start()
+        self._consumer = consumer = self.kafka.consumer(group_id=None, role=f"client-{self.client}",
+                                                        fetch_max_wait_ms=10)
         try:
-            await self._consumer.start()
-            partitions = sorted(await self._producer.partitions_for(self.reply_to))
+            await consumer.start()
+            partitions = sorted(await producer.partitions_for(self.reply_to))
             self.reply_partition = choose_reply_partition(partitions, self.reply_partition,
                                                           os.environ.get(REPLY_PARTITION_ENV))
             tp = TopicPartition(self.reply_to, self.reply_partition)
-            self._consumer.assign([tp])
-            await self._consumer.seek_to_end(tp)
-            await self._consumer.position(tp)  # resolve "end" now, before any request is sent
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)  # resolve "end" now, before any request is sent
         except BaseException:
-            await self._consumer.stop()
-            await self._producer.stop()
+            await consumer.stop()
+            await producer.stop()
             raise
         self._running = True
-        self._reader = asyncio.create_task(self._read_replies(), name=f"scoreline-client-{self.client}")
+        self._reader = asyncio.create_task(self._read_replies(consumer), name=f"scoreline-client-{self.client}")
 
     async def stop(self, *, drain: float = 0.0) -> None:
         """Flush what was published, stop reading, and fail callers still waiting with ``ClientClosed``.
@@ -248,6 +251,8 @@ class ScoreClient:
             KafkaUnavailable: the broker did not take the request.
         """
         (result,) = await self.score_many([request], timeout=timeout, return_exceptions=False)
+        if isinstance(result, ScorelineError):  # not with return_exceptions=False: it was raised
+            raise result
         return result
 
     async def score_many(self, requests: Iterable[Request], *, timeout: float = 5.0,
@@ -286,33 +291,38 @@ class ScoreClient:
             if isinstance(exc, KafkaError):
                 raise KafkaUnavailable(f"could not publish requests: {exc!r}") from exc
             raise
-        return await asyncio.gather(*(self._await(i, f, deadline, timeout) for i, f in zip(ids, futures)),
-                                    return_exceptions=return_exceptions)
+        results = await asyncio.gather(*(self._await(i, f, deadline, timeout) for i, f in zip(ids, futures)),
+                                       return_exceptions=return_exceptions)
+        # What _await raises is a ScoreTimeout, or the ClientClosed that stop() sets.
+        return cast("list[Result | ScorelineError]", results)
 
     async def _await(self, request_id: str, future: asyncio.Future[Result], deadline: float,
                      timeout: float) -> Result:
         try:
             return await asyncio.wait_for(future, max(0.0, deadline - asyncio.get_running_loop().time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ScoreTimeout(request_id, timeout) from None
         finally:
             self._pending.pop(request_id, None)
             future.cancel()  # no-op once settled; frees the in-flight slot of a request given up on
             self._remember(request_id)
 
-    def _free_slot(self, _: asyncio.Future) -> None:
-        self._slots.release()
+    def _free_slot(self, _: asyncio.Future[Result]) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     def _check_running(self, request_id: str | None) -> None:
         if not self._running:
             raise ClientClosed(request_id)
 
-    async def _enqueue(self, request: Request) -> asyncio.Future:
+    async def _enqueue(self, request: Request) -> asyncio.Future[Any]:
         shard_key = request.context.get(self.shard_key_field)
         topic, value, key, headers = request_record(
             self.layout, request, shard_key=str(shard_key) if shard_key is not None else None,
             reply_partition=self.reply_partition if request.reply_to == self.reply_to else None,
             own_topic=self.own_topic)
+        if self._producer is None:
+            raise ClientClosed(request.request_id)
         try:
             return await self._producer.send(topic, value, key=key, headers=headers)
         except KafkaError as exc:
@@ -333,10 +343,10 @@ class ScoreClient:
             if not future.done():
                 future.set_exception(error(request_id))
 
-    async def _read_replies(self) -> None:
+    async def _read_replies(self, consumer: AIOKafkaConsumer) -> None:
         try:
             while True:
-                batch = await self._consumer.getmany(timeout_ms=200)
+                batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     for record in records:
                         self._deliver(record.value)

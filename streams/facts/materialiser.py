@@ -11,13 +11,13 @@ from collections.abc import Iterable
 
 import numpy as np
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.facts.records import DTYPE_HEADER, KIND_HEADER, SPEC_KEY, WIDTH_HEADER, WIRE_DTYPES
-from streams.transport.settings import KafkaSettings
-from streams.transport.headers import headers_of
 from streams.topics import TopicLayout
+from streams.transport.headers import headers_of
+from streams.transport.settings import KafkaSettings
 from workflows import InMemoryFactStore, ModelRegistry
 
 __all__ = ["FactTopicMaterialiser", "facts_of", "worker_fact_source"]
@@ -73,21 +73,21 @@ class FactTopicMaterialiser:
         self._owned: frozenset[int] | None = None
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._consumer = None
-        self._task: asyncio.Task | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> FactTopicMaterialiser:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def start(self) -> None:
         """Connect; nothing is read until the first :meth:`follow`."""
-        self._consumer = self.kafka.consumer(group_id=None, role="facts", fetch_max_wait_ms=50,
-                                             max_poll_records=5000)
-        await self._consumer.start()
+        self._consumer = consumer = self.kafka.consumer(group_id=None, role="facts", fetch_max_wait_ms=50,
+                                                        max_poll_records=5000)
+        await consumer.start()
         self._task = asyncio.create_task(self._follow_loop(), name="scoreline-facts")
 
     async def stop(self) -> None:
@@ -98,6 +98,13 @@ class FactTopicMaterialiser:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+    @property
+    def _live(self) -> AIOKafkaConsumer:
+        """The consumer, once started."""
+        if self._consumer is None:
+            raise RuntimeError("the fact materialiser is not started")
+        return self._consumer
 
     @property
     def ready(self) -> bool:
@@ -124,7 +131,8 @@ class FactTopicMaterialiser:
     def stats(self) -> dict:
         """What is held and read: rows per fact, assigned partitions, readiness, counters."""
         rows = {f: len(self.store.keys(f)) for f in self.store.facts()}
-        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in (self._consumer.assignment() if self._consumer else ()))
+        owned = self._consumer.assignment() if self._consumer else ()
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in owned)
         return {"rows": rows, "owned": sorted(self._owned or ()), "assigned": assigned, "ready": self.ready,
                 "global": sorted(self._global), "records": self.records, "skipped": self.skipped,
                 "missing": self.store.missing_counts()}
@@ -155,19 +163,22 @@ class FactTopicMaterialiser:
         await self._discover()
         wanted: set[TopicPartition] = set()
         for topic, count in self._partitions.items():
-            numbers = range(count) if self._fact_of[topic] in self._global else (p for p in self._owned or () if p < count)
+            if self._fact_of[topic] in self._global:
+                numbers: Iterable[int] = range(count)
+            else:
+                numbers = (p for p in self._owned or () if p < count)
             wanted.update(TopicPartition(topic, p) for p in numbers)
-        current = set(self._consumer.assignment())
+        current = set(self._live.assignment())
         if wanted != current:
             # assign() replaces the assignment and forgets positions: keep those of retained partitions.
-            kept = {tp: await self._consumer.position(tp) for tp in current & wanted}
-            self._consumer.assign(sorted(wanted))
+            kept = {tp: await self._live.position(tp) for tp in current & wanted}
+            self._live.assign(sorted(wanted))
             for tp, offset in kept.items():
-                self._consumer.seek(tp, offset)
+                self._live.seek(tp, offset)
             added = sorted(wanted - current)
             if added:
-                await self._consumer.seek_to_beginning(*added)
-                self._targets.update(await self._consumer.end_offsets(added))
+                await self._live.seek_to_beginning(*added)
+                self._targets.update(await self._live.end_offsets(added))
             for tp in current - wanted:
                 self._targets.pop(tp, None)
                 self._drop(tp)
@@ -185,7 +196,7 @@ class FactTopicMaterialiser:
 
     async def _check_ready(self) -> None:
         for tp, end in list(self._targets.items()):
-            if await self._consumer.position(tp) >= end:
+            if await self._live.position(tp) >= end:
                 del self._targets[tp]
         if self._targets:
             self._ready.clear()
@@ -196,11 +207,11 @@ class FactTopicMaterialiser:
 
     async def _follow_loop(self) -> None:
         while True:
-            if not self._consumer.assignment():
+            if not self._live.assignment():
                 await asyncio.sleep(0.1)
                 continue
             async with self._lock:
-                batch = await self._consumer.getmany(timeout_ms=100)
+                batch = await self._live.getmany(timeout_ms=100)
                 for tp, records in batch.items():
                     self._apply(tp, records)
                 rescope = self._global - {self._fact_of[t] for t in self._all_partitions_assigned()}
@@ -211,7 +222,7 @@ class FactTopicMaterialiser:
 
     def _all_partitions_assigned(self) -> set[str]:
         assigned: dict[str, int] = defaultdict(int)
-        for tp in self._consumer.assignment():
+        for tp in self._live.assignment():
             assigned[tp.topic] += 1
         return {t for t, n in assigned.items() if n == self._partitions.get(t)}
 

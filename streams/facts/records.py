@@ -20,6 +20,8 @@ spec
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import orjson
 
@@ -35,7 +37,7 @@ SPEC_KEY = b"\x00spec"
 """The key of the spec record in every partition; no fact key may equal it."""
 SHARD_KEY_FIELDS = ("user_id",)
 """Fact keys that are shard keys (``context.user_id``): such facts are co-partitioned, the rest global."""
-WIRE_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+WIRE_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 """The row dtypes a ``scoreline-fact-dtype`` header may name (little-endian on the wire)."""
 
 

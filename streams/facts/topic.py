@@ -28,11 +28,19 @@ import numpy as np
 from routing import partition_for
 from schemas.errors import ScorelineError
 from streams.facts.materialiser import FactTopicMaterialiser, facts_of, worker_fact_source
-from streams.facts.records import (DTYPE_HEADER, KIND_HEADER, SHARD_KEY_FIELDS, SPEC_KEY, WIDTH_HEADER, WIRE_DTYPES,
-                                  spec_record, wire_dtype)
-from streams.transport.settings import KafkaSettings
+from streams.facts.records import (
+    DTYPE_HEADER,
+    KIND_HEADER,
+    SHARD_KEY_FIELDS,
+    SPEC_KEY,
+    WIDTH_HEADER,
+    WIRE_DTYPES,
+    spec_record,
+    wire_dtype,
+)
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.settings import KafkaSettings
 from workflows import InMemoryFactStore
 
 __all__ = [

@@ -49,7 +49,7 @@ class MetricsServer:
         self.port = port
         self._server: asyncio.base_events.Server | None = None
 
-    async def __aenter__(self) -> "MetricsServer":
+    async def __aenter__(self) -> MetricsServer:
         await self.start()
         return self
 
@@ -84,7 +84,7 @@ class MetricsServer:
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + (b"" if head else body))
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         except Exception:  # noqa: BLE001 - a bad scrape must never take the pipeline down
             log.exception("metrics: request failed")

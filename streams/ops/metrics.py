@@ -91,7 +91,8 @@ class PipelineMetrics:
         self.stage_seconds = Histogram(
             "scoreline_batch_stage_seconds",
             "Time per batch stage: handle (decode, route or score, queue output), settle (wait for every "
-            "acknowledgement), commit (hand the offsets over; the commit completes in the background).", ["role", "stage"], buckets=LATENCY_BUCKETS, registry=r)
+            "acknowledgement), commit (hand the offsets over; the commit completes in the background).",
+            ["role", "stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.latency = Histogram(
             "scoreline_result_latency_seconds",
             "From the request's Kafka timestamp to its result being queued (end to end through the router).",
@@ -197,13 +198,13 @@ class ServiceMetrics:
         done = time.perf_counter()
         for tp, records in batch.items():
             self.positions[tp] = records[-1].offset + 1
-        m = self.metrics
-        if m is not None:
+        m, children = self.metrics, self._stage_children
+        if m is not None and children is not None:
             size = sum(len(records) for records in batch.values())
             m.batches.labels(self.role, self.group).inc()
             m.records.labels(self.role, self.group).inc(size)
             m.batch_size.labels(self.role).observe(size)
-            handle, settle, commit = self._stage_children
+            handle, settle, commit = children
             handle.observe(handled - began)
             settle.observe(settled - handled)
             commit.observe(done - settled)
@@ -274,7 +275,10 @@ class _LiveState(Collector):
                                      labels=["role", "group"])
         for m in self.metrics.services:
             consumer = m.service.consumer
-            owned = consumer.assignment() if consumer is not None else set()
+            if consumer is None:
+                assigned.add_metric([m.role, m.group], 0)
+                continue
+            owned = consumer.assignment()
             assigned.add_metric([m.role, m.group], len(owned))
             for tp in sorted(owned):
                 behind = _lag(consumer, tp, m.positions.get(tp))

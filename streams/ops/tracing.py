@@ -13,7 +13,8 @@ traces of the requests it carried; without it :func:`enabled` is False and nothi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from schemas import headers as H
 

@@ -1,4 +1,4 @@
-"""Routing rules on Kafka: the snapshot a process holds, the compacted rules topic, publishing to it and following it."""
+"""Routing rules on Kafka: the snapshot a process holds, the compacted rules topic, publishing and following it."""
 
 from streams.rules.holder import RulesHolder
 from streams.rules.log import LATEST_KEY, RulesLog, RulesRecord, UnknownRulesVersion

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -107,7 +107,7 @@ def decode_record(value: bytes | None) -> RulesRecord:
         problems.append("rules: expected a rules document (a JSON object)")
     if problems:
         raise RulesError(problems)
-    return RulesRecord(version, at, data["published_by"], data["rules"])
+    return RulesRecord(cast(int, version), cast(int, at), data["published_by"], data["rules"])  # checked above
 
 
 class RulesLog(NamedTuple):
@@ -175,7 +175,7 @@ async def read_to_end(kafka: KafkaSettings, topic: str, timeout: float) -> list[
                               fetch_max_wait_ms=50)
     try:
         await asyncio.wait_for(consumer.start(), timeout)
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         await quietly(consumer.stop())
         raise KafkaUnavailable(f"cannot reach Kafka at {kafka.bootstrap} to read {topic}: {exc!r}") from exc
     try:

@@ -36,12 +36,22 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from routing import Rules, parse_rules
 from schemas.errors import ScorelineError
 from streams.errors import KafkaUnavailable
-from streams.transport.settings import KafkaSettings
-from streams.rules.log import (LATEST_KEY, PARTITION, RulesLog, RulesRecord, UnknownRulesVersion, decode_record,
-                               encode_record, quietly, read_log, version_key)
+from streams.rules.log import (
+    LATEST_KEY,
+    PARTITION,
+    RulesLog,
+    RulesRecord,
+    UnknownRulesVersion,
+    decode_record,
+    encode_record,
+    quietly,
+    read_log,
+    version_key,
+)
 from streams.rules.watcher import RulesWatcher
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.settings import KafkaSettings
 
 __all__ = [
     "LATEST_KEY",
@@ -133,7 +143,7 @@ class RulesPublisher:
                                        transactional_id=f"{self.kafka.client_id}-rules-publisher.{self.topic}")
         try:
             await asyncio.wait_for(producer.start(), self.timeout)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             await quietly(producer.stop())
             raise KafkaUnavailable(f"cannot start a publisher on {self.topic} at {self.kafka.bootstrap}: "
                                    f"{exc!r}") from exc

@@ -10,10 +10,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from routing import Rules, RulesError
-from streams.transport.settings import KafkaSettings
-from streams.rules.log import LATEST_KEY, RulesRecord, at_end, decode_record, log_partitions, quietly
 from streams.rules.holder import RulesHolder
+from streams.rules.log import LATEST_KEY, RulesRecord, at_end, decode_record, log_partitions, quietly
 from streams.topics import TopicLayout
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["RulesWatcher"]
 
@@ -53,7 +53,7 @@ class RulesWatcher:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "RulesWatcher":
+    async def __aenter__(self) -> RulesWatcher:
         await self.start()
         return self
 
@@ -74,7 +74,7 @@ class RulesWatcher:
         self._task = asyncio.create_task(self._follow(), name=f"scoreline-rules-watcher-{self.topic}")
         try:
             await asyncio.wait_for(asyncio.shield(self._caught_up.wait()), self.catch_up_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("rules topic %s not read to its end within %.0fs; serving %s rules version %s until it is",
                         self.topic, self.catch_up_timeout, self._which(), self.holder.version)
             return False
@@ -112,7 +112,7 @@ class RulesWatcher:
                 await self._read()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure: keep the rules in force, reconnect after a pause
+            except Exception as exc:  # noqa: BLE001 - any failure: keep the rules in force, reconnect after a pause
                 self._report_unreachable(exc)
                 await self._close()
                 await asyncio.sleep(self.retry_after)
@@ -153,7 +153,7 @@ class RulesWatcher:
                 next_check = loop.time() + self.check_interval
                 try:
                     await asyncio.wait_for(consumer.end_offsets(tps), 10)
-                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     self._report_unreachable(exc)
                 else:
                     self._reachable()

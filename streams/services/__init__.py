@@ -1,4 +1,4 @@
-"""The roles scoreline runs: the batch loop they share, the router, the workers, the comparator, and the pipeline of them."""
+"""The roles scoreline runs: their shared batch loop, the router, the workers, the comparator, and the pipeline."""
 
 from streams.services.batch import BACKFILL_SUFFIX, BatchService
 from streams.services.comparator import Comparator

@@ -68,7 +68,7 @@ class BatchService(ABC):
         self.metrics = ServiceMetrics(self)
         """Per-batch tallies for Prometheus; a Pipeline rebinds it to its registry."""
 
-    async def __aenter__(self) -> "BatchService":
+    async def __aenter__(self) -> BatchService:
         await self.start()
         return self
 

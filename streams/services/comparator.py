@@ -55,9 +55,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas import codec
 from schemas.errors import InvalidMessage
 from streams.services import pairing
-from streams.transport.settings import KafkaSettings
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["Comparator", "DEFAULT_WINDOW_S"]
 
@@ -96,7 +96,7 @@ class Comparator:
         self.comparisons = 0
         self.ignored = 0
 
-    async def __aenter__(self) -> "Comparator":
+    async def __aenter__(self) -> Comparator:
         await self.start()
         return self
 
@@ -187,12 +187,14 @@ class Comparator:
 
         from streams.services.faust_recovery import TableManager
 
+        datadir = self._datadir
+        assert datadir is not None  # made by start() before the app is built
         app = faust.App(
             self.app_id,
             broker=f"kafka://{self.kafka.bootstrap}",
             broker_credentials=self.kafka.faust_credentials(),  # SASL/SSL like every other role
             store="memory://",
-            datadir=self._datadir.name,
+            datadir=datadir.name,
             TableManager=TableManager,  # recovery that does not drop fetched sides (streams/services/faust_recovery.py)
             web_enabled=False,
             topic_partitions=partitions,

@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from routing import Rules
 from schemas import codec
-from streams.services.comparator import Comparator
 from streams.facts.topic import worker_fact_source
-from streams.transport.settings import KafkaSettings
 from streams.ops.http import MetricsServer
 from streams.ops.metrics import PipelineMetrics
-from streams.services.router import Router
 from streams.rules.holder import RulesHolder
 from streams.rules.publisher import RulesWatcher
 from streams.services.batch import BatchService
+from streams.services.comparator import Comparator
+from streams.services.router import Router
+from streams.services.worker import ShadowWorker, Worker
 from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
-from streams.services.worker import ShadowWorker, Worker
+from streams.transport.settings import KafkaSettings
 from workflows import ModelRegistry
 
 __all__ = ["Pipeline", "PipelineOptions", "ROLES"]
@@ -78,7 +78,7 @@ class Pipeline:
         self.metrics_server: MetricsServer | None = None
         """The HTTP port serving them, when ``metrics_port`` asks for one."""
 
-    async def __aenter__(self) -> "Pipeline":
+    async def __aenter__(self) -> Pipeline:
         await self.start()
         return self
 

@@ -13,22 +13,23 @@ from __future__ import annotations
 import functools
 import itertools
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from routing import Decision, RequestView, Rules, RoutingError, extract_shard_key, partition_for
+from routing import Decision, RequestView, RoutingError, Rules, extract_shard_key, partition_for
 from routing import route as route_request
-from schemas import codec, headers as H
+from schemas import codec
+from schemas import headers as H
 from schemas.errors import ErrorCode, InvalidMessage
 from schemas.json_body import partial_of_request
 from schemas.messages import Result, Stage, Status, Traffic
-from streams.transport.settings import KafkaSettings
-from streams.transport.headers import headers_checked, to_headers
-from streams.transport.outbox import Outbox
-from streams.transport.protocols import Batch, Record, Transport
+from streams.ops.tracing import trace_headers
 from streams.services.batch import BatchService
 from streams.services.tenancy import ClientRateLimiter, RequestSource, request_topic_pattern, source_of
 from streams.topics import TopicLayout
-from streams.ops.tracing import trace_headers
+from streams.transport.headers import headers_checked, to_headers
+from streams.transport.outbox import Outbox
+from streams.transport.protocols import Batch, Record, Transport
+from streams.transport.settings import KafkaSettings
 
 __all__ = ["Router"]
 
@@ -108,7 +109,7 @@ class Router(BatchService):
         objective = headers.get(H.OBJECTIVE)
         # Routed from headers only when they name the request as the body must (an id of 1 to 200
         # characters); otherwise the body decides, and its decoder says what is wrong.
-        if (objective in rules.objectives and headers.keys() >= _ROUTING_HEADERS
+        if (objective is not None and objective in rules.objectives and headers.keys() >= _ROUTING_HEADERS
                 and 0 < len(headers[H.REQUEST_ID]) <= codec.MAX_REQUEST_ID_LENGTH):
             fields = rules.context_fields(objective)
             context = _context_from_headers(headers, fields) if fields else None

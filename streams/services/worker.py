@@ -15,17 +15,18 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, NamedTuple
 
 from routing.route import scalar_str
-from schemas import codec, headers as H
+from schemas import codec
+from schemas import headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.json_body import partial_of_request
 from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
-from streams.transport.settings import KafkaSettings
+from streams.ops.tracing import trace_headers
+from streams.services.batch import BatchService
+from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch, Record, Transport
-from streams.services.batch import BatchService
-from streams.topics import TopicLayout
-from streams.ops.tracing import trace_headers
+from streams.transport.settings import KafkaSettings
 from workflows import Item, ModelRegistry, Outcome
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ class Worker(BatchService):
         for item in items:
             try:
                 outcomes.extend(model.score_batch([item]))
-            except Exception as exc:  # the poison request: an error result and a dead letter, never a crash
+            except Exception as exc:  # noqa: BLE001 - the poison request: an error result and a dead letter, never a crash
                 outcomes.append(Outcome(None, ErrorInfo(ErrorCode.WORKFLOW_ERROR,
                                                         f"{model_id} failed: {type(exc).__name__}: {exc}")))
         return outcomes

@@ -1,4 +1,4 @@
-"""Talking to Kafka: client settings, the consumer/producer seam with its aiokafka and in-memory transports, the outbox, admin and topic readers.
+"""Talking to Kafka: client settings, the consumer/producer seam (aiokafka, in memory), outbox, admin, readers.
 
 Everything above this package reaches Kafka through :class:`Transport` (the batch loop) or
 through the helpers here; :class:`MemoryTransport` is the in-memory double of the seam, for

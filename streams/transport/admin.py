@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -37,7 +36,8 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replicati
         for topic, code, *rest in response.topic_errors:
             # Another process creating the same topic first is what we wanted anyway.
             if code and for_code(code) is not TopicAlreadyExistsError:
-                raise KafkaUnavailable(f"could not create topic {topic}: {for_code(code).__name__} {rest[-1] if rest else ''}")
+                detail = rest[-1] if rest else ""
+                raise KafkaUnavailable(f"could not create topic {topic}: {for_code(code).__name__} {detail}")
         log.info("created topics %s", sorted(wanted))
         await _wait_for_leaders(admin, wanted)
         return sorted(wanted)

@@ -40,12 +40,12 @@ class KafkaConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this member owns right now."""
-        return self.kafka.assignment()  # type: ignore[no-any-return]
+        return self.kafka.assignment()
 
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
                       max_records: int | None = None) -> Batch:
         """Records from the owned ``partitions``, as aiokafka fetched them."""
-        return await self.kafka.getmany(*partitions, timeout_ms=timeout_ms,  # type: ignore[no-any-return]
+        return await self.kafka.getmany(*partitions, timeout_ms=timeout_ms,
                                         max_records=max_records)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
@@ -64,7 +64,7 @@ class KafkaConsumer:
 
     def highwater(self, partition: TopicPartition) -> int | None:
         """The end offset the last fetch saw."""
-        return self.kafka.highwater(partition)  # type: ignore[no-any-return]
+        return self.kafka.highwater(partition)
 
     def position_hint(self, partition: TopicPartition) -> int | None:
         """The fetch position from the subscription state (no round trip; None if aiokafka has none)."""
@@ -72,7 +72,7 @@ class KafkaConsumer:
             state = self.kafka._subscription.subscription.assignment.state_value(partition)
         except AttributeError:  # not subscribed yet, or another aiokafka's internals
             return None
-        return state.position if state is not None and state.has_valid_position else None  # type: ignore[no-any-return]
+        return state.position if state is not None and state.has_valid_position else None
 
 
 class KafkaTransport:

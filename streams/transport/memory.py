@@ -232,7 +232,7 @@ class MemoryConsumer:
             async with changed:
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     def _take(self, partitions: Sequence[TopicPartition], max_records: int | None) -> Batch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterator
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from routing.allocation import partitions_for_keys
@@ -104,9 +105,9 @@ class Outbox(Generic[Tag]):
                 placed.setdefault((topic, p), []).append(record)
         return placed
 
-    def _batches(self, records: list[_Pending]):
+    def _batches(self, records: list[_Pending]) -> Iterator[tuple[RecordBatch, list[_Pending]]]:
         """Record batches holding ``records`` in order, each as large as the producer allows."""
-        builder, rows = self._producer.create_batch(), []
+        builder, rows = self._producer.create_batch(), list[_Pending]()
         for record in records:
             if builder.append(timestamp=record.timestamp_ms, key=record.key, value=record.value,
                               headers=record.headers) is None:
@@ -127,7 +128,7 @@ class Outbox(Generic[Tag]):
             try:
                 futures.append(await self._producer.send(topic, row.value, key=row.key, partition=partition,
                                                          headers=row.headers, timestamp_ms=row.timestamp_ms))
-            except Exception as exc:  # refused before sending (e.g. too large): that record alone fails
+            except Exception as exc:  # noqa: BLE001 - refused before sending (e.g. too large): that record alone fails
                 futures.append(_failed(exc))
         for row, outcome in zip(rows, await asyncio.gather(*futures, return_exceptions=True)):
             if isinstance(outcome, BaseException):

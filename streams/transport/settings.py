@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -37,7 +37,7 @@ class KafkaSettings:
     """Most backfill records one batch takes: what a live request arriving mid-batch may wait behind."""
 
     @classmethod
-    def from_env(cls, bootstrap: str, **overrides: Any) -> "KafkaSettings":
+    def from_env(cls, bootstrap: str, **overrides: Any) -> KafkaSettings:
         """Settings with SASL/SSL taken from the environment.
 
         ``SCORELINE_SECURITY_PROTOCOL`` (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``;

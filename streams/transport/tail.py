@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from streams.transport.settings import KafkaSettings
 
@@ -27,34 +27,34 @@ class TopicTail:
         self.from_beginning = from_beginning
         self.on_record = on_record
         self.records: list[ConsumerRecord] = []
-        self._consumer = None
-        self._task: asyncio.Task | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
 
-    async def __aenter__(self) -> "TopicTail":
+    async def __aenter__(self) -> TopicTail:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def start(self) -> None:
         """Assign every partition and fix the starting offsets before returning."""
-        self._consumer = self.kafka.consumer(group_id=None, role="tail", fetch_max_wait_ms=20)
-        await self._consumer.start()
+        self._consumer = consumer = self.kafka.consumer(group_id=None, role="tail", fetch_max_wait_ms=20)
+        await consumer.start()
         try:
             partitions = await self._partitions()
         except BaseException:
-            await self._consumer.stop()
+            await consumer.stop()
             raise
-        self._consumer.assign(partitions)
+        consumer.assign(partitions)
         if self.from_beginning:
-            await self._consumer.seek_to_beginning(*partitions)
+            await consumer.seek_to_beginning(*partitions)
         else:
-            await self._consumer.seek_to_end(*partitions)
+            await consumer.seek_to_end(*partitions)
         for tp in partitions:
-            await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._read())
+            await consumer.position(tp)
+        self._task = asyncio.create_task(self._read(consumer))
 
     async def _partitions(self) -> list[TopicPartition]:
         admin = self.kafka.admin()
@@ -75,6 +75,7 @@ class TopicTail:
             await admin.close()
 
     async def stop(self) -> None:
+        """Stop reading and disconnect (what was collected stays in ``records``)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -82,9 +83,9 @@ class TopicTail:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    async def _read(self) -> None:
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200)
+            batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
                     self.records.append(record)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from fault_scenarios import Env
+
 from streams.transport.settings import KafkaSettings
 from workflows import ModelRegistry
 

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -34,11 +35,11 @@ from schemas import codec
 from schemas.messages import Status
 from scoreline.settings import EXAMPLES_DIR
 from streams.client.score_client import ScoreClient
-from streams.transport.settings import KafkaSettings
 from streams.services.pipeline import Pipeline, PipelineOptions
-from streams.transport.tail import TopicTail
-from streams.topics import TopicLayout
 from streams.services.worker import Worker
+from streams.topics import TopicLayout
+from streams.transport.settings import KafkaSettings
+from streams.transport.tail import TopicTail
 from workflows import Item, ModelRegistry, Outcome, sample_items
 
 __all__ = ["Env", "Tally", "SCENARIOS", "free_port_pair"]
@@ -62,7 +63,7 @@ class Env:
     tmp: Path
 
     @classmethod
-    def make(cls, kafka: KafkaSettings, prefix: str, tmp: Path, registry: ModelRegistry | None = None) -> "Env":
+    def make(cls, kafka: KafkaSettings, prefix: str, tmp: Path, registry: ModelRegistry | None = None) -> Env:
         """An environment under ``prefix`` with the shipped example rules, reply topics moved under it."""
         layout = TopicLayout(prefix=prefix, request_partitions=2, shard_partitions=2, reply_partitions=2)
         return cls(kafka=kafka, layout=layout, rules=rules_under(layout), shadow_rules=rules_under(layout,
@@ -373,7 +374,7 @@ def _free(host: str, port: int) -> bool:
 
 def second_broker(tmp: Path, **settings: Any):
     """A second local broker (not started) on a free port with its home under ``tmp``: never the shared one."""
-    from streams.broker.local import BrokerSettings, DEFAULT_KAFKA_VERSION, LocalBroker, scoreline_home
+    from streams.broker.local import DEFAULT_KAFKA_VERSION, BrokerSettings, LocalBroker, scoreline_home
 
     home = tmp / "broker-home"
     home.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ which prints the table of ``docs/reliability.md``.
 from __future__ import annotations
 
 import pytest
-
 from fault_scenarios import SCENARIOS, check
+
 from schemas.messages import Status
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 from routing import Rules, load_rules
+
+ROOT = Path(__file__).resolve().parents[2]
 
 EXAMPLES = ROOT / "examples"
 

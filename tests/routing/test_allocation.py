@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import random
-
-from routing.allocation import (BUCKETS, bucket_of, murmur2, murmur2_many, partition_for, partitions_for_keys,
-                                shadow_sampled)
+from routing.allocation import (
+    BUCKETS,
+    bucket_of,
+    murmur2,
+    murmur2_many,
+    partition_for,
+    partitions_for_keys,
+    shadow_sampled,
+)
 
 
 @pytest.mark.parametrize(

@@ -164,7 +164,8 @@ CHECKS: dict[str, tuple[Callable[[Doc], None], str]] = {
     ),
     "experiment range past 100": (
         lambda d: (tr(d).pop("canary"), tr(d)["experiments"][0].update(offset_percent=85)),
-        "objectives.title-ranking.experiments[0].allocation_percent: offset_percent 85 + allocation_percent 20 exceeds 100",
+        "objectives.title-ranking.experiments[0].allocation_percent: "
+        "offset_percent 85 + allocation_percent 20 exceeds 100",
     ),
     "overlapping experiments": (
         lambda d: tr(d)["experiments"].append(
@@ -276,7 +277,8 @@ def test_document_must_be_an_object() -> None:
 
 def test_disjoint_matches_may_share_buckets(example_doc: Doc) -> None:
     tr(example_doc)["experiments"].append(
-        {"id": "tr-eu", "allocation_percent": 20, "match": {"country": ["DE", "FR"]}, "cells": {"1": "title-ranking@v2"}}
+        {"id": "tr-eu", "allocation_percent": 20, "match": {"country": ["DE", "FR"]},
+         "cells": {"1": "title-ranking@v2"}}
     )
     parse_rules(example_doc)
 

@@ -16,10 +16,10 @@ import pytest
 from routing import parse_rules
 from scoreline.cli import build_parser
 from scoreline.settings import EXAMPLES_DIR
-from streams.transport.settings import KafkaSettings
 from streams.services.pipeline import Pipeline
-from streams.transport.tail import TopicTail
 from streams.topics import TopicLayout
+from streams.transport.settings import KafkaSettings
+from streams.transport.tail import TopicTail
 from workflows import ModelRegistry, sample_items
 
 SCORELINE = [sys.executable, "-m", "scoreline"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from streams_testing import rules_under
-from streams.transport.settings import KafkaSettings
+
 from streams.topics import TopicLayout
+from streams.transport.settings import KafkaSettings
 from workflows import ModelRegistry
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-
 from collections.abc import Sequence
+
+import pytest
+from workflows_testutil import assert_same
 
 from workflows.base import Item, Outcome
 from workflows.facts import FactBatch, InMemoryFactStore
 from workflows.registry import ModelRegistry, default_models_dir
 from workflows.samples import sample_items
-from workflows_testutil import assert_same
 
 
 class CountingFacts:
@@ -38,7 +38,10 @@ MODELS = {
 def with_invalid(objective: str, items: list[Item]) -> list[Item]:
     """Mix a few invalid items into a batch."""
     ctx = items[0].context
-    bad = Item(ctx, {"titles": "t-1"}) if objective == "title-ranking" else Item(ctx, {**items[0].payload, "amount": "12"})
+    if objective == "title-ranking":
+        bad = Item(ctx, {"titles": "t-1"})
+    else:
+        bad = Item(ctx, {**items[0].payload, "amount": "12"})
     return [*items[:5], bad, *items[5:], Item({}, items[0].payload)]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from workflows_testutil import assert_same
 
 from workflows.base import Item
 from workflows.registry import ModelRegistry
-from workflows_testutil import assert_same
 
 USER = {"user_id": "u-1", "country": "US", "device": "tv", "surface": "home"}
 PAYMENT = {"amount": 42.5, "currency": "USD", "merchant_category": "grocery", "card_present": True}

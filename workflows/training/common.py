@@ -77,7 +77,8 @@ def write_user_profile(facts_dir: Path, pop: Population) -> Path:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic function."""
-    return 1.0 / (1.0 + np.exp(-x))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
 
 
 class Adam:

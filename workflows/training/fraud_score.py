@@ -178,11 +178,13 @@ def train(x: np.ndarray, y: np.ndarray, *, hidden: int | None, seed: int) -> dic
                 h = np.tanh(zb @ p["hidden"] + p["hidden_bias"])
                 d = (sigmoid(h @ p["out"] + p["out_bias"][0]) - yb) / len(batch)
                 dh = np.outer(d, p["out"]) * (1 - h * h)
-                opt.step({"hidden": zb.T @ dh, "hidden_bias": dh.sum(0), "out": h.T @ d, "out_bias": np.array([d.sum()])})
+                opt.step({"hidden": zb.T @ dh, "hidden_bias": dh.sum(0), "out": h.T @ d,
+                          "out_bias": np.array([d.sum()])})
     return {"feature_mean": mean, "feature_std": std, **p}
 
 
-VERSIONS = {"v1": {"hidden": None, "engineered": False}, "v2": {"hidden": 16, "engineered": True}}
+VERSIONS: dict[str, dict[str, Any]] = {"v1": {"hidden": None, "engineered": False},
+                                       "v2": {"hidden": 16, "engineered": True}}
 
 INPUT_SCHEMA = {
     "type": "object",
@@ -277,7 +279,10 @@ def main() -> None:
         directory = models_dir / manifest.id
         write_package(directory, manifest, weights)
         outcomes = build_model(directory, facts).score_batch(test_items)
-        p = np.array([o.value["probability"] for o in outcomes])
+        values = [o.value for o in outcomes if o.value is not None]
+        if len(values) != len(outcomes):
+            raise RuntimeError(f"{manifest.id} failed on held-out items: {[o.error for o in outcomes if o.error][:3]}")
+        p = np.array([v["probability"] for v in values])
         metrics = {"auc": round(auc(y_test, p), 6), "average_precision": round(average_precision(y_test, p), 6)}
         write_package(directory, replace(manifest, metrics=metrics), weights)
         print(json.dumps({"model": manifest.id, "metrics": metrics, "baseline_metrics": baseline}))

@@ -118,7 +118,8 @@ def generate(seed: int, n_users: int = 5000) -> Data:
     def outcome(users: np.ndarray, titles: np.ndarray) -> np.ndarray:
         s = (z[users] * v[titles]).sum(-1) + g[titles] + d[pop.country[users], titles] + h[pop.device[users], titles]
         s = s + rng.logistic(size=s.shape)
-        return (s > 2.0).astype(np.int64) + (s > 3.5)
+        graded: np.ndarray = (s > 2.0).astype(np.int64) + (s > 3.5)
+        return graded
 
     order = rng.permutation(n_users)
     n_test = int(n_users * HOLDOUT)
@@ -133,7 +134,8 @@ def generate(seed: int, n_users: int = 5000) -> Data:
                 users, titles, labels, test_user, candidates, rel)
 
 
-def train(data: Data, *, dim: int, hidden: int | None, device_prior: bool, epochs: int, seed: int) -> dict[str, np.ndarray]:
+def train(data: Data, *, dim: int, hidden: int | None, device_prior: bool, epochs: int,
+          seed: int) -> dict[str, np.ndarray]:
     """Fit the two-tower ranker with minibatch Adam on the logistic loss."""
     rng = np.random.default_rng([seed, 10, dim])
     n_countries, n_devices = len(COUNTRIES), len(DEVICES)
@@ -193,7 +195,8 @@ def popularity(data: Data) -> np.ndarray:
     np.add.at(shows, (c, data.train_title), 1.0)
     np.add.at(plays, (c, data.train_title), data.train_label)
     overall = (plays.sum(0) + 1.0) / (shows.sum(0) + 2.0)
-    return (plays + 5.0 * overall) / (shows + 5.0)
+    smoothed: np.ndarray = (plays + 5.0 * overall) / (shows + 5.0)
+    return smoothed
 
 
 def test_items(data: Data) -> list[Item]:
@@ -240,7 +243,7 @@ def evaluate_baseline(data: Data) -> dict[str, float]:
     return ranking_metrics(ranked, data)
 
 
-VERSIONS = {
+VERSIONS: dict[str, dict[str, Any]] = {
     "v1": {"dim": 16, "hidden": None, "device_prior": False, "epochs": 6},
     "v2": {"dim": 16, "hidden": 32, "device_prior": True, "epochs": 8},
 }

@@ -6,14 +6,12 @@ No timing is asserted: the figures depend on the machine. The shape is the contr
 from __future__ import annotations
 
 import asyncio
-import random
 
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from scoreline.cli import main
-from routing.allocation import murmur2
 from streams.bench.runner import PIPELINES, ratios
 
 PERCENTILES = {"p50", "p95", "p99"}

@@ -18,10 +18,10 @@ from aiokafka.protocol.admin import CreateAclsRequest
 
 from schemas.messages import Status
 from streams.broker.local import SaslListener
-from streams.transport.settings import KafkaSettings
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.settings import KafkaSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "faults"))
 from fault_scenarios import rules_under, second_broker  # noqa: E402

@@ -13,17 +13,27 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas import codec, headers as H
+from schemas import codec
+from schemas import headers as H
 from schemas.errors import InvalidMessage
 from schemas.messages import Traffic
-from streams.client.backfill import (BackfillOptions, Progress, TokenBucket, backfill, parse_rate, parse_time,
-                              prepare_lines, read_done_lines, replay)
+from streams.client.backfill import (
+    BackfillOptions,
+    Progress,
+    TokenBucket,
+    backfill,
+    parse_rate,
+    parse_time,
+    prepare_lines,
+    read_done_lines,
+    replay,
+)
 from streams.client.score_client import ScoreClient, request_record
-from streams.transport.headers import headers_of
 from streams.services.pipeline import Pipeline
-from streams.transport.tail import TopicTail
 from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
+from streams.transport.headers import headers_of
+from streams.transport.tail import TopicTail
 from workflows import sample_items
 
 LAYOUT = TopicLayout(prefix="x.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from streams_testing import eventually
 
 import streams
 from schemas import codec
@@ -13,7 +14,6 @@ from schemas.messages import Result, Status
 from streams import ClientClosed, ScoreClient, ScoreTimeout
 from streams.client.score_client import choose_reply_partition
 from streams.services.pipeline import Pipeline
-from streams_testing import eventually
 from workflows import sample_items
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from streams_testing import eventually
 
 from routing import partition_for
 from schemas.messages import Status
 from streams.client.score_client import ScoreClient
 from streams.facts.topic import SPEC_KEY, FactTopicError, FactTopicMaterialiser, publish_facts
 from streams.services.pipeline import Pipeline, PipelineOptions
-from streams.transport.tail import TopicTail
 from streams.topics import TopicLayout
-from streams_testing import eventually
+from streams.transport.tail import TopicTail
 from workflows import InMemoryFactStore, Item, default_facts_dir, sample_items
 
 pytestmark = pytest.mark.kafka
@@ -37,7 +37,8 @@ async def test_publish_places_each_user_on_the_partition_of_its_work(kafka, layo
         assert entry["topic"] == layout.facts(fact)
         assert entry["partitions"] == layout.shard_partitions
         assert entry["rows"] == len(files.keys(fact)) == sum(entry["rows_per_partition"])
-    assert {f: report[f]["scope"] for f in report} == {"title_availability": "global", **dict.fromkeys(USER_FACTS, "shard")}
+    scopes = {f: report[f]["scope"] for f in report}
+    assert scopes == {"title_availability": "global", **dict.fromkeys(USER_FACTS, "shard")}
     # Co-partitioning is one function: the router sends u's work to partition_for(u, n) of the
     # shard topic and the publisher sends u's facts to partition_for(u, n) of the fact topic.
     per_partition = [len(users_on(files, {p}, layout.shard_partitions)) for p in range(layout.shard_partitions)]

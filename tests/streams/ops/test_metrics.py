@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections import Counter
 from types import SimpleNamespace
@@ -11,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from streams_testing import free_port, http_get, samples
 
 from streams.client.score_client import ScoreClient
 from streams.ops.http import MetricsServer, port_free
 from streams.ops.metrics import PipelineMetrics, ServiceMetrics
 from streams.services.pipeline import Pipeline, PipelineOptions
-from streams_testing import free_port, http_get, samples
 from workflows import sample_items
 
 
@@ -148,7 +147,8 @@ async def test_a_running_pipeline_serves_counters_matching_the_requests_sent(kaf
         assert samples(text, "scoreline_model_loaded", model="title-ranking@v1") == 1
         # The shared request topics and each client's own pair (live and backfill).
         request_topics = 2 + 2 * len(shadow_all_rules.clients)
-        assert samples(text, "scoreline_assigned_partitions", role="router") == request_topics * layout.request_partitions
+        routed = samples(text, "scoreline_assigned_partitions", role="router")
+        assert routed == request_topics * layout.request_partitions
         lag_groups = {s.labels["group"] for f in text_string_to_metric_families(text) for s in f.samples
                       if s.name == "scoreline_consumer_lag_records"}
         assert any(".worker." in g for g in lag_groups)

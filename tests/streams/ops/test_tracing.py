@@ -7,11 +7,12 @@ import uuid
 import orjson
 import pytest
 
-from schemas import codec, headers as H
-from streams.transport.headers import headers_of
-from streams.services.pipeline import Pipeline, PipelineOptions
-from streams.transport.tail import TopicTail
+from schemas import codec
+from schemas import headers as H
 from streams.ops.tracing import TRACESTATE, trace_headers, trace_id
+from streams.services.pipeline import Pipeline, PipelineOptions
+from streams.transport.headers import headers_of
+from streams.transport.tail import TopicTail
 
 
 def test_trace_headers_carry_traceparent_and_tracestate_only():

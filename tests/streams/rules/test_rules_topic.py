@@ -12,8 +12,6 @@ from routing import RequestView, RulesError, route, rules_to_doc
 from schemas import codec
 from schemas.messages import Status
 from streams.client.score_client import ScoreClient
-from streams.transport.settings import KafkaSettings
-from streams.services.pipeline import Pipeline
 from streams.rules.holder import RulesHolder
 from streams.rules.publisher import (
     LATEST_KEY,
@@ -23,8 +21,10 @@ from streams.rules.publisher import (
     RulesWatcher,
     encode_record,
 )
-from streams.transport.tail import TopicTail
+from streams.services.pipeline import Pipeline
 from streams.transport.admin import ensure_topics
+from streams.transport.settings import KafkaSettings
+from streams.transport.tail import TopicTail
 
 pytestmark = pytest.mark.kafka
 

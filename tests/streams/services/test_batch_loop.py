@@ -14,6 +14,7 @@ import itertools
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from streams_testing import eventually, rules_under
 
 from schemas import headers as H
 from schemas.errors import ErrorCode
@@ -26,7 +27,6 @@ from streams.transport.memory import MemoryBroker, MemoryTransport, RecordRefuse
 from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch
 from streams.transport.settings import KafkaSettings
-from streams_testing import eventually, rules_under
 from workflows import ModelRegistry, sample_items
 
 # Never connected: every byte goes through the in-memory transport. A closed port, so a slip to

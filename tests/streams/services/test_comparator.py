@@ -13,15 +13,15 @@ from collections import Counter
 
 import orjson
 import pytest
+from streams_testing import wait_for_log
 
 from schemas import codec
 from schemas.messages import Comparison, ShadowResult, Unmatched
 from streams.services import pairing
 from streams.services.pipeline import Pipeline, PipelineOptions
-from streams.transport.tail import TopicTail
 from streams.topics import TopicSpec
 from streams.transport.admin import ensure_topics
-from streams_testing import wait_for_log
+from streams.transport.tail import TopicTail
 from workflows import sample_items
 from workflows.agreement import agreement
 

@@ -19,17 +19,17 @@ import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from streams_testing import rules_under
 
-from schemas import codec, headers as H
+from schemas import codec
+from schemas import headers as H
 from schemas.errors import ErrorCode
 from schemas.messages import Status
-from streams.transport.settings import KafkaSettings
 from streams.services.router import Router
-from streams.topics import TopicLayout
 from streams.services.worker import Worker
+from streams.topics import TopicLayout
+from streams.transport.settings import KafkaSettings
 from workflows import ModelRegistry, sample_items
-
-from streams_testing import rules_under
 
 LAYOUT = TopicLayout(prefix="fuzz.", request_partitions=2, shard_partitions=2, reply_partitions=2)
 RULES = rules_under(LAYOUT)

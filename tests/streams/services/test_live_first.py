@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from aiokafka.admin import NewTopic
 
-from streams.transport.settings import KafkaSettings
-from streams.transport.outbox import Outbox
 from streams.services.batch import Batch, BatchService
 from streams.topics import TopicLayout
+from streams.transport.outbox import Outbox
+from streams.transport.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

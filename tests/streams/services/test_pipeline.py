@@ -12,8 +12,8 @@ from schemas.messages import Status
 from scoreline.demo import BAD_KINDS, DemoPlan, run_demo
 from streams.client.score_client import ScoreClient
 from streams.services.pipeline import Pipeline
-from streams.transport.tail import TopicTail
 from streams.transport.admin import ensure_topics
+from streams.transport.tail import TopicTail
 from workflows import sample_items
 
 pytestmark = pytest.mark.kafka

@@ -16,6 +16,7 @@ from collections import Counter
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from streams_testing import free_port, http_get, samples
 
 from schemas.messages import Status
 from scoreline.settings import EXAMPLES_DIR
@@ -23,8 +24,6 @@ from streams.client.score_client import ScoreClient
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.topics import TopicLayout
 from workflows import sample_items
-
-from streams_testing import free_port, http_get, samples
 
 pytestmark = pytest.mark.kafka
 

@@ -11,6 +11,7 @@ from collections import Counter
 
 import orjson
 import pytest
+from streams_testing import wait_for_log
 
 from routing import rules_to_doc
 from schemas import codec
@@ -18,7 +19,6 @@ from schemas.messages import Status
 from streams.client.score_client import ScoreClient
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.tail import TopicTail
-from streams_testing import wait_for_log
 from workflows import sample_items
 
 pytestmark = pytest.mark.kafka
@@ -49,7 +49,8 @@ async def test_sigkill_a_worker_mid_stream_loses_nothing(kafka, layout, rules, r
             await wait_for_log(log_file, "scoreline running on", timeout=60)
             async with TopicTail(kafka, [layout.replies("demo")]) as replies, \
                     ScoreClient(kafka, "demo", layout=layout) as client:
-                items = sample_items("title-ranking", total // 2, seed=5) + sample_items("fraud-score", total // 2, seed=5)
+                items = (sample_items("title-ranking", total // 2, seed=5)
+                         + sample_items("fraud-score", total // 2, seed=5))
                 objectives = ["title-ranking"] * (total // 2) + ["fraud-score"] * (total // 2)
                 for i, (objective, item) in enumerate(zip(objectives, items)):
                     requests_sent.append(await client.submit(objective, item.context, item.payload))
