@@ -24,7 +24,7 @@ from schemas import headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import Traffic
 from streams.client.rate import TokenBucket
-from streams.client.score_client import request_record
+from streams.client.records import request_record
 from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
 from streams.transport.settings import KafkaSettings

@@ -58,6 +58,8 @@ class MemoryBroker:
         self._changed: asyncio.Condition | None = None
         self.commit_log: list[tuple[str, dict[TopicPartition, int]]] = []
         """Every commit in the order it was made: ``(group, offsets)``."""
+        self.events: list[str] = []
+        """What happened, in order: ``acked <topic>`` per acknowledged send, ``committed <group>`` per commit."""
         self.failing_commits = 0
         """Refuse this many commits to come with a ``RuntimeError`` (a commit that failed in transit)."""
         self.commit_delays: list[float] = []
@@ -173,6 +175,7 @@ class MemoryBroker:
             raise RuntimeError("commit failed in transit (MemoryBroker.failing_commits)")
         self._commits.setdefault(group, {}).update(offsets)
         self.commit_log.append((group, dict(offsets)))
+        self.events.append(f"committed {group}")
 
 
 class MemoryConsumer:
@@ -342,6 +345,7 @@ class MemoryProducer:
                     future.set_exception(exc)
                     return
             appended = [self.broker._append(topic, partition, key, value, hs, ts) for ts, key, value, hs in rows]
+            self.broker.events.append(f"acked {topic}")
             self.broker._notify()
             future.set_result(appended[-1].offset if appended else None)
 

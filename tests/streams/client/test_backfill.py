@@ -28,7 +28,8 @@ from streams.client.backfill import (
     read_done_lines,
     replay,
 )
-from streams.client.score_client import ScoreClient, request_record
+from streams.client.records import request_record
+from streams.client.score_client import ScoreClient
 from streams.services.pipeline import Pipeline
 from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
