@@ -11,12 +11,10 @@ COPY routing ./routing
 COPY workflows ./workflows
 COPY streams ./streams
 COPY scoreline ./scoreline
-COPY examples ./examples
 RUN pip install .
 
-# The shipped example rules and models; mount your own over /app/examples or pass --rules.
-ENV SCORELINE_MODELS_DIR=/app/examples/models SCORELINE_FACTS_DIR=/app/examples/facts \
-    SCORELINE_RULES=/app/examples/rules.json
+# The example rules, models and facts ship inside the package; point at your own with
+# SCORELINE_RULES, SCORELINE_MODELS_DIR and SCORELINE_FACTS_DIR (or --rules, --models-dir, --facts-dir).
 USER nobody
 ENTRYPOINT ["scoreline"]
 CMD ["run"]

@@ -1,4 +1,9 @@
-"""Where a command finds Kafka, the rules and the models: flags, then environment, then defaults."""
+"""Where a command finds Kafka, the rules, the models and the facts: flags, then environment, then defaults.
+
+The defaults are the example configuration shipped inside the package (``scoreline/examples``),
+so a plain install runs from any directory. A configuration that is missing or broken is a
+:class:`ConfigError`: one line naming the path and the fault, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,24 @@ import os
 from pathlib import Path
 
 from routing import Rules, load_rules, parse_rules
+from schemas.errors import ScorelineError
 from scoreline.output import progress
 from streams.broker.local import LocalBroker
 from streams.topics import TopicLayout
 from streams.transport.settings import KafkaSettings
+from workflows import InMemoryFactStore, ModelRegistry
+from workflows.registry import EXAMPLES_DIR, FACTS_DIR_ENV, MODELS_DIR_ENV, default_facts_dir, default_models_dir
 
-__all__ = ["add_connection_arguments", "resolve_bootstrap", "kafka_settings", "layout", "load_example_rules",
-           "EXAMPLES_DIR"]
+__all__ = ["ConfigError", "EXAMPLES_DIR", "add_config_arguments", "add_connection_arguments", "facts_dir",
+           "kafka_settings", "layout", "load_example_rules", "model_registry", "models_dir", "resolve_bootstrap"]
 
 DEFAULT_PREFIX = "scoreline."
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+class ConfigError(ScorelineError):
+    """A configuration path (rules, models, facts) is missing or broken; the message names it and why."""
+
+    code = "invalid_config"
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, *, rules: bool = True) -> None:
@@ -29,7 +42,43 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, rules: bool = T
                         help="topic name prefix (default scoreline.)")
     if rules:
         parser.add_argument("--rules", default=os.environ.get("SCORELINE_RULES"),
-                            help="routing rules file (default: the shipped examples/rules.json)")
+                            help="routing rules file (default: SCORELINE_RULES, else the shipped example rules)")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, facts: bool = True) -> None:
+    """``--models-dir`` (and ``--facts-dir``): where the model packages (and fact files) are."""
+    parser.add_argument("--models-dir", default=None,
+                        help=f"model packages, one <name>@<version>/ each (default: {MODELS_DIR_ENV}, "
+                             "else the shipped example models)")
+    if facts:
+        parser.add_argument("--facts-dir", default=None,
+                            help=f"fact files (default: {FACTS_DIR_ENV}, else the shipped example facts)")
+
+
+def models_dir(args: argparse.Namespace) -> Path:
+    """``--models-dir``, then ``SCORELINE_MODELS_DIR``, then the shipped examples; it must be a directory."""
+    path = Path(getattr(args, "models_dir", None) or default_models_dir())
+    if not path.is_dir():
+        raise ConfigError(f"models directory {path}: not a directory")
+    return path
+
+
+def facts_dir(args: argparse.Namespace) -> Path:
+    """``--facts-dir``, then ``SCORELINE_FACTS_DIR``, then the shipped examples; it must be a directory."""
+    path = Path(getattr(args, "facts_dir", None) or default_facts_dir())
+    if not path.is_dir():
+        raise ConfigError(f"facts directory {path}: not a directory")
+    return path
+
+
+def model_registry(args: argparse.Namespace) -> ModelRegistry:
+    """The models and facts the command's flags name, facts loaded (a broken fact file is a ``ConfigError``)."""
+    directory = facts_dir(args)
+    try:
+        facts = InMemoryFactStore.from_dir(directory)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"facts directory {directory}: {type(exc).__name__}: {exc}") from exc
+    return ModelRegistry(models_dir(args), facts)
 
 
 def resolve_bootstrap(args: argparse.Namespace) -> str:
@@ -66,7 +115,10 @@ def load_example_rules(args: argparse.Namespace) -> Rules:
     your own is taken as written.
     """
     if path := getattr(args, "rules", None):
-        return load_rules(path)
+        try:
+            return load_rules(path)
+        except OSError as exc:
+            raise ConfigError(f"rules file {path}: {exc.strerror or exc}") from exc
     prefix = getattr(args, "prefix", DEFAULT_PREFIX)
     text = (EXAMPLES_DIR / "rules.json").read_text()
     if prefix != DEFAULT_PREFIX:

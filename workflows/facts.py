@@ -12,7 +12,7 @@ the workers use. It loads fact files from a directory and accepts upserts
 (:meth:`InMemoryFactStore.put`), so that another source, such as a Kafka fact
 topic materialiser, can keep it current.
 
-Fact files (``examples/facts/``) come in two formats:
+Fact files (``scoreline/examples/facts/``) come in two formats:
 
 ``<fact>.npz``
     arrays ``keys`` (str, n), ``values`` (float, n x width), ``default``

@@ -23,6 +23,7 @@ from workflows.facts import FactStore, InMemoryFactStore
 from workflows.packaging import MANIFEST_FILE, Manifest, load_manifest, load_package
 
 __all__ = [
+    "EXAMPLES_DIR",
     "FACTS_DIR_ENV",
     "MODELS_DIR_ENV",
     "ModelRegistry",
@@ -35,17 +36,19 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "SCORELINE_MODELS_DIR"
 FACTS_DIR_ENV = "SCORELINE_FACTS_DIR"
-_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "scoreline" / "examples"
+"""The example configuration (``rules.json``, ``models/``, ``facts/``) shipped inside the scoreline
+distribution, beside this package: in the repository and in an installed wheel alike."""
 
 
 def default_models_dir() -> Path:
-    """``$SCORELINE_MODELS_DIR``, else the repository's ``examples/models``."""
-    return Path(os.environ.get(MODELS_DIR_ENV) or _EXAMPLES / "models")
+    """``$SCORELINE_MODELS_DIR``, else the shipped example models."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or EXAMPLES_DIR / "models")
 
 
 def default_facts_dir() -> Path:
-    """``$SCORELINE_FACTS_DIR``, else the repository's ``examples/facts``."""
-    return Path(os.environ.get(FACTS_DIR_ENV) or _EXAMPLES / "facts")
+    """``$SCORELINE_FACTS_DIR``, else the shipped example facts."""
+    return Path(os.environ.get(FACTS_DIR_ENV) or EXAMPLES_DIR / "facts")
 
 
 def build_model(directory: str | Path, facts: FactStore) -> WorkflowModel:

@@ -12,7 +12,6 @@ from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.client.backfill import BackfillOptions, backfill, check_options, parse_rate, router_running
 from streams.services.pipeline import Pipeline
-from workflows import ModelRegistry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Request ids are stable (bf-<sha1 of the file>-<line>), so --resume after an interruption "
                     "publishes only the lines that have no output yet and drops repeated results.")
     settings.add_connection_arguments(parser)
+    settings.add_config_arguments(parser)
     parser.add_argument("file", type=Path, help="JSON Lines file, one request per line")
     parser.add_argument("--objective", required=True, help="the objective of every line, e.g. title-ranking")
     parser.add_argument("--client", default="demo", help="the client of lines that name none (default demo)")
@@ -70,6 +70,6 @@ async def _backfill(args: argparse.Namespace) -> dict:
             progress("no scoreline router is running on this cluster; serving the backfill in-process "
                      "(`scoreline run` keeps one running)")
             pipeline = await stack.enter_async_context(
-                Pipeline(kafka, layout, settings.load_example_rules(args), ModelRegistry.default()))
+                Pipeline(kafka, layout, settings.load_example_rules(args), settings.model_registry(args)))
             await pipeline.wait_ready()
         return await backfill(kafka, layout, options, write, tty=tty)

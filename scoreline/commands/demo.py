@@ -8,12 +8,12 @@ import asyncio
 from scoreline import settings
 from scoreline.demo import DemoPlan, run_demo
 from scoreline.output import emit_json, progress
-from workflows import ModelRegistry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the whole pipeline end to end and account for every request")
     settings.add_connection_arguments(parser)
+    settings.add_config_arguments(parser)
     parser.add_argument("--requests", type=int, default=2000, help="good requests per objective (default 2000)")
     parser.add_argument("--bad-per-kind", type=int, default=5, help="bad inputs of each kind (default 5)")
     parser.add_argument("--concurrency", type=int, default=200, help="requests in flight (default 200)")
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     plan = DemoPlan(requests=args.requests, bad_per_kind=args.bad_per_kind, concurrency=args.concurrency,
                     timeout=args.timeout, metrics_port=args.metrics_port or None)
     summary = asyncio.run(run_demo(settings.kafka_settings(args), settings.layout(args),
-                                   settings.load_example_rules(args), ModelRegistry.default(), plan, progress))
+                                   settings.load_example_rules(args), settings.model_registry(args), plan, progress))
     if args.json:
         emit_json(summary)
     else:

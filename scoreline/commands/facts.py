@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     publish = actions.add_parser("publish", help="publish fact files to scoreline.facts.<name> (compacted)")
     settings.add_connection_arguments(publish)
     publish.add_argument("--dir", default=None,
-                         help="fact files (default: SCORELINE_FACTS_DIR, else the shipped examples/facts)")
+                         help="fact files (default: SCORELINE_FACTS_DIR, else the shipped scoreline/examples/facts)")
     publish.add_argument("--fact", action="append", help="publish only this fact (repeatable); default: all")
     publish.add_argument("--json", action="store_true", help="print one JSON object")
     publish.set_defaults(func=run_publish)

@@ -9,17 +9,16 @@ from pathlib import Path
 from scoreline import settings
 from scoreline.lineage import FactSource, Lineage, build_lineage, parse_target
 from scoreline.output import emit_json
-from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, default_facts_dir, default_models_dir
+from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags naming the configuration a lineage is drawn from (no Kafka needed)."""
     parser.add_argument("--rules", default=os.environ.get("SCORELINE_RULES"),
-                        help="routing rules file (default: the shipped examples/rules.json)")
+                        help="routing rules file (default: SCORELINE_RULES, else the shipped example rules)")
     parser.add_argument("--prefix", default=os.environ.get("SCORELINE_TOPIC_PREFIX", "scoreline."),
                         help="topic name prefix (default scoreline.)")
-    parser.add_argument("--facts-dir", default=None,
-                        help="fact files (default: SCORELINE_FACTS_DIR, else the shipped examples/facts)")
+    settings.add_config_arguments(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,8 +40,8 @@ def _shown(path: Path) -> str:
 
 def load_lineage(args: argparse.Namespace, registry: ModelRegistry | None = None) -> Lineage:
     """The lineage of the configuration the flags name: rules, model packages, fact files, topic prefix."""
-    facts_dir = Path(args.facts_dir) if getattr(args, "facts_dir", None) else default_facts_dir()
-    registry = registry or ModelRegistry(default_models_dir(), InMemoryFactStore())
+    facts_dir = settings.facts_dir(args)
+    registry = registry or ModelRegistry(settings.models_dir(args), InMemoryFactStore())
     store = InMemoryFactStore.from_dir(facts_dir) if facts_dir.is_dir() else InMemoryFactStore()
     found = sorted(facts_dir.glob("*")) if facts_dir.is_dir() else []
     files = {f.stem: f for f in found if f.suffix in (".npz", ".json")}

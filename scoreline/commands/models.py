@@ -7,7 +7,7 @@ import argparse
 from scoreline import settings
 from scoreline.commands.lineage import add_source_arguments, load_lineage
 from scoreline.output import emit_json
-from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, default_models_dir, validate_package
+from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, validate_package
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,13 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     describe.set_defaults(func=run_describe)
 
 
-def _registry() -> ModelRegistry:
+def _registry(args: argparse.Namespace) -> ModelRegistry:
     # Manifests only: listing and describing never need facts or weights in memory.
-    return ModelRegistry(default_models_dir(), InMemoryFactStore())
+    return ModelRegistry(settings.models_dir(args), InMemoryFactStore())
 
 
 def run_list(args: argparse.Namespace) -> int:
-    registry = _registry()
+    registry = _registry(args)
     rules = settings.load_example_rules(args)
     rows = [{"name": m["name"], "version": m["version"], "objective": m["objective"],
              "shard": rules.models.get(f"{m['name']}@{m['version']}"), "metrics": m["metrics"],
@@ -51,7 +51,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    registry = _registry()
+    registry = _registry(args)
     manifest = registry.manifest(args.model)  # ModelUnavailable (model_unavailable) names the model
     lineage = load_lineage(args, registry)
     node = lineage.models[manifest.id]

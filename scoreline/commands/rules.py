@@ -2,7 +2,7 @@
 
 ``validate``, and ``explain`` / ``simulate`` given ``--rules FILE``, need no broker.
 ``explain``, ``simulate`` and ``show`` otherwise use the rules in force on the cluster (the
-latest valid version on the rules topic), else the shipped ``examples/rules.json``; to stay
+latest valid version on the rules topic), else the shipped ``scoreline/examples/rules.json``; to stay
 cheap, ``explain`` and ``simulate`` never start the local broker to find out.
 """
 

@@ -12,12 +12,12 @@ from scoreline import settings
 from scoreline.output import progress
 from streams.ops.http import DEFAULT_METRICS_PORT, port_free
 from streams.services.pipeline import ROLES, Pipeline, PipelineOptions
-from workflows import ModelRegistry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run scoreline's services until stopped")
     settings.add_connection_arguments(parser)
+    settings.add_config_arguments(parser)
     parser.add_argument("--role", action="append", choices=ROLES,
                         help="run only this role (repeatable); default: every role in this process")
     parser.add_argument("--shard", action="append",
@@ -73,7 +73,7 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Pipeline(kafka, settings.layout(args), rules, ModelRegistry.default(), options) as pipeline:
+    async with Pipeline(kafka, settings.layout(args), rules, settings.model_registry(args), options) as pipeline:
         await pipeline.wait_ready()
         progress(f"scoreline running on {kafka.bootstrap}: roles {', '.join(options.roles)}, "
                  f"rules version {pipeline.rules.version}; Ctrl-C stops")

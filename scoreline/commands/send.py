@@ -14,12 +14,12 @@ from scoreline.output import emit_json, progress
 from streams.client.score_client import ScoreClient, ScoreTimeout
 from streams.services.pipeline import Pipeline
 from streams.transport.admin import router_running
-from workflows import ModelRegistry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("send", help="send one scoring request and print its result")
     settings.add_connection_arguments(parser)
+    settings.add_config_arguments(parser)
     parser.add_argument("--objective", required=True, help="the objective to call, e.g. title-ranking")
     parser.add_argument("--context", default="{}", help="the request context as JSON")
     parser.add_argument("--payload", default="{}", help="the request payload as JSON")
@@ -53,7 +53,7 @@ async def _send(args: argparse.Namespace) -> int:
             progress("no scoreline router is running on this cluster; serving this request in-process "
                      "(`scoreline run` keeps one running)")
             pipeline = await stack.enter_async_context(
-                Pipeline(kafka, layout, settings.load_example_rules(args), ModelRegistry.default()))
+                Pipeline(kafka, layout, settings.load_example_rules(args), settings.model_registry(args)))
             await pipeline.wait_ready()
         client = await stack.enter_async_context(ScoreClient(kafka, args.client, layout=layout))
         try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 
 from routing import Rules, parse_rules
 from streams.topics import TopicLayout, TopicSpec
+from workflows.registry import EXAMPLES_DIR
 
 __all__ = ["CLIENT", "bench_layout", "bench_rules", "bench_topics", "EXAMPLE_RULES"]
 
@@ -18,7 +17,7 @@ PARTITIONS = 4
 "Partitions of every bench topic (the shipped default of ``scoreline run``)."
 
 
-EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.json"
+EXAMPLE_RULES = EXAMPLES_DIR / "rules.json"
 "The shipped example rules every bench pipeline routes by."
 
 

@@ -13,12 +13,12 @@ from routing import Rules, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "scoreline" / "examples"
 
 
 @pytest.fixture(scope="session")
 def example_rules() -> Rules:
-    """The shipped example rules (examples/rules.json)."""
+    """The shipped example rules (scoreline/examples/rules.json)."""
     return load_rules(EXAMPLES / "rules.json")
 
 

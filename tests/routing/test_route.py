@@ -23,7 +23,7 @@ from routing import (
 )
 
 DEMO_REPLY = "scoreline.replies.demo"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "scoreline" / "examples"
 
 
 def view(user: str | None = "u-1", *, objective: str = "title-ranking", client: str = "demo",

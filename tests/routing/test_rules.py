@@ -87,7 +87,7 @@ def test_version_is_optional_and_argument_wins(example_doc: Doc) -> None:
 
 
 def test_shadow_all_example_parses() -> None:
-    rules = load_rules(Path(__file__).resolve().parents[2] / "examples" / "rules-shadow-all.json")
+    rules = load_rules(Path(__file__).resolve().parents[2] / "scoreline" / "examples" / "rules-shadow-all.json")
     assert rules.objectives["title-ranking"].shadow[0].percent == 100
 
 

@@ -141,7 +141,8 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
 def cli(description: str) -> argparse.Namespace:
     """Parse the common arguments: ``--out``, ``--seed``, ``--date``."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", type=Path, default=Path("examples"), help="writes <out>/models and <out>/facts")
+    parser.add_argument("--out", type=Path, default=Path("scoreline/examples"),
+                        help="writes <out>/models and <out>/facts (default: the shipped example configuration)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"random seed (default {SEED})")
     parser.add_argument("--date", default=dt.date.today().isoformat(), help="training date for the manifest")
     return parser.parse_args()
