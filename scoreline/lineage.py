@@ -169,7 +169,8 @@ class Lineage:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in info["metrics"].items())
         lines.append(f"{pad}{_branch(last)}{label}" + (f"  ({metrics})" if metrics else ""))
         pad = pad + _pad(last)
-        lines.append(f"{pad}└── workflow {info['workflow']}")
+        digest = f"  (package sha256 {info['sha256'][:12]}…)" if info.get("sha256") else ""
+        lines.append(f"{pad}└── workflow {info['workflow']}{digest}")
         pad += "    "
         for k, fact in enumerate(info["facts"]):
             f = self.facts.get(fact, {})
@@ -192,7 +193,8 @@ def _pad(last: bool) -> str:
 
 
 def build_lineage(rules: Rules, manifests: Iterable[Manifest], facts: Mapping[str, FactSource],
-                  fact_topic: Callable[[str], str], *, problems: Mapping[str, str] | None = None) -> Lineage:
+                  fact_topic: Callable[[str], str], *, problems: Mapping[str, str] | None = None,
+                  sha256: Mapping[str, str] | None = None) -> Lineage:
     """Join the rules, the model manifests and the fact sources into one :class:`Lineage`.
 
     Args:
@@ -201,6 +203,7 @@ def build_lineage(rules: Rules, manifests: Iterable[Manifest], facts: Mapping[st
         facts: fact name -> where it comes from (its key and dataset file).
         fact_topic: fact name -> its Kafka topic (``TopicLayout.facts``).
         problems: unreadable packages, by id, to report alongside.
+        sha256: each package's sha256 (``workflows.package_sha256``): exactly which bytes would load.
     """
     keys = shard_key_fields(rules)
     manifests = list(manifests)
@@ -208,7 +211,7 @@ def build_lineage(rules: Rules, manifests: Iterable[Manifest], facts: Mapping[st
     for m in manifests:
         models[m.id] = {"name": m.name, "version": m.version, "objective": m.objective, "workflow": m.workflow,
                         "facts": list(m.facts), "shard": rules.models.get(m.id), "metrics": dict(m.metrics),
-                        "baseline_metrics": dict(m.baseline_metrics),
+                        "baseline_metrics": dict(m.baseline_metrics), "sha256": (sha256 or {}).get(m.id),
                         "uses": [{"objective": u.objective, "role": u.role, "path": u.path}
                                  for u in model_uses(rules, m.id)]}
     objectives: dict[str, dict[str, Any]] = {}

@@ -3,10 +3,11 @@
 The names the streams layer uses are re-exported here; see ``docs/workflows.md``.
 """
 
-from workflows.base import Item, Model, Outcome, Workflow, WorkflowModel
+from workflows.base import Item, Model, Outcome, Package, Workflow, WorkflowModel
 from workflows.errors import ModelPackageError, ModelUnavailable, UnknownFact, WorkflowError
 from workflows.facts import FactBatch, FactSpec, FactStore, InMemoryFactStore
-from workflows.packaging import Manifest, load_manifest, validate_package
+from workflows.loading import build_model, package_sha256, validate_package
+from workflows.packaging import Manifest, load_manifest
 from workflows.registry import ModelRegistry, default_facts_dir, default_models_dir
 from workflows.samples import sample_items
 
@@ -22,13 +23,16 @@ __all__ = [
     "ModelRegistry",
     "ModelUnavailable",
     "Outcome",
+    "Package",
     "UnknownFact",
     "Workflow",
     "WorkflowError",
     "WorkflowModel",
+    "build_model",
     "default_facts_dir",
     "default_models_dir",
     "load_manifest",
+    "package_sha256",
     "sample_items",
     "validate_package",
 ]

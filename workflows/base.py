@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "Item",
     "Model",
     "Outcome",
+    "Package",
     "Workflow",
     "WorkflowModel",
     "check_user_request",
@@ -86,6 +88,19 @@ def check_user_request(item: Item) -> Outcome | None:
     return None
 
 
+class Package(NamedTuple):
+    """The files a workflow was loaded from, handed to :meth:`Workflow.load` once."""
+
+    directory: Path
+    "The package directory (``<name>@<version>/``): read your own files from here."
+
+    manifest: Manifest
+    "The package's manifest."
+
+    sha256: str
+    "What exactly was loaded: the sha256 of the package's files."
+
+
 @runtime_checkable
 class Model(Protocol):
     """A deployed model: scores batches for one objective."""
@@ -107,21 +122,32 @@ class Model(Protocol):
 class Workflow(ABC):
     """The stages of a model, over a whole batch at a time.
 
-    A subclass names itself (``name``, the manifest's ``workflow`` field),
-    declares the facts it looks up and is built from a package's weights and
-    parameters. ``preprocess`` returns whatever the later stages need; it is
-    opaque to the runner except through :meth:`fact_keys`.
+    A subclass declares the facts it looks up (none by default) and is built
+    from a package's weights (none for a workflow with no trained component)
+    and parameters, then :meth:`load` is called once with the package's files.
+    ``preprocess`` returns whatever the later stages need; it is opaque to the
+    runner except through :meth:`fact_keys`. A workflow of one's own lives in
+    its package (``workflow.py``, named ``workflow:Class`` by the manifest).
     """
 
-    name: ClassVar[str]
-    "The workflow's name, as a manifest's ``workflow`` field names it."
+    name: ClassVar[str] = ""
+    "A built-in workflow's name, as a manifest's ``workflow`` field names it (plug-ins need none)."
 
-    facts: ClassVar[tuple[str, ...]]
+    facts: ClassVar[tuple[str, ...]] = ()
     "The facts the workflow looks up, each once per batch."
 
     def __init__(self, weights: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
         self.weights = dict(weights)
         self.params = dict(params)
+        self.package: Package | None = None
+
+    def load(self, package: Package) -> None:
+        """Called once after construction with the package's files: open what ``predict`` needs.
+
+        The default keeps ``package``; override it (calling ``super().load(package)``) to build
+        sessions or read vocabularies once per model load, never per batch.
+        """
+        self.package = package
 
     def require(self, *names: str) -> tuple[np.ndarray, ...]:
         """Return the named weight arrays, or raise :class:`ModelPackageError`."""
@@ -154,8 +180,10 @@ class Workflow(ABC):
 class WorkflowModel:
     """Runs a :class:`Workflow` as a :class:`Model` over a :class:`FactStore`."""
 
-    def __init__(self, manifest: Manifest, workflow: Workflow, facts: FactStore) -> None:
+    def __init__(self, manifest: Manifest, workflow: Workflow, facts: FactStore, *, sha256: str | None = None) -> None:
         self.manifest = manifest
+        self.sha256 = sha256
+        """The sha256 of the package files it was loaded from (``workflows.loading.package_sha256``)."""
         self.id = manifest.id
         self.objective = manifest.objective
         self.workflow = workflow
@@ -187,4 +215,4 @@ class WorkflowModel:
         return outcomes
 
     def __repr__(self) -> str:
-        return f"WorkflowModel({self.id!r}, workflow={self.workflow.name!r})"
+        return f"WorkflowModel({self.id!r}, workflow={self.manifest.workflow!r})"

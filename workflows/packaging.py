@@ -1,14 +1,18 @@
-"""The model package format: a directory holding a manifest and its weights.
+"""The model package format: a directory holding a manifest, and what its workflow needs.
 
 A package lives at ``<models_dir>/<name>@<version>/``::
 
     manifest.json   what the model is (see :class:`Manifest`)
     weights.npz     the numpy arrays the manifest's ``weights`` lists, shape for shape
+                    (optional: a workflow with no trained arrays declares none and ships none)
+    workflow.py     the package's own workflow, when ``workflow`` is ``workflow:Class``
+    model.onnx      an ONNX model, when the manifest declares one under ``onnx``
+    examples.json   example requests (``[{"context": ..., "payload": ...}]``), optional
 
-:func:`validate_package` checks a package without building a model;
-:func:`load_package` checks it and returns the manifest with its weights.
-Both raise :class:`~workflows.errors.ModelPackageError` (code
-``model_unavailable``) with a message naming the package and the fault.
+:func:`load_manifest` and :func:`load_weights` check what this module knows (the manifest
+and the arrays); :mod:`workflows.loading` finds the workflow and builds the model. All raise
+:class:`~workflows.errors.ModelPackageError` (code ``model_unavailable``) with a message
+naming the package and the fault.
 """
 
 from __future__ import annotations
@@ -25,18 +29,20 @@ import numpy as np
 from workflows.errors import ModelPackageError
 
 __all__ = [
+    "EXAMPLES_FILE",
     "MANIFEST_FILE",
     "WEIGHTS_FILE",
     "Manifest",
+    "load_examples",
     "load_manifest",
-    "load_package",
-    "validate_package",
+    "load_weights",
     "weight_specs",
     "write_package",
 ]
 
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.npz"
+EXAMPLES_FILE = "examples.json"
 FORMAT = 1
 
 
@@ -65,7 +71,7 @@ class Manifest:
     "The objective the model serves."
 
     workflow: str
-    "The workflow that runs it (a key of :data:`workflows.catalog.WORKFLOWS`)."
+    "The workflow that runs it: a built-in name, ``module:Class``, or an installed plug-in's name."
 
     description: str
     "One paragraph for humans."
@@ -218,9 +224,18 @@ def load_manifest(directory: str | Path) -> Manifest:
     )
 
 
-def _load_weights(directory: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+def load_weights(directory: str | Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    """The package's arrays, checked against the manifest (none for a package that declares none).
+
+    Raises:
+        ModelPackageError: ``weights.npz`` is missing while the manifest declares arrays, is not
+            a readable archive, or holds arrays whose names, shapes or dtypes disagree.
+    """
+    directory = Path(directory)
     file = directory / WEIGHTS_FILE
     if not file.is_file():
+        if not manifest.weights:
+            return {}  # a workflow with no trained component: rules, heuristics, look-ups
         raise _fail(directory, f"{WEIGHTS_FILE} is missing")
     try:
         with np.load(file, allow_pickle=False) as data:
@@ -245,52 +260,37 @@ def _load_weights(directory: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_workflow(directory: Path, manifest: Manifest) -> type:
-    from workflows.catalog import WORKFLOWS  # the catalog imports the workflows, which import this module
-
-    try:
-        workflow = WORKFLOWS[manifest.workflow]
-    except KeyError:
-        known = ", ".join(sorted(WORKFLOWS))
-        raise _fail(directory, f"workflow {manifest.workflow!r} is unknown (have: {known})") from None
-    if set(workflow.facts) != set(manifest.facts):
-        raise _fail(
-            directory,
-            f"manifest declares facts {sorted(manifest.facts)} but workflow {manifest.workflow!r} "
-            f"looks up {sorted(workflow.facts)}",
-        )
-    return workflow
-
-
-def load_package(directory: str | Path) -> tuple[Manifest, dict[str, np.ndarray]]:
-    """Check a package completely and return its manifest and weights.
+def load_examples(directory: str | Path) -> list[dict[str, Any]]:
+    """The package's example requests (``examples.json``), each ``{"context": {...}, "payload": {...}}``.
 
     Raises:
-        ModelPackageError: anything :func:`load_manifest` rejects, an unknown
-            workflow, facts that disagree with the workflow's, a missing or
-            unreadable ``weights.npz``, or arrays whose names, shapes or
-            dtypes disagree with the manifest.
+        ModelPackageError: the file exists but is not a list of such objects.
     """
     directory = Path(directory)
-    manifest = load_manifest(directory)
-    _check_workflow(directory, manifest)
-    return manifest, _load_weights(directory, manifest)
-
-
-def validate_package(directory: str | Path) -> Manifest:
-    """Check a package completely (manifest, workflow, weights) and return its manifest."""
-    return load_package(directory)[0]
+    file = directory / EXAMPLES_FILE
+    if not file.is_file():
+        return []
+    try:
+        examples = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(directory, f"{EXAMPLES_FILE} is not readable JSON: {exc}") from exc
+    if not isinstance(examples, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("context"), dict) and isinstance(e.get("payload", {}), dict)
+            for e in examples):
+        raise _fail(directory, f'{EXAMPLES_FILE} must be a list of {{"context": {{...}}, "payload": {{...}}}}')
+    return examples
 
 
 def write_package(directory: str | Path, manifest: Manifest, weights: Mapping[str, np.ndarray]) -> Path:
-    """Write ``manifest.json`` and ``weights.npz`` into ``directory`` (created) and validate them."""
+    """Write ``manifest.json`` (and ``weights.npz``, if there are weights) into ``directory`` and check them."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = {k: np.asarray(v) for k, v in weights.items()}
-    np.savez_compressed(directory / WEIGHTS_FILE, **arrays)
+    if weights:
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in weights.items()}
+        np.savez_compressed(directory / WEIGHTS_FILE, **arrays)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False)
     (directory / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
-    validate_package(directory)
+    load_weights(directory, load_manifest(directory))
     return directory
 
 

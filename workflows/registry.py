@@ -16,18 +16,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ScorelineError
-from workflows.base import Model, WorkflowModel
+from workflows.base import Model
 from workflows.errors import ModelUnavailable
 from workflows.facts import FactStore, InMemoryFactStore
-from workflows.packaging import MANIFEST_FILE, Manifest, load_manifest, load_package
+from workflows.loading import build_model
+from workflows.packaging import MANIFEST_FILE, Manifest, load_manifest
 
 __all__ = [
     "EXAMPLES_DIR",
     "FACTS_DIR_ENV",
     "MODELS_DIR_ENV",
     "ModelRegistry",
-    "build_model",
     "default_facts_dir",
     "default_models_dir",
 ]
@@ -49,25 +48,6 @@ def default_models_dir() -> Path:
 def default_facts_dir() -> Path:
     """``$SCORELINE_FACTS_DIR``, else the shipped example facts."""
     return Path(os.environ.get(FACTS_DIR_ENV) or EXAMPLES_DIR / "facts")
-
-
-def build_model(directory: str | Path, facts: FactStore) -> WorkflowModel:
-    """Load the package in ``directory`` and bind it to ``facts``.
-
-    Raises:
-        ModelPackageError: the package is broken (see :func:`load_package`).
-        ModelUnavailable: the fact store lacks a fact the model needs.
-    """
-    from workflows.catalog import WORKFLOWS
-
-    manifest, weights = load_package(directory)
-    workflow = WORKFLOWS[manifest.workflow](weights, manifest.params)
-    for fact in manifest.facts:
-        try:
-            facts.lookup(fact, [])
-        except ScorelineError as exc:
-            raise ModelUnavailable(f"model {manifest.id}: fact {fact!r} is not available: {exc}") from exc
-    return WorkflowModel(manifest, workflow, facts)
 
 
 class ModelRegistry:

@@ -9,7 +9,7 @@ from pathlib import Path
 from scoreline import settings
 from scoreline.lineage import FactSource, Lineage, build_lineage, parse_target
 from scoreline.output import emit_json
-from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable
+from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, package_sha256
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,14 +47,15 @@ def load_lineage(args: argparse.Namespace, registry: ModelRegistry | None = None
     files = {f.stem: f for f in found if f.suffix in (".npz", ".json")}
     sources = {name: FactSource(store.spec(name).key, _shown(files[name]) if name in files else None)
                for name in store.facts()}
-    manifests, problems = [], {}
+    manifests, problems, digests = [], {}, {}
     for model_id in registry.ids():
         try:
             manifests.append(registry.manifest(model_id))
+            digests[model_id] = package_sha256(registry.models_dir / model_id)
         except ModelUnavailable as exc:
             problems[model_id] = str(exc)
     return build_lineage(settings.load_example_rules(args), manifests, sources,
-                         settings.layout(args).facts, problems=problems)
+                         settings.layout(args).facts, problems=problems, sha256=digests)
 
 
 def run(args: argparse.Namespace) -> int:

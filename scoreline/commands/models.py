@@ -1,18 +1,37 @@
-"""``scoreline models list / describe``: the model packages, where they run and who uses them."""
+"""``scoreline models new / validate / list / describe``: make, check and inspect model packages."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from scoreline import settings
 from scoreline.commands.lineage import add_source_arguments, load_lineage
+from scoreline.model_check import check_package
 from scoreline.output import emit_json
-from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, validate_package
+from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, package_sha256, validate_package
+from workflows.skeleton import new_package
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("models", help="list and describe the model packages")
+    parser = subparsers.add_parser("models", help="make, validate, list and describe model packages")
     actions = parser.add_subparsers(dest="models_command", required=True)
+
+    new = actions.add_parser("new", help="write a package skeleton that validates and serves as generated")
+    new.add_argument("model", metavar="NAME@VERSION")
+    new.add_argument("--objective", required=True, help="the objective the model serves")
+    new.add_argument("--dir", default=".", help="the models directory to write it in (default: here)")
+    new.add_argument("--json", action="store_true", help="print one JSON object")
+    new.set_defaults(func=run_new)
+
+    validate = actions.add_parser("validate", help="load a package, score its example requests, time it")
+    validate.add_argument("path", metavar="PATH", help="the package directory (<models dir>/NAME@VERSION)")
+    validate.add_argument("--facts-dir", default=None,
+                          help="fact files the workflow looks up (default: SCORELINE_FACTS_DIR, else the shipped "
+                               "example facts)")
+    validate.add_argument("--batch", type=int, default=100, help="items per timed batch (default 100)")
+    validate.add_argument("--json", action="store_true", help="print one JSON object")
+    validate.set_defaults(func=run_validate)
 
     listing = actions.add_parser("list", help="every package: objective, shard, offline metrics")
     add_source_arguments(listing)
@@ -29,6 +48,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _registry(args: argparse.Namespace) -> ModelRegistry:
     # Manifests only: listing and describing never need facts or weights in memory.
     return ModelRegistry(settings.models_dir(args), InMemoryFactStore())
+
+
+def run_new(args: argparse.Namespace) -> int:
+    try:
+        directory = new_package(args.dir, args.model, args.objective)
+    except ValueError as exc:
+        raise settings.ConfigError(str(exc)) from exc
+    if args.json:
+        emit_json({"id": args.model, "path": str(directory), "files": sorted(p.name for p in directory.iterdir())})
+        return 0
+    print(f"wrote {directory}/ (manifest.json, workflow.py, examples.json)")
+    print(f"  check it:  scoreline models validate {directory}")
+    print(f"  serve it:  scoreline run --models-dir {directory.parent} --rules <rules naming {args.model}>")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    report = check_package(Path(args.path), settings.facts_dir(args), batch=args.batch)
+    if args.json:
+        emit_json(report)
+    else:
+        print(report["summary"])
+        for line in report["notes"]:
+            print(f"  {line}")
+    return 0 if report["valid"] else 1
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -60,6 +104,7 @@ def run_describe(args: argparse.Namespace) -> int:
         package = {"path": str(registry.models_dir / manifest.id), "valid": True, "problem": None}
     except ModelUnavailable as exc:
         package = {"path": str(registry.models_dir / manifest.id), "valid": False, "problem": str(exc)}
+    package["sha256"] = package_sha256(registry.models_dir / manifest.id)
     doc = {"id": manifest.id, "name": manifest.name, "version": manifest.version, "objective": manifest.objective,
            "workflow": manifest.workflow, "shard": node["shard"], "metrics": dict(manifest.metrics),
            "baseline": manifest.baseline, "baseline_metrics": dict(manifest.baseline_metrics),
@@ -72,6 +117,7 @@ def run_describe(args: argparse.Namespace) -> int:
     print(f"  {manifest.description}")
     state = "valid" if package["valid"] else f"BROKEN: {package['problem']}"
     print(f"  package    {package['path']} ({state})")
+    print(f"  sha256     {package['sha256']}")
     print(f"  trained    {manifest.training.get('date')} by {manifest.training.get('script', '?')}, "
           f"seed {manifest.training.get('seed')}, data {manifest.training.get('data_sizes')}")
     print("  metrics    " + ", ".join(f"{k} {v:.3f} (baseline {manifest.baseline_metrics[k]:.3f})"

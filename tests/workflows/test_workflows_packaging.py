@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from workflows.errors import ModelPackageError, ModelUnavailable
-from workflows.packaging import load_manifest, validate_package
+from workflows.loading import validate_package
+from workflows.packaging import load_manifest
 
 
 def edit_manifest(package: Path, **changes) -> None:

@@ -19,13 +19,13 @@ SHIPPED = ("fraud-score@v1", "fraud-score@v2", "title-ranking@v1", "title-rankin
 def loads(monkeypatch) -> list[str]:
     """Record every package load."""
     calls: list[str] = []
-    real = registry_module.load_package
+    real = registry_module.build_model
 
-    def spy(directory):
+    def spy(directory, facts):
         calls.append(Path(directory).name)
-        return real(directory)
+        return real(directory, facts)
 
-    monkeypatch.setattr(registry_module, "load_package", spy)
+    monkeypatch.setattr(registry_module, "build_model", spy)
     return calls
 
 

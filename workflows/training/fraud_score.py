@@ -39,8 +39,8 @@ import numpy as np
 from workflows.base import Item
 from workflows.facts import FactSpec, InMemoryFactStore, write_fact_npz
 from workflows.fraud_score import BASE_FEATURES, ENGINEERED, fraud_features
+from workflows.loading import build_model
 from workflows.packaging import Manifest, weight_specs, write_package
-from workflows.registry import build_model
 from workflows.training.common import (
     COUNTRIES,
     COUNTRY_SHARE,

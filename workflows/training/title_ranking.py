@@ -41,8 +41,8 @@ import numpy as np
 
 from workflows.base import Item
 from workflows.facts import FactSpec, InMemoryFactStore, write_fact_json, write_fact_npz
+from workflows.loading import build_model
 from workflows.packaging import Manifest, weight_specs, write_package
-from workflows.registry import build_model
 from workflows.training.common import (
     COUNTRIES,
     DEVICES,
