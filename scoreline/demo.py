@@ -31,6 +31,8 @@ from workflows import ModelRegistry, sample_items
 
 __all__ = ["DemoPlan", "run_demo"]
 
+STATUSES = (Status.OK, Status.ERROR, Status.EXPIRED)
+
 BAD_KINDS = ("malformed_json", "unknown_objective", "wrong_type", "forbidden_reply_to", "expired",
              "payload_too_large")
 
@@ -91,7 +93,10 @@ async def run_demo(kafka: KafkaSettings, layout: TopicLayout, rules: Rules, regi
     return {
         "sent": good + plan.bad_per_kind * len(BAD_KINDS),
         "bad_sent": plan.bad_per_kind * len(BAD_KINDS),
-        "results": {s: tally.statuses.get(s, 0) for s in (Status.OK, Status.ERROR, Status.EXPIRED)},
+        "results": {s: tally.statuses.get(s, 0) for s in STATUSES},
+        "by_objective": {objective: {"results": {s: counts.get(s, 0) for s in STATUSES},
+                                     "models": {k[6:]: n for k, n in sorted(counts.items()) if k.startswith("model:")}}
+                         for objective, counts in sorted(tally.by_objective.items())},
         "dead_lettered": sum(tally.dead_letters.values()),
         "dead_letters_by_code": dict(tally.dead_letter_codes),
         "shadow_results": {"primary": tally.shadow_sides["primary"], "shadow": tally.shadow_sides["shadow"]},
@@ -184,6 +189,8 @@ class _Tally:
         self._seen = [0, 0]
         self.results: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
+        self.by_objective: dict[str, Counter[str]] = {}
+        """Per objective: results by status, and by the model that scored them (``model:<id>``)."""
         self.dead_letters: Counter[str] = Counter()
         self.dead_letter_codes: Counter[str] = Counter()
         self.shadow_sides: Counter[str] = Counter()
@@ -199,6 +206,10 @@ class _Tally:
             if result.request_id.startswith(self.prefix):
                 self.results[result.request_id] += 1
                 self.statuses[result.status] += 1
+                counts = self.by_objective.setdefault(result.objective or "?", Counter())
+                counts[result.status] += 1
+                if result.model:
+                    counts[f"model:{result.model}"] += 1
                 self.last_result_at = time.perf_counter()
         self._seen[0] = len(replies)
         for record in sidecar[self._seen[1]:]:

@@ -28,6 +28,7 @@ from workflows.errors import ModelPackageError
 from workflows.facts import FactBatch, FactStore
 
 if TYPE_CHECKING:
+    from workflows.onnx import OnnxModel
     from workflows.packaging import Manifest
 
 __all__ = [
@@ -100,6 +101,9 @@ class Package(NamedTuple):
     sha256: str
     "What exactly was loaded: the sha256 of the package's files."
 
+    onnx: OnnxModel | None = None
+    "The package's ONNX model, loaded once, when the manifest declares one."
+
 
 @runtime_checkable
 class Model(Protocol):
@@ -148,6 +152,14 @@ class Workflow(ABC):
         sessions or read vocabularies once per model load, never per batch.
         """
         self.package = package
+
+    @property
+    def onnx(self) -> OnnxModel:
+        """The package's ONNX model (``self.onnx.run(features)`` once per batch in ``predict``)."""
+        if self.package is None or self.package.onnx is None:
+            raise ModelPackageError(f"workflow {type(self).__name__} runs an ONNX model but its manifest declares "
+                                    "none (add an 'onnx' field)")
+        return self.package.onnx
 
     def require(self, *names: str) -> tuple[np.ndarray, ...]:
         """Return the named weight arrays, or raise :class:`ModelPackageError`."""

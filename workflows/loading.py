@@ -43,6 +43,7 @@ from workflows.base import Package, Workflow, WorkflowModel
 from workflows.catalog import WORKFLOWS
 from workflows.errors import ModelPackageError, ModelUnavailable
 from workflows.facts import FactStore
+from workflows.onnx import OnnxModel
 from workflows.packaging import Manifest, load_manifest, load_weights
 
 __all__ = [
@@ -213,7 +214,8 @@ def build_model(directory: str | Path, facts: FactStore) -> WorkflowModel:
     weights = load_weights(directory, manifest)
     try:
         workflow = cls(weights, manifest.params)
-        workflow.load(Package(directory, manifest, sha256))
+        session = OnnxModel(directory, manifest.onnx) if manifest.onnx is not None else None
+        workflow.load(Package(directory, manifest, sha256, session))
     except ScorelineError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the class raises, the package is what is broken

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from workflows.errors import ModelPackageError
+from workflows.onnx import OnnxSpec, parse_onnx_spec
 
 __all__ = [
     "EXAMPLES_FILE",
@@ -103,6 +104,9 @@ class Manifest:
     baseline_metrics: Mapping[str, float]
     "The baseline's metrics, same names, same held-out data."
 
+    onnx: OnnxSpec | None = None
+    "The package's ONNX model (file, inputs, outputs), if its workflow runs one (``workflows.onnx``)."
+
     @property
     def id(self) -> str:
         """``<name>@<version>``."""
@@ -113,6 +117,10 @@ class Manifest:
         doc = asdict(self)
         doc["facts"] = list(self.facts)
         doc["weights"] = {n: {"shape": list(w.shape), "dtype": w.dtype} for n, w in self.weights.items()}
+        if self.onnx is None:
+            del doc["onnx"]
+        else:
+            doc["onnx"] = self.onnx.to_dict()
         return {"format": FORMAT, **doc}
 
     def summary(self) -> dict[str, Any]:
@@ -221,6 +229,7 @@ def load_manifest(directory: str | Path) -> Manifest:
         metrics=metrics,
         baseline=_field(doc, "baseline", str, directory),
         baseline_metrics=baseline_metrics,
+        onnx=parse_onnx_spec(doc.get("onnx"), lambda message: _fail(directory, message)),
     )
 
 

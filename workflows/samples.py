@@ -22,7 +22,10 @@ from workflows.training.fraud_score import CATEGORIES as _CATEGORIES
 
 __all__ = ["OBJECTIVES", "sample_items"]
 
-OBJECTIVES = ("title-ranking", "fraud-score")
+_PLANS = ("basic", "standard", "premium")
+_PRICE = {"basic": 9.0, "standard": 15.0, "premium": 22.0}
+
+OBJECTIVES = ("title-ranking", "fraud-score", "churn-risk")
 "The objectives :func:`sample_items` can make inputs for."
 
 _SURFACES = ("home", "search", "detail")
@@ -56,7 +59,7 @@ def sample_items(
     unknown_rate: float = 0.03,
     facts_dir: str | Path | None = None,
 ) -> list[Item]:
-    """``n`` realistic items for ``objective`` (``title-ranking`` or ``fraud-score``).
+    """``n`` realistic items for ``objective`` (``title-ranking``, ``fraud-score`` or ``churn-risk``).
 
     Deterministic for a given ``seed``. About ``unknown_rate`` of the users
     (and, for ranking, of the title ids) are not in the facts.
@@ -76,6 +79,18 @@ def sample_items(
             "device": device[u],
             "surface": str(_SURFACES[rng.integers(len(_SURFACES))]) if objective == "title-ranking" else "checkout",
         }
+        if objective == "churn-risk":
+            context["surface"] = "account"
+            plan = _PLANS[int(rng.choice(len(_PLANS), p=(0.5, 0.35, 0.15)))]
+            tenure = int(min(120, np.floor(np.exp(rng.normal(2.3, 1.0)))))
+            items.append(Item(context, {
+                "tenure_months": tenure,
+                "monthly_spend": round(_PRICE[plan] * float(np.exp(rng.normal(0.0, 0.25))), 2),
+                "support_tickets_90d": int(rng.poisson(0.6 + 0.8 * (tenure < 6))),
+                "plan": plan,
+                "autopay": bool(rng.random() < 0.6),
+            }))
+            continue
         if objective == "title-ranking":
             chosen = rng.choice(len(titles), size=min(titles_per_item, len(titles)), replace=False)
             ids = [titles[j] for j in chosen]

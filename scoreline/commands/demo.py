@@ -41,6 +41,10 @@ def _print_table(summary: dict) -> None:
     results = summary["results"]
     print(f"sent {summary['sent']} requests ({summary['bad_sent']} bad on purpose)")
     print(f"results: {results['ok']} ok, {results['error']} error, {results['expired']} expired")
+    for objective, entry in summary["by_objective"].items():
+        counts = entry["results"]
+        models = ", ".join(f"{model} {n}" for model, n in entry["models"].items())
+        print(f"  {objective:<17} {counts['ok']} ok, {counts['error']} error, {counts['expired']} expired  ({models})")
     print(f"dead letters: {summary['dead_lettered']} {summary['dead_letters_by_code']}")
     shadow = summary["shadow_results"]
     print(f"shadow records: {shadow['primary']} primary, {shadow['shadow']} shadow")

@@ -31,7 +31,7 @@ def tr(doc: Doc) -> Doc:
 def test_example_parses(example_rules) -> None:
     assert example_rules.version == 1
     assert example_rules.shards == ("s1", "s2")
-    assert example_rules.models_on("s1") == ("title-ranking@v1", "fraud-score@v2")
+    assert example_rules.models_on("s1") == ("title-ranking@v1", "fraud-score@v2", "churn-risk@v1")
     assert example_rules.shard_of("title-ranking@v2") == "s2"
     assert example_rules.shard_key_path("title-ranking") == "context.user_id"
     assert example_rules.needs_context("title-ranking") is True

@@ -69,7 +69,7 @@ def test_impact_of_a_fact_lists_models_and_objectives(lineage) -> None:
     assert impact["objectives"] == ["title-ranking"]
     assert {"objective": "title-ranking", "role": "canary 10%", "path": "objectives.title-ranking.canary.model",
             "model": "title-ranking@v2"} in impact["uses"]
-    assert lineage.impact("fact", "user_profile")["objectives"] == ["fraud-score"]
+    assert lineage.impact("fact", "user_profile")["objectives"] == ["churn-risk", "fraud-score"]
 
 
 def test_impact_of_a_model(lineage) -> None:
@@ -82,7 +82,8 @@ def test_unrouted_models_are_listed_not_hidden(manifests) -> None:
     rules = load_rules(EXAMPLES_DIR / "rules-shadow-all.json")
     lineage = build_lineage(rules, manifests, FACTS, lambda f: f"x.facts.{f}")
     impact = lineage.impact("fact", "user_profile")
-    assert impact["objectives"] == [] and impact["unrouted_models"] == ["fraud-score@v1", "fraud-score@v2"]
+    assert impact["objectives"] == []
+    assert impact["unrouted_models"] == ["churn-risk@v1", "churn-risk@v2", "fraud-score@v1", "fraud-score@v2"]
     assert lineage.models["fraud-score@v1"]["shard"] is None
     assert "not routed by rules v" in lineage.render()
 

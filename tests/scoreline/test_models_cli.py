@@ -18,7 +18,7 @@ def run_json(capsys, *argv: str):
 def test_models_list_json(capsys) -> None:
     rows = run_json(capsys, "models", "list", "--json")
     assert [f"{r['name']}@{r['version']}" for r in rows] == [
-        "fraud-score@v1", "fraud-score@v2", "title-ranking@v1", "title-ranking@v2"]
+        "churn-risk@v1", "churn-risk@v2", "fraud-score@v1", "fraud-score@v2", "title-ranking@v1", "title-ranking@v2"]
     assert all(set(r) == {"name", "version", "objective", "shard", "metrics", "baseline_metrics"} for r in rows)
     by_id = {f"{r['name']}@{r['version']}": r for r in rows}
     assert by_id["title-ranking@v2"]["shard"] == "s2"

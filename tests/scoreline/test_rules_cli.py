@@ -49,7 +49,7 @@ def test_validate_accepts_the_shipped_rules(capsys):
     code, out, _ = run_cli(capsys, "rules", "validate", RULES, "--json")
     assert code == 0
     assert out["valid"] and out["problems"] == []
-    assert out["objectives"] == ["title-ranking", "fraud-score"]
+    assert out["objectives"] == ["title-ranking", "fraud-score", "churn-risk"]
 
 
 def test_validate_names_every_problem_by_path_and_fails(capsys, bad_rules):

@@ -12,7 +12,8 @@ from workflows.base import Model
 from workflows.errors import ModelUnavailable
 from workflows.registry import ModelRegistry, default_facts_dir, default_models_dir
 
-SHIPPED = ("fraud-score@v1", "fraud-score@v2", "title-ranking@v1", "title-ranking@v2")
+SHIPPED = ("churn-risk@v1", "churn-risk@v2", "fraud-score@v1", "fraud-score@v2", "title-ranking@v1",
+           "title-ranking@v2")
 
 
 @pytest.fixture
@@ -36,7 +37,8 @@ def test_ids_describe_and_list_do_not_load_weights(registry: ModelRegistry, load
     for entry in listed:
         assert set(entry) == {"name", "version", "objective", "workflow", "facts", "metrics", "baseline_metrics"}
     assert registry.describe("title-ranking@v2")["objective"] == "title-ranking"
-    assert registry.objectives() == {"fraud-score": SHIPPED[:2], "title-ranking": SHIPPED[2:]}
+    assert registry.objectives() == {"churn-risk": SHIPPED[:2], "fraud-score": SHIPPED[2:4],
+                                     "title-ranking": SHIPPED[4:]}
     assert loads == [] and registry.loaded() == ()
 
 
@@ -67,7 +69,7 @@ def test_broken_manifest_is_listed_as_an_id_but_not_described(models_copy: Path,
     assert "title-ranking@v1" in registry.ids()
     with pytest.raises(ModelUnavailable, match="manifest.json is missing"):
         registry.describe("title-ranking@v1")
-    assert len(registry.list_models()) == 3
+    assert len(registry.list_models()) == len(SHIPPED) - 1
 
 
 def test_unknown_model(registry: ModelRegistry) -> None:

@@ -14,7 +14,8 @@ from workflows.facts import InMemoryFactStore
 from workflows.packaging import load_manifest
 from workflows.registry import default_facts_dir, default_models_dir
 
-SHIPPED = ("fraud-score@v1", "fraud-score@v2", "title-ranking@v1", "title-ranking@v2")
+SHIPPED = ("churn-risk@v1", "churn-risk@v2", "fraud-score@v1", "fraud-score@v2", "title-ranking@v1",
+           "title-ranking@v2")
 
 
 @pytest.mark.parametrize("model_id", SHIPPED)
@@ -25,7 +26,7 @@ def test_shipped_metrics_beat_the_baseline(model_id: str) -> None:
         assert value > manifest.baseline_metrics[name] + 0.05, name
 
 
-@pytest.mark.parametrize("objective", ["title-ranking", "fraud-score"])
+@pytest.mark.parametrize("objective", ["title-ranking", "fraud-score", "churn-risk"])
 def test_v2_differs_measurably_from_v1(objective: str) -> None:
     v1 = load_manifest(default_models_dir() / f"{objective}@v1").metrics
     v2 = load_manifest(default_models_dir() / f"{objective}@v2").metrics
@@ -35,6 +36,7 @@ def test_v2_differs_measurably_from_v1(objective: str) -> None:
 @pytest.mark.parametrize(("script", "objective"), [
     ("workflows.training.title_ranking", "title-ranking"),
     ("workflows.training.fraud_score", "fraud-score"),
+    ("workflows.training.churn_risk", "churn-risk"),
 ])
 def test_retraining_with_the_seed_reproduces_the_shipped_packages(tmp_path: Path, script: str, objective: str) -> None:
     shipped = {v: load_manifest(default_models_dir() / f"{objective}@{v}") for v in ("v1", "v2")}

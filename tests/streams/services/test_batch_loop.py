@@ -134,7 +134,10 @@ async def test_a_refused_dead_letter_replays_the_batch_instead_of_committing_it(
         assert broker.commit_log == []
         refusing[0] = False
         assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 2}, timeout=5)
-    assert broker.values("out") == [b"v0", b"v1"]
+    # Nothing lost: each input landed as output, or (if the flip came between the two flushes of a
+    # replay) as a dead letter holding its bytes.
+    letters = [base64.b64decode(orjson.loads(v)["original_b64"]) for v in broker.values(LAYOUT.deadletter)]
+    assert set(broker.values("out")) | set(letters) == {b"v0", b"v1"}
 
 
 async def test_live_records_come_before_a_backlog_of_backfill_a_slice_at_a_time():

@@ -94,7 +94,11 @@ async def test_bad_input_ends_where_the_contract_says(kafka, layout, rules, regi
     assert summary["missing"] == 0, summary
     assert summary["duplicates"] == 0, summary
     assert summary["bad_sent"] == 2 * len(BAD_KINDS)
-    assert summary["results"] == {"ok": 40, "error": 4, "expired": 2}  # unknown objective and wrong type reply
+    # Every objective's 20 answered (three: the ONNX churn-risk too); unknown objective and wrong type reply.
+    assert summary["results"] == {"ok": 20 * len(rules.objectives), "error": 4, "expired": 2}
+    assert {o: e["results"]["ok"] for o, e in summary["by_objective"].items() if o in rules.objectives} == {
+        "title-ranking": 20, "fraud-score": 20, "churn-risk": 20}
+    assert summary["by_objective"]["churn-risk"]["models"] == {"churn-risk@v1": 20}
     assert summary["dead_letters_by_code"] == {"malformed_json": 2, "unknown_objective": 2, "wrong_type": 2,
                                                "forbidden_reply_to": 2, "payload_too_large": 2}
     decoded = [codec.decode_dead_letter(r.value) for r in letters.records]
