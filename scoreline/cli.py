@@ -14,6 +14,7 @@ from scoreline.commands import (
     broker,
     demo,
     facts,
+    init,
     lineage,
     models,
     replay,
@@ -24,7 +25,7 @@ from scoreline.commands import (
     top,
 )
 
-COMMANDS = [broker, run, send, demo, rules, bench, backfill, replay, models, facts, lineage, shadow, top]
+COMMANDS = [broker, init, run, send, demo, rules, bench, backfill, replay, models, facts, lineage, shadow, top]
 
 
 def build_parser() -> argparse.ArgumentParser:
