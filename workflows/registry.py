@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+RESCAN_INTERVAL_S = 1.0
+"""A request for a model the directory did not hold rescans it, but not more often than this."""
 
 MODELS_DIR_ENV = "SCORELINE_MODELS_DIR"
 FACTS_DIR_ENV = "SCORELINE_FACTS_DIR"
@@ -58,6 +62,7 @@ class ModelRegistry:
         self.facts = facts
         self._lock = threading.Lock()
         self._ids: tuple[str, ...] | None = None
+        self._scanned_at = 0.0
         self._manifests: dict[str, Manifest | ModelUnavailable] = {}
         self._models: dict[str, Model | ModelUnavailable] = {}
 
@@ -75,6 +80,7 @@ class ModelRegistry:
                     if entry.is_dir() and ("@" in entry.name or (entry / MANIFEST_FILE).exists()):
                         found.append(entry.name)
             self._ids = tuple(found)
+            self._scanned_at = time.monotonic()
         return self._ids
 
     def objectives(self) -> dict[str, tuple[str, ...]]:
@@ -166,7 +172,10 @@ class ModelRegistry:
         return {i: str(e) for i, e in failures.items() if isinstance(e, ModelUnavailable)}
 
     def _known(self, model_id: str) -> None:
-        # Unknown ids are not cached: clients may name arbitrary models.
+        # Unknown ids are not cached: clients may name arbitrary models. A miss rescans the directory
+        # (at most once a second), so a package copied in since is found without a restart.
+        if model_id not in self.ids() and time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
+            self._ids = None
         if model_id not in self.ids():
             raise ModelUnavailable(
                 f"no model {model_id!r} in {self.models_dir} (have: {', '.join(self.ids()) or 'none'})"
