@@ -63,8 +63,8 @@ def metrics_port(flag: int | None) -> int | None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    rules, registry = settings.load_example_rules(args), settings.model_registry(args)
     kafka = settings.kafka_settings(args)
-    rules = settings.load_example_rules(args)
     options = PipelineOptions(roles=tuple(args.role or ROLES), shards=args.shard,
                               workers_per_shard=args.workers_per_shard, max_request_bytes=args.max_request_bytes,
                               fact_source=args.facts, metrics_port=metrics_port(args.metrics_port),
@@ -73,7 +73,7 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Pipeline(kafka, settings.layout(args), rules, settings.model_registry(args), options) as pipeline:
+    async with Pipeline(kafka, settings.layout(args), rules, registry, options) as pipeline:
         await pipeline.wait_ready()
         progress(f"scoreline running on {kafka.bootstrap}: roles {', '.join(options.roles)}, "
                  f"rules version {pipeline.rules.version}; Ctrl-C stops")

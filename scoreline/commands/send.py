@@ -46,6 +46,10 @@ def _json_arg(text: str, name: str) -> dict:
 
 async def _send(args: argparse.Namespace) -> int:
     context, payload = _json_arg(args.context, "context"), _json_arg(args.payload, "payload")
+    # The configuration first: a path that is wrong fails in one line before anything connects.
+    rules = settings.load_example_rules(args)
+    for check in (settings.models_dir, settings.facts_dir):  # loaded only if this command serves in-process
+        check(args)
     kafka = settings.kafka_settings(args)
     layout = settings.layout(args)
     async with contextlib.AsyncExitStack() as stack:
@@ -53,7 +57,7 @@ async def _send(args: argparse.Namespace) -> int:
             progress("no scoreline router is running on this cluster; serving this request in-process "
                      "(`scoreline run` keeps one running)")
             pipeline = await stack.enter_async_context(
-                Pipeline(kafka, layout, settings.load_example_rules(args), settings.model_registry(args)))
+                Pipeline(kafka, layout, rules, settings.model_registry(args)))
             await pipeline.wait_ready()
         client = await stack.enter_async_context(ScoreClient(kafka, args.client, layout=layout))
         try:

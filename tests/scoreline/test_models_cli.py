@@ -72,3 +72,53 @@ def test_lineage_impact(capsys, target, objectives) -> None:
 def test_lineage_impact_rejects_unknown_targets(capsys) -> None:
     assert main(["lineage", "--impact", "fact:nope"]) == 2
     assert "[invalid_value]" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- new, validate, init, configuration
+
+
+def test_models_new_writes_a_skeleton_that_validates(tmp_path, capsys) -> None:
+    doc = run_json(capsys, "models", "new", "churn@v1", "--objective", "churn", "--dir", str(tmp_path), "--json")
+    assert doc["files"] == ["examples.json", "manifest.json", "workflow.py"]
+    report = run_json(capsys, "models", "validate", str(tmp_path / "churn@v1"), "--json")
+    assert report["valid"] and report["outcomes"] == {"ok": 3} and report["us_per_request"] > 0
+    assert report["sha256"] and report["id"] == "churn@v1"
+
+
+def test_models_validate_names_the_fault_and_exits_1(tmp_path, capsys) -> None:
+    assert main(["models", "new", "churn@v1", "--objective", "churn", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "churn@v1" / "workflow.py").write_text("import torch_that_is_not_here\n")
+    capsys.readouterr()
+    assert main(["models", "validate", str(tmp_path / "churn@v1")]) == 1
+    out = capsys.readouterr().out
+    assert "churn@v1: INVALID [model_unavailable]" in out and "No module named 'torch_that_is_not_here'" in out
+
+
+def test_models_new_refuses_an_existing_package_in_one_line(tmp_path, capsys) -> None:
+    assert main(["models", "new", "churn@v1", "--objective", "churn", "--dir", str(tmp_path)]) == 0
+    assert main(["models", "new", "churn@v1", "--objective", "churn", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[invalid_config]" in err[0] and "exists already" in err[0]
+
+
+def test_init_writes_a_project_whose_rules_and_package_validate(tmp_path, capsys) -> None:
+    doc = run_json(capsys, "init", str(tmp_path / "p"), "--objective", "churn", "--client", "app", "--json")
+    assert doc["run"].startswith("scoreline run --rules")
+    assert run_json(capsys, "rules", "validate", doc["rules"], "--json")["objectives"] == ["churn"]
+    assert run_json(capsys, "models", "validate", doc["model"], "--json")["valid"]
+    rows = run_json(capsys, "models", "list", "--json", "--rules", doc["rules"], "--models-dir",
+                    str(tmp_path / "p" / "models"))
+    assert [(r["name"], r["shard"]) for r in rows] == [("churn", "s1")]
+
+
+@pytest.mark.parametrize("argv", [
+    ["models", "list", "--models-dir", "/no/such/models"],
+    ["lineage", "--facts-dir", "/no/such/facts"],
+    ["run", "--rules", "/no/such/rules.json"],
+    ["send", "--objective", "churn", "--rules", "/no/such/rules.json"],
+])
+def test_a_missing_configuration_path_is_one_line_naming_it(argv, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SCORELINE_BOOTSTRAP", "127.0.0.1:1")  # a closed port: the configuration fails first
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[invalid_config]" in err[0] and "/no/such/" in err[0], err

@@ -43,7 +43,16 @@ from workflows.onnx import OnnxSpec, TensorSpec
 from workflows.packaging import EXAMPLES_FILE, Manifest, write_package
 from workflows.training import churn_risk_workflow
 from workflows.training.churn_risk_workflow import FEATURES, PLANS
-from workflows.training.common import COUNTRIES, DEVICES, auc, average_precision, cli, population, write_user_profile
+from workflows.training.common import (
+    COUNTRIES,
+    DEVICES,
+    auc,
+    average_precision,
+    cli,
+    population,
+    probability_metrics,
+    write_user_profile,
+)
 
 N_SUBSCRIPTIONS, N_TRAIN = 40_000, 30_000
 PRICE = {"basic": 9.0, "standard": 15.0, "premium": 22.0}
@@ -186,12 +195,7 @@ def main() -> None:
         examples = [{"context": dict(i.context), "payload": dict(i.payload)} for i in test_items[:5]]
         (directory / EXAMPLES_FILE).write_text(json.dumps(examples, indent=2) + "\n", encoding="utf-8")
         write_package(directory, manifest, {})
-        outcomes = build_model(directory, facts).score_batch(test_items)
-        values = [o.value for o in outcomes if o.value is not None]
-        if len(values) != len(outcomes):
-            raise RuntimeError(f"{manifest.id} failed on held-out items: {[o.error for o in outcomes if o.error][:3]}")
-        p = np.array([v["probability"] for v in values])
-        metrics = {"auc": round(auc(y_test, p), 6), "average_precision": round(average_precision(y_test, p), 6)}
+        metrics = probability_metrics(build_model(directory, facts), test_items, y_test)
         write_package(directory, replace(manifest, metrics=metrics, baseline_metrics=baseline), {})
         print(f"{manifest.id}: {metrics} (baseline {baseline})")
     print(f"trained in {time.perf_counter() - started:.1f} s; packages in {models_dir}")

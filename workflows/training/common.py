@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from workflows.base import Item, Model
 from workflows.facts import FactSpec, write_fact_npz
 
 __all__ = [
@@ -146,3 +147,17 @@ def cli(description: str) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=SEED, help=f"random seed (default {SEED})")
     parser.add_argument("--date", default=dt.date.today().isoformat(), help="training date for the manifest")
     return parser.parse_args()
+
+
+def probability_metrics(model: Model, items: Sequence[Item], labels: np.ndarray) -> dict[str, float]:
+    """ROC AUC and average precision of ``model``'s ``probability`` on held-out ``items``, scored as served.
+
+    Raises:
+        RuntimeError: the model failed on a held-out item (a bug to fix before shipping it).
+    """
+    outcomes = model.score_batch(items)
+    values = [o.value for o in outcomes if o.value is not None]
+    if len(values) != len(outcomes):
+        raise RuntimeError(f"{model.id} failed on held-out items: {[o.error for o in outcomes if o.error][:3]}")
+    p = np.array([v["probability"] for v in values])
+    return {"auc": round(auc(labels, p), 6), "average_precision": round(average_precision(labels, p), 6)}

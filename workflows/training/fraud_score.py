@@ -53,6 +53,7 @@ from workflows.training.common import (
     average_precision,
     cli,
     population,
+    probability_metrics,
     sigmoid,
     write_user_profile,
 )
@@ -278,12 +279,7 @@ def main() -> None:
         )
         directory = models_dir / manifest.id
         write_package(directory, manifest, weights)
-        outcomes = build_model(directory, facts).score_batch(test_items)
-        values = [o.value for o in outcomes if o.value is not None]
-        if len(values) != len(outcomes):
-            raise RuntimeError(f"{manifest.id} failed on held-out items: {[o.error for o in outcomes if o.error][:3]}")
-        p = np.array([v["probability"] for v in values])
-        metrics = {"auc": round(auc(y_test, p), 6), "average_precision": round(average_precision(y_test, p), 6)}
+        metrics = probability_metrics(build_model(directory, facts), test_items, y_test)
         write_package(directory, replace(manifest, metrics=metrics), weights)
         print(json.dumps({"model": manifest.id, "metrics": metrics, "baseline_metrics": baseline}))
     print(json.dumps({"seconds": round(time.perf_counter() - started, 1), "fraud_rate": float(data.label.mean())}))
