@@ -146,12 +146,13 @@ def _package_module(directory: Path, module_name: str, model_id: str, sha256: st
         sys.modules[own] = module  # before running it: dataclasses and relative imports look it up there
         try:
             spec.loader.exec_module(module)
-        except BaseException as exc:
+        except (Exception, SystemExit) as exc:  # a package calling sys.exit() must not end the worker
             sys.modules.pop(own, None)
-            if not isinstance(exc, Exception):
-                raise
             raise _fail(directory, f"{location.relative_to(directory)} raised on import: "
                                    f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            sys.modules.pop(own, None)
+            raise
     if not rest:
         return module
     try:
@@ -218,7 +219,7 @@ def build_model(directory: str | Path, facts: FactStore) -> WorkflowModel:
         workflow.load(Package(directory, manifest, sha256, session))
     except ScorelineError:
         raise
-    except Exception as exc:  # noqa: BLE001 - whatever the class raises, the package is what is broken
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the class raises, the package is broken
         raise _fail(directory, f"workflow {manifest.workflow!r} failed to build: {type(exc).__name__}: {exc}") from exc
     for fact in manifest.facts:
         try:

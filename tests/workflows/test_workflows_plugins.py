@@ -96,6 +96,7 @@ BROKEN = {
     "syntax error": ("def broken(:\n", None, "workflow.py raised on import: SyntaxError"),
     "raises on import": ("raise RuntimeError('no GPU here')\n", None,
                          "workflow.py raised on import: RuntimeError: no GPU here"),
+    "exits on import": ("import sys\nsys.exit('no licence')\n", None, "raised on import: SystemExit: no licence"),
     "imports what is not installed": ("import no_such_dependency_xyz\n", None,
                                       "raised on import: ModuleNotFoundError: No module named 'no_such_dep"),
     "no such class": ("X = 1\n", None, "module 'workflow' has no 'Churn'"),
