@@ -15,6 +15,7 @@ from pathlib import Path
 from routing import Rules, load_rules, parse_rules
 from schemas.errors import ScorelineError
 from scoreline.output import progress
+from streams.broker.config import scoreline_home
 from streams.broker.local import LocalBroker
 from streams.topics import TopicLayout
 from streams.transport.settings import KafkaSettings
@@ -22,7 +23,8 @@ from workflows import InMemoryFactStore, ModelRegistry
 from workflows.registry import EXAMPLES_DIR, FACTS_DIR_ENV, MODELS_DIR_ENV, default_facts_dir, default_models_dir
 
 __all__ = ["ConfigError", "EXAMPLES_DIR", "add_config_arguments", "add_connection_arguments", "facts_dir",
-           "kafka_settings", "layout", "load_example_rules", "model_registry", "models_dir", "resolve_bootstrap"]
+           "kafka_settings", "layout", "load_example_rules", "model_cache_dir", "model_registry", "models_dir",
+           "resolve_bootstrap"]
 
 DEFAULT_PREFIX = "scoreline."
 
@@ -69,6 +71,11 @@ def facts_dir(args: argparse.Namespace) -> Path:
     if not path.is_dir():
         raise ConfigError(f"facts directory {path}: not a directory")
     return path
+
+
+def model_cache_dir() -> Path:
+    """Where workers keep packages pulled from the model repository topic (under ``SCORELINE_HOME``)."""
+    return scoreline_home() / "model-cache"
 
 
 def model_registry(args: argparse.Namespace) -> ModelRegistry:

@@ -70,6 +70,11 @@ class TopicLayout:
     def rules(self) -> str:
         return f"{self.prefix}rules"
 
+    @property
+    def models(self) -> str:
+        """The model repository: published packages in chunks, compacted (``streams.repository``)."""
+        return f"{self.prefix}models"
+
     def replies(self, client: str) -> str:
         return f"{self.prefix}replies.{client}"
 

@@ -23,7 +23,8 @@ STREAMS_LAYERS = {
     "streams.facts": {"streams.transport"},
     "streams.broker": set(),
     "streams.client": {"streams.transport"},
-    "streams.services": {"streams.transport", "streams.ops", "streams.rules", "streams.facts"},
+    "streams.repository": {"streams.transport"},
+    "streams.services": {"streams.transport", "streams.ops", "streams.rules", "streams.facts", "streams.repository"},
     "streams.bench": {"streams.transport", "streams.services", "streams.broker"},
 }
 STREAMS_TOP = {"streams.errors", "streams.topics"}

@@ -65,6 +65,7 @@ class ModelRegistry:
         self._scanned_at = 0.0
         self._manifests: dict[str, Manifest | ModelUnavailable] = {}
         self._models: dict[str, Model | ModelUnavailable] = {}
+        self._located: dict[str, Path] = {}
 
     @classmethod
     def default(cls) -> ModelRegistry:
@@ -79,9 +80,30 @@ class ModelRegistry:
                 for entry in sorted(self.models_dir.iterdir()):
                     if entry.is_dir() and ("@" in entry.name or (entry / MANIFEST_FILE).exists()):
                         found.append(entry.name)
+            found += [model_id for model_id in self._located if model_id not in found]
             self._ids = tuple(found)
             self._scanned_at = time.monotonic()
         return self._ids
+
+    def register(self, model_id: str, directory: Path) -> None:
+        """Serve ``model_id`` from ``directory`` too (a package pulled from a repository).
+
+        A package of ``models_dir`` with the same id wins, for development.
+        """
+        with self._lock:
+            self._located[model_id] = Path(directory)
+            self._ids = None
+
+    def unavailable(self, model_id: str, problem: ModelUnavailable) -> None:
+        """Record that ``model_id`` cannot be had (e.g. its repository copy does not verify): ``get`` raises it."""
+        with self._lock:
+            self._located.pop(model_id, None)
+            self._models[model_id] = problem
+
+    def directory(self, model_id: str) -> Path:
+        """Where the package ``model_id`` is: ``models_dir``, else where :meth:`register` put it."""
+        local = self.models_dir / model_id
+        return local if local.is_dir() or model_id not in self._located else self._located[model_id]
 
     def objectives(self) -> dict[str, tuple[str, ...]]:
         """Model ids per objective, from the readable manifests."""
@@ -104,7 +126,7 @@ class ModelRegistry:
             cached = self._manifests.get(model_id)
             if cached is None:
                 try:
-                    cached = load_manifest(self.models_dir / model_id)
+                    cached = load_manifest(self.directory(model_id))
                 except ModelUnavailable as exc:
                     cached = exc
                 self._manifests[model_id] = cached
@@ -124,7 +146,7 @@ class ModelRegistry:
             cached = self._models.get(model_id)
             if cached is None:
                 try:
-                    cached = build_model(self.models_dir / model_id, self.facts)
+                    cached = build_model(self.directory(model_id), self.facts)
                     log.info("loaded model %s", model_id)
                 except ModelUnavailable as exc:
                     log.error("model %s is unavailable: %s", model_id, exc)
@@ -174,6 +196,8 @@ class ModelRegistry:
     def _known(self, model_id: str) -> None:
         # Unknown ids are not cached: clients may name arbitrary models. A miss rescans the directory
         # (at most once a second), so a package copied in since is found without a restart.
+        if model_id in self._models:  # loaded, or known to be unavailable (and why)
+            return
         if model_id not in self.ids() and time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
             self._ids = None
         if model_id not in self.ids():

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 from pathlib import Path
 
+from routing import Rules
 from scoreline import settings
 from scoreline.commands.lineage import add_source_arguments, load_lineage
 from scoreline.model_check import check_package
 from scoreline.output import emit_json
+from streams.repository import ModelRepository
+from streams.rules.log import read_log
 from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, package_sha256, validate_package
 from workflows.skeleton import new_package
 
@@ -33,8 +38,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--json", action="store_true", help="print one JSON object")
     validate.set_defaults(func=run_validate)
 
+    publish = actions.add_parser("publish", help="validate a package and publish it to the model repository topic")
+    settings.add_connection_arguments(publish, rules=False)
+    publish.add_argument("path", metavar="PATH", help="the package directory (<models dir>/NAME@VERSION)")
+    publish.add_argument("--facts-dir", default=None, help="fact files its workflow looks up, for the validation")
+    publish.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who publishes (default $USER)")
+    publish.add_argument("--json", action="store_true", help="print one JSON object")
+    publish.set_defaults(func=run_publish)
+
+    pull = actions.add_parser("pull", help="write a published package out, verified")
+    settings.add_connection_arguments(pull, rules=False)
+    pull.add_argument("model", metavar="NAME@VERSION")
+    pull.add_argument("--dir", default=".", help="the directory to write NAME@VERSION/ in (default: here)")
+    pull.add_argument("--json", action="store_true", help="print one JSON object")
+    pull.set_defaults(func=run_pull)
+
+    retire = actions.add_parser("retire", help="tombstone a published package (refused while the rules route to it)")
+    settings.add_connection_arguments(retire)
+    retire.add_argument("model", metavar="NAME@VERSION")
+    retire.add_argument("--json", action="store_true", help="print one JSON object")
+    retire.set_defaults(func=run_retire)
+
     listing = actions.add_parser("list", help="every package: objective, shard, offline metrics")
     add_source_arguments(listing)
+    listing.add_argument("--published", action="store_true",
+                         help="also the model repository topic's packages (needs Kafka: --bootstrap)")
+    listing.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers, with --published")
     listing.add_argument("--json", action="store_true", help="print one JSON list")
     listing.set_defaults(func=run_list)
 
@@ -75,12 +104,73 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0 if report["valid"] else 1
 
 
+def _repository(args: argparse.Namespace) -> ModelRepository:
+    return ModelRepository(settings.kafka_settings(args), settings.layout(args), cache_dir=settings.model_cache_dir())
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    report = check_package(Path(args.path), settings.facts_dir(args))
+    if not report["valid"]:
+        raise ModelUnavailable(f"not published: {report['summary']}")
+    repository = _repository(args)
+    published = asyncio.run(repository.publish(Path(args.path), by=args.by))
+    doc = {"id": published.id, "sha256": published.sha256, "bytes": published.size, "chunks": published.chunks,
+           "created": published.created, "topic": repository.topic}
+    if args.json:
+        emit_json(doc)
+    elif published.created:
+        print(f"published {published.id} to {repository.topic}: {published.size} bytes in {published.chunks} "
+              f"chunks, sha256 {published.sha256}")
+    else:
+        print(f"{published.id} is already published with these bytes (sha256 {published.sha256[:12]}…): nothing to do")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    repository = _repository(args)
+    directory = asyncio.run(repository.pull(args.model, Path(args.dir)))
+    sha256 = package_sha256(directory)
+    if args.json:
+        emit_json({"id": args.model, "path": str(directory), "sha256": sha256})
+    else:
+        print(f"pulled {args.model} into {directory} (sha256 {sha256}, verified)")
+    return 0
+
+
+def run_retire(args: argparse.Namespace) -> int:
+    rules = asyncio.run(_rules_in_force(args))
+    routed = {model: f"rules version {rules.version}, shard {shard}" for model, shard in rules.models.items()}
+    head = asyncio.run(_repository(args).retire(args.model, routed=routed))
+    if args.json:
+        emit_json({"id": head.id, "sha256": head.sha256, "retired": True})
+    else:
+        print(f"retired {head.id} (sha256 {head.sha256[:12]}…): its records are tombstoned")
+    return 0
+
+
+async def _rules_in_force(args: argparse.Namespace) -> Rules:
+    """The newest published rules version, else the rules file the flags name."""
+    log = await read_log(settings.kafka_settings(args), settings.layout(args).rules, timeout=30.0)
+    return log.latest.rules() if log.latest is not None else settings.load_example_rules(args)
+
+
 def run_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
     rules = settings.load_example_rules(args)
     rows = [{"name": m["name"], "version": m["version"], "objective": m["objective"],
              "shard": rules.models.get(f"{m['name']}@{m['version']}"), "metrics": m["metrics"],
-             "baseline_metrics": m["baseline_metrics"]} for m in registry.list_models()]
+             "baseline_metrics": m["baseline_metrics"], "source": "local"} for m in registry.list_models()]
+    if args.published:
+        repository = _repository(args)
+        asyncio.run(repository.refresh())
+        local = {f"{r['name']}@{r['version']}" for r in rows}
+        for model_id, head in repository.heads().items():
+            if model_id in local:
+                continue
+            manifest = head.manifest
+            rows.append({"name": manifest["name"], "version": manifest["version"], "objective": manifest["objective"],
+                         "shard": rules.models.get(model_id), "metrics": manifest["metrics"],
+                         "baseline_metrics": manifest["baseline_metrics"], "source": repository.topic})
     if args.json:
         emit_json(rows)
         return 0
@@ -88,7 +178,9 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         metrics = ", ".join(f"{k} {v:.3f} ({row['baseline_metrics'].get(k, float('nan')):.3f})"
                             for k, v in row["metrics"].items())
-        print(f"{row['name'] + '@' + row['version']:<20} {row['objective']:<14} {row['shard'] or '-':<6} {metrics}")
+        source = "" if row["source"] == "local" else f"  [published on {row['source']}]"
+        print(f"{row['name'] + '@' + row['version']:<20} {row['objective']:<14} {row['shard'] or '-':<6} {metrics}"
+              f"{source}")
     for model_id, why in registry.problems().items():
         print(f"! {model_id}: {why}")
     return 0

@@ -12,7 +12,7 @@ import orjson
 from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.client.score_client import ScoreClient, ScoreTimeout
-from streams.services.pipeline import Pipeline
+from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.admin import router_running
 
 
@@ -57,7 +57,8 @@ async def _send(args: argparse.Namespace) -> int:
             progress("no scoreline router is running on this cluster; serving this request in-process "
                      "(`scoreline run` keeps one running)")
             pipeline = await stack.enter_async_context(
-                Pipeline(kafka, layout, rules, settings.model_registry(args)))
+                Pipeline(kafka, layout, rules, settings.model_registry(args),
+                         PipelineOptions(model_cache=settings.model_cache_dir())))
             await pipeline.wait_ready()
         client = await stack.enter_async_context(ScoreClient(kafka, args.client, layout=layout))
         try:

@@ -7,12 +7,14 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from routing import Rules
 from schemas import codec
 from streams.facts.topic import worker_fact_source
 from streams.ops.http import MetricsServer
 from streams.ops.metrics import PipelineMetrics
+from streams.repository import ModelRepository
 from streams.rules.holder import RulesHolder
 from streams.rules.publisher import RulesWatcher
 from streams.services.batch import BatchService
@@ -59,6 +61,9 @@ class PipelineOptions:
     trust_client_field: bool = True
     """Whether requests on the shared request topics may name their own client. Turn off once every client
     publishes to its own topic under Kafka ACLs (docs/security.md)."""
+    model_cache: Path | None = None
+    """Workers pull models that the local models directory lacks from the model repository topic into this
+    cache (``scoreline models publish``); None: serve only what is on disk."""
 
 
 class Pipeline:
@@ -77,6 +82,9 @@ class Pipeline:
         """This pipeline's Prometheus metrics, in a registry of its own."""
         self.metrics_server: MetricsServer | None = None
         """The HTTP port serving them, when ``metrics_port`` asks for one."""
+        self.repository = ModelRepository(kafka, layout, cache_dir=options.model_cache) \
+            if options.model_cache is not None else None
+        """The model repository the workers pull from (one per process: one read of the topic serves all)."""
 
     async def __aenter__(self) -> Pipeline:
         await self.start()
@@ -136,11 +144,11 @@ class Pipeline:
     def _facts(self) -> dict:
         """A worker's registry (and, with Kafka facts, its own store and the materialiser that fills it)."""
         if self.options.fact_source == "files":
-            return {"registry": self.registry}
+            return {"registry": self.registry, "repository": self.repository}
         if self.options.fact_source != "kafka":
             raise ValueError(f"fact_source must be 'files' or 'kafka', got {self.options.fact_source!r}")
         registry, facts = worker_fact_source(self.kafka, self.layout, self.registry)
-        return {"registry": registry, "facts": facts}
+        return {"registry": registry, "facts": facts, "repository": self.repository}
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every role has partitions assigned."""

@@ -27,10 +27,11 @@ from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch, Record, Transport
 from streams.transport.settings import KafkaSettings
-from workflows import Item, ModelRegistry, Outcome
+from workflows import Item, ModelRegistry, ModelUnavailable, Outcome
 
 if TYPE_CHECKING:
     from streams.facts.topic import FactTopicMaterialiser
+    from streams.repository import ModelRepository
 
 __all__ = ["Worker", "ShadowWorker"]
 
@@ -64,9 +65,12 @@ class Worker(BatchService):
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *, shard: str,
                  group_id: str | None = None,
-                 facts: FactTopicMaterialiser | None = None, transport: Transport | None = None) -> None:
+                 facts: FactTopicMaterialiser | None = None, transport: Transport | None = None,
+                 repository: ModelRepository | None = None) -> None:
         super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
                          topics=self._topics(layout, shard), transport=transport)
+        self.repository = repository
+        """Where models that no local directory holds are pulled from (``streams.repository``), if anywhere."""
         self.shard = shard
         self.registry = registry
         self.facts = facts
@@ -122,6 +126,9 @@ class Worker(BatchService):
                         scored_ms=0.0, status=Status.EXPIRED, partition=await self._reply_partition(work))
                     continue
                 by_model[self._model_of(work)].append(work)
+        if self.repository is not None:
+            for model_id in by_model:
+                await self._resolve(model_id)
         for model_id, works in by_model.items():
             began = time.perf_counter()
             outcomes = self._score(model_id, works)
@@ -132,6 +139,20 @@ class Worker(BatchService):
                 if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
                         ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
+
+    async def _resolve(self, model_id: str) -> None:
+        """Pull ``model_id`` from the repository into the cache the first time a batch needs it."""
+        assert self.repository is not None
+        if model_id in self.registry.ids():
+            return
+        try:
+            directory = await self.repository.ensure(model_id)
+        except ModelUnavailable as exc:  # held by the repository but not verifiable: never served
+            log.error("%s: %s", self.role, exc)
+            self.registry.unavailable(model_id, exc)
+            return
+        if directory is not None:
+            self.registry.register(model_id, directory)
 
     def _model_of(self, work: Work) -> str:
         return work.headers.get(H.MODEL) or ""
@@ -241,9 +262,9 @@ class ShadowWorker(Worker):
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *,
                  group_id: str | None = None, facts: FactTopicMaterialiser | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, repository: ModelRepository | None = None) -> None:
         super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow",
-                         facts=facts, transport=transport)
+                         facts=facts, transport=transport, repository=repository)
 
     @staticmethod
     def _topics(layout: TopicLayout, shard: str) -> list[str]:

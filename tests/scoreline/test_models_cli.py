@@ -19,7 +19,8 @@ def test_models_list_json(capsys) -> None:
     rows = run_json(capsys, "models", "list", "--json")
     assert [f"{r['name']}@{r['version']}" for r in rows] == [
         "churn-risk@v1", "churn-risk@v2", "fraud-score@v1", "fraud-score@v2", "title-ranking@v1", "title-ranking@v2"]
-    assert all(set(r) == {"name", "version", "objective", "shard", "metrics", "baseline_metrics"} for r in rows)
+    keys = {"name", "version", "objective", "shard", "metrics", "baseline_metrics", "source"}
+    assert all(set(r) == keys and r["source"] == "local" for r in rows)
     by_id = {f"{r['name']}@{r['version']}": r for r in rows}
     assert by_id["title-ranking@v2"]["shard"] == "s2"
     assert by_id["fraud-score@v1"]["metrics"]["auc"] > by_id["fraud-score@v1"]["baseline_metrics"]["auc"]

@@ -1,0 +1,113 @@
+"""The model repository on a real broker: publish, immutability, chunks, verification, retire, workers pulling."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from streams_testing import eventually
+
+from routing import rules_to_doc
+from streams.client.score_client import ScoreClient
+from streams.repository import ModelConflict, ModelRepository, RepositoryError
+from streams.repository.records import CHUNK_SHA_HEADER, chunk_key
+from streams.rules.publisher import RulesPublisher
+from streams.services.pipeline import Pipeline, PipelineOptions
+from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, package_sha256
+from workflows.registry import default_facts_dir
+from workflows.skeleton import new_package
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def repository(kafka, layout, tmp_path) -> ModelRepository:
+    return ModelRepository(kafka, layout, cache_dir=tmp_path / "cache")
+
+
+async def test_publish_then_pull_gives_the_same_bytes_and_a_published_version_is_immutable(repository, tmp_path):
+    package = new_package(tmp_path / "src", "echo@v1", "echo")
+    first = await repository.publish(package, by="test")
+    assert first.created and first.chunks == 1 and first.sha256 == package_sha256(package)
+    again = await repository.publish(package, by="test")
+    assert not again.created and again.sha256 == first.sha256  # the same bytes: a no-op
+    (package / "workflow.py").write_text((package / "workflow.py").read_text() + "\n# changed\n")
+    with pytest.raises(ModelConflict, match="a published version is immutable") as err:
+        await repository.publish(package, by="test")
+    assert err.value.code == "model_conflict"
+    pulled = await repository.pull("echo@v1", tmp_path / "out")
+    assert pulled == tmp_path / "out" / "echo@v1" and package_sha256(pulled) == first.sha256
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["echo@v1"]  # nothing half-written left beside it
+    assert set(repository.heads()) == {"echo@v1"}
+
+
+async def test_a_package_larger_than_a_message_travels_in_chunks(repository, tmp_path):
+    package = new_package(tmp_path / "src", "big@v1", "big")
+    (package / "vocabulary.bin").write_bytes(os.urandom(1_300_000))
+    published = await repository.publish(package, by="test")
+    assert published.chunks == 3
+    assert package_sha256(await repository.pull("big@v1", tmp_path / "out")) == published.sha256
+
+
+async def test_a_tampered_or_missing_chunk_is_never_served(repository, kafka, tmp_path):
+    package = new_package(tmp_path / "src", "big@v1", "big")
+    (package / "vocabulary.bin").write_bytes(os.urandom(1_300_000))
+    await repository.publish(package, by="test")
+    producer = kafka.producer("test-tamper")
+    await producer.start()
+    try:
+        forged = b"x" * 10
+        await producer.send_and_wait(repository.topic, forged, key=chunk_key("big@v1", 1).encode(),
+                                     headers=[(CHUNK_SHA_HEADER, b"0" * 64)])
+        with pytest.raises(RepositoryError, match="chunk 1 does not match its sha256"):
+            await repository.pull("big@v1", tmp_path / "out")
+        await producer.send_and_wait(repository.topic, None, key=chunk_key("big@v1", 1).encode())
+        with pytest.raises(RepositoryError, match=r"chunks \[1\] of 3 are missing"):
+            await repository.pull("big@v1", tmp_path / "out")
+    finally:
+        await producer.stop()
+    assert not (tmp_path / "out" / "big@v1").exists()
+
+
+async def test_retire_is_refused_while_routed_and_then_tombstones_the_version(repository, tmp_path):
+    package = new_package(tmp_path / "src", "echo@v1", "echo")
+    await repository.publish(package, by="test")
+    with pytest.raises(ModelConflict, match="still routed by the rules in force"):
+        await repository.retire("echo@v1", routed={"echo@v1": "rules version 3, shard s1"})
+    await repository.retire("echo@v1", routed={})
+    await repository.refresh()
+    assert repository.heads() == {}
+    with pytest.raises(ModelUnavailable, match="no model 'echo@v1' in the repository"):
+        await repository.pull("echo@v1", tmp_path / "out")
+
+
+async def test_a_running_pipeline_serves_versions_published_after_it_started_without_a_restart(
+        kafka, layout, rules, tmp_path):
+    """Nothing of theirs on its disk: the workers pull each version on first need, verified, into their cache."""
+    empty = tmp_path / "models"
+    empty.mkdir()
+    registry = ModelRegistry(empty, InMemoryFactStore.from_dir(default_facts_dir()))
+    options = PipelineOptions(roles=("router", "worker"), model_cache=tmp_path / "cache")
+    async with Pipeline(kafka, layout, rules, registry, options) as pipeline:
+        await pipeline.wait_ready()
+        publisher = ModelRepository(kafka, layout, cache_dir=tmp_path / "unused")
+        versions = [f"echo@v{i}" for i in range(1, 4)]
+        for model_id in versions:
+            package = new_package(tmp_path / "src", model_id, "echo")
+            manifest = json.loads((package / "manifest.json").read_text())
+            (package / "manifest.json").write_text(json.dumps({**manifest, "params": {"scale": float(model_id[-1])}}))
+            await publisher.publish(package, by="test")
+        doc = json.loads(json.dumps(rules_to_doc(rules)))
+        doc["models"].update({m: {"shard": rules.shards[0]} for m in versions})
+        doc["objectives"]["echo"] = {"shard_key": "context.user_id", "default": versions[0],
+                                     "override_clients": ["demo"]}
+        await RulesPublisher(kafka, layout, published_by="test").publish(doc)
+        assert await eventually(lambda: "echo" in pipeline.rules().objectives, timeout=30)
+        async with ScoreClient(kafka, "demo", layout=layout) as client:
+            results = [await client.score("echo", {"user_id": "u-1"}, {"x": 1.0}, model=m, timeout=30)
+                       for m in versions]
+    assert [(r.status, r.model) for r in results] == [("ok", m) for m in versions]
+    assert len({r.result["score"] for r in results}) == 3  # each version's own parameters
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == versions
+    assert list(empty.iterdir()) == []
