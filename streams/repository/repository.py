@@ -12,6 +12,7 @@ that no local models directory holds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas.errors import ScorelineError
 from streams.repository.records import CHUNK_SHA_HEADER, Head, chunk_key, chunks_of, pack, parse_key, unpack
@@ -86,11 +87,17 @@ class ModelRepository:
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
 
     async def refresh(self) -> None:
-        """Read the repository topic to its end (the latest record per key)."""
+        """Read the repository topic to its end: the heads, and where each key's latest chunk is.
+
+        Chunk values are not kept (a repository of hundreds of packages would not fit in a worker):
+        :meth:`_archive` fetches a package's chunks again, by offset, when it is pulled.
+        """
         await self.create_topic()
         latest: dict[str, ConsumerRecord] = {}
         for record in await read_topic(self.kafka, self.topic, timeout=self.timeout):
             key = record.key.decode("utf-8", "replace") if record.key else ""
+            if parse_key(key)[1] is not None and record.value is not None:
+                record = dataclasses.replace(record, value=b"")  # where it is, not what it holds
             latest[key] = record
         self._records, self._read_at = latest, time.monotonic()
 
@@ -170,7 +177,7 @@ class ModelRepository:
             RepositoryError: chunks missing, a digest mismatch, an archive for another id.
         """
         await self.refresh()
-        return self._materialise(model_id, target)
+        return await self._materialise(model_id, target)
 
     async def ensure(self, model_id: str) -> Path | None:
         """The cached package ``model_id`` (pulled on first need); None if the repository has no such id.
@@ -188,39 +195,76 @@ class ModelRepository:
             cached = self.cache_dir / head.sha256[:16] / model_id
             if cached.is_dir():
                 return cached
-            return await asyncio.to_thread(self._materialise, model_id, cached.parent)
+            return await self._materialise(model_id, cached.parent)
 
-    def _materialise(self, model_id: str, target: Path) -> Path:
+    async def _materialise(self, model_id: str, target: Path) -> Path:
         head = self.heads().get(model_id)
         if head is None:
             raise ModelUnavailable(f"no model {model_id!r} in the repository {self.topic}")
         final = target / model_id
-        if final.is_dir() and package_sha256(final) == head.sha256:
+        if final.is_dir() and await asyncio.to_thread(package_sha256, final) == head.sha256:
             return final
-        archive = self._archive(head)
+        archive = self._archive(head, await self._fetch_chunks(head))
+        # Unpacking and hashing are disk and CPU work: off the event loop.
+        return await asyncio.to_thread(self._install, head, archive, target)
+
+    def _install(self, head: Head, archive: bytes, target: Path) -> Path:
+        final = target / head.id
         target.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=target))
+        staging = Path(tempfile.mkdtemp(prefix=f".{head.id}.", dir=target))
         try:
             try:
-                unpacked = unpack(archive, staging, model_id)
+                unpacked = unpack(archive, staging, head.id)
             except (ValueError, OSError) as exc:
-                raise RepositoryError(f"{model_id}: the archive does not unpack: {exc}") from exc
+                raise RepositoryError(f"{head.id}: the archive does not unpack: {exc}") from exc
             manifest = load_manifest(unpacked)  # also checks that it names the id it is published under
-            if manifest.id != model_id or package_sha256(unpacked) != head.sha256:
-                raise RepositoryError(f"{model_id}: the unpacked package does not match its published sha256")
+            if manifest.id != head.id or package_sha256(unpacked) != head.sha256:
+                raise RepositoryError(f"{head.id}: the unpacked package does not match its published sha256")
             if final.exists():
                 shutil.rmtree(final)
             unpacked.rename(final)  # atomic: a reader sees no package or the whole one
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        log.info("pulled %s (sha256 %s) into %s", model_id, head.sha256, final)
+        log.info("pulled %s (sha256 %s) into %s", head.id, head.sha256, final)
         return final
 
-    def _archive(self, head: Head) -> bytes:
+    async def _fetch_chunks(self, head: Head) -> dict[int, ConsumerRecord]:
+        """The latest record of each chunk of ``head``, read back from the topic by offset."""
+        wanted: dict[int, int] = {}  # offset -> chunk index
+        for i in range(head.chunks):
+            record = self._records.get(chunk_key(head.id, i))
+            if record is not None and record.value is not None:
+                wanted[record.offset] = i
+        if not wanted:
+            return {}
+        tp = TopicPartition(self.topic, 0)
+        consumer = self.kafka.consumer(group_id=None, role="models-pull", fetch_max_wait_ms=50,
+                                       max_partition_fetch_bytes=4 * 2**20)
+        await consumer.start()
+        found: dict[int, ConsumerRecord] = {}
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, min(wanted))
+            last = max(wanted)
+            deadline = asyncio.get_running_loop().time() + self.timeout
+            while len(found) < len(wanted):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                batch = await consumer.getmany(tp, timeout_ms=200)
+                for record in batch.get(tp, []):
+                    if record.offset in wanted:
+                        found[wanted[record.offset]] = record
+                if await consumer.position(tp) > last:
+                    break
+        finally:
+            await consumer.stop()
+        return found
+
+    def _archive(self, head: Head, chunks: Mapping[int, ConsumerRecord]) -> bytes:
         parts = []
         missing = []
         for i in range(head.chunks):
-            record = self._records.get(chunk_key(head.id, i))
+            record = chunks.get(i)
             if record is None or record.value is None:
                 missing.append(i)
                 continue
