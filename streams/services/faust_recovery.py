@@ -88,7 +88,7 @@ class Recovery(_Recovery):
         its position may already be past records nobody processed: while the changelog is read,
         the fetcher can ask aiokafka for the records of an emptied set of active partitions,
         which means all of them, and then discard those of the paused stream partitions.
-        ``Consumer.seek`` also resets faust's read offset, so the records are delivered again.
+        Seeking also resets faust's read offset, so the records are delivered again.
         """
         app: Any = self.app
         consumer = app.consumer
@@ -97,8 +97,10 @@ class Recovery(_Recovery):
         fresh = [tp for tp in tps if not committed.get(tp)]
         reset = consumer.earliest_offsets if app.conf.consumer_auto_offset_reset == "earliest" else consumer.highwaters
         starts = await reset(*fresh) if fresh else {}
-        for tp in tps:
-            await consumer.seek(tp, committed.get(tp) or starts[tp])
+        # Through the consumer's own thread: faust's Consumer.seek calls aiokafka's seek from this one,
+        # racing the fetcher there (seen as a KeyError in Fetcher.fetched_records that stops the
+        # comparator for good). seek_wait sets faust's read offsets as Consumer.seek does.
+        await consumer._thread.seek_wait({tp: committed.get(tp) or starts[tp] for tp in tps})
 
 
 class TableManager(_TableManager):
