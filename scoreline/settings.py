@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 from routing import Rules, load_rules, parse_rules
@@ -47,14 +48,20 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, rules: bool = T
                             help="routing rules file (default: SCORELINE_RULES, else the shipped example rules)")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, *, facts: bool = True) -> None:
-    """``--models-dir`` (and ``--facts-dir``): where the model packages (and fact files) are."""
+def add_config_arguments(parser: argparse.ArgumentParser, *, facts: bool = True, serving: bool = True) -> None:
+    """``--models-dir`` (and ``--facts-dir``): where the model packages (and fact files) are; for commands that
+    serve, ``--model-memory-budget`` too."""
     parser.add_argument("--models-dir", default=None,
                         help=f"model packages, one <name>@<version>/ each (default: {MODELS_DIR_ENV}, "
                              "else the shipped example models)")
     if facts:
         parser.add_argument("--facts-dir", default=None,
                             help=f"fact files (default: {FACTS_DIR_ENV}, else the shipped example facts)")
+    if not serving:
+        return
+    parser.add_argument("--model-memory-budget", default=os.environ.get("SCORELINE_MODEL_MEMORY_BUDGET", "2GiB"),
+                        help="bytes the loaded models of this process may hold, e.g. 512MiB; the least recently "
+                             "used are evicted past it (default: SCORELINE_MODEL_MEMORY_BUDGET, else 2GiB)")
 
 
 def models_dir(args: argparse.Namespace) -> Path:
@@ -78,6 +85,15 @@ def model_cache_dir() -> Path:
     return scoreline_home() / "model-cache"
 
 
+def parse_bytes(text: str) -> int:
+    """``512MiB``, ``2GiB``, ``1.5GB`` or a plain number of bytes; ``ConfigError`` otherwise."""
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1, "": 1}
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if match is None or match.group(2).lower() not in units:
+        raise ConfigError(f"memory size {text!r}: give bytes, or a number with KiB, MiB, GiB (or KB, MB, GB)")
+    return int(float(match.group(1)) * units[match.group(2).lower()])
+
+
 def model_registry(args: argparse.Namespace) -> ModelRegistry:
     """The models and facts the command's flags name, facts loaded (a broken fact file is a ``ConfigError``)."""
     directory = facts_dir(args)
@@ -85,7 +101,8 @@ def model_registry(args: argparse.Namespace) -> ModelRegistry:
         facts = InMemoryFactStore.from_dir(directory)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"facts directory {directory}: {type(exc).__name__}: {exc}") from exc
-    return ModelRegistry(models_dir(args), facts)
+    budget = getattr(args, "model_memory_budget", None)
+    return ModelRegistry(models_dir(args), facts, memory_budget=parse_bytes(budget) if budget else None)
 
 
 def resolve_bootstrap(args: argparse.Namespace) -> str:

@@ -1,19 +1,27 @@
-"""The models a worker can serve: packages on disk, loaded lazily.
+"""The models a worker can serve: packages on disk, loaded lazily, within a memory budget.
 
 A :class:`ModelRegistry` lists the packages of a models directory from their
 manifests alone, and loads a model (weights, workflow, fact check) the first
 time :meth:`ModelRegistry.get` asks for it. A package that cannot be loaded is
-remembered as broken: every later ``get`` raises the same
-:class:`~workflows.errors.ModelUnavailable` without touching the disk again,
-so one bad package costs one log line, not a crash or a retry storm.
+remembered as broken: later ``get`` calls raise the same
+:class:`~workflows.errors.ModelUnavailable` without touching the disk, until a
+retry is due (after 1 s, then twice as long each time, at most a minute), so a
+transient fault (facts not loaded yet) heals and a bad package costs a log line
+a minute, not a crash or a retry storm. With a ``memory_budget`` the registry
+keeps the most recently used models within it and evicts the least recently
+used; a model larger than the whole budget is refused, not loaded and evicted
+in a loop. Concurrent first requests for one model share one load (the lock).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,7 @@ from workflows.packaging import MANIFEST_FILE, Manifest, load_manifest
 
 __all__ = [
     "EXAMPLES_DIR",
+    "model_bytes",
     "FACTS_DIR_ENV",
     "MODELS_DIR_ENV",
     "ModelRegistry",
@@ -33,6 +42,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
+"""A failed load is retried after this long, doubling up to the maximum."""
 
 RESCAN_INTERVAL_S = 1.0
 """A request for a model the directory did not hold rescans it, but not more often than this."""
@@ -54,18 +66,33 @@ def default_facts_dir() -> Path:
     return Path(os.environ.get(FACTS_DIR_ENV) or EXAMPLES_DIR / "facts")
 
 
-class ModelRegistry:
-    """The packages of one models directory, loaded on first use and cached."""
+@dataclass
+class _Failure:
+    error: ModelUnavailable
+    attempts: int
+    retry_at: float
 
-    def __init__(self, models_dir: Path, facts: FactStore) -> None:
+
+class ModelRegistry:
+    """The packages of one models directory, loaded on first use, kept within a memory budget."""
+
+    def __init__(self, models_dir: Path, facts: FactStore, *, memory_budget: int | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.facts = facts
+        self.memory_budget = memory_budget
+        """Bytes the loaded models may hold together (``model_bytes``); None: no limit."""
         self._lock = threading.Lock()
         self._ids: tuple[str, ...] | None = None
         self._scanned_at = 0.0
         self._manifests: dict[str, Manifest | ModelUnavailable] = {}
-        self._models: dict[str, Model | ModelUnavailable] = {}
+        self._models: OrderedDict[str, Model] = OrderedDict()  # least recently used first
+        self._sizes: dict[str, int] = {}
+        self._failed: dict[str, _Failure] = {}
         self._located: dict[str, Path] = {}
+        self.counts: Counter[str] = Counter()
+        """``loads``, ``failures``, ``evictions`` so far (for the metrics)."""
+        self.load_seconds = 0.0
+        """Time spent loading models, in all."""
 
     @classmethod
     def default(cls) -> ModelRegistry:
@@ -98,7 +125,7 @@ class ModelRegistry:
         """Record that ``model_id`` cannot be had (e.g. its repository copy does not verify): ``get`` raises it."""
         with self._lock:
             self._located.pop(model_id, None)
-            self._models[model_id] = problem
+            self._fail(model_id, problem)
 
     def directory(self, model_id: str) -> Path:
         """Where the package ``model_id`` is: ``models_dir``, else where :meth:`register` put it."""
@@ -135,34 +162,73 @@ class ModelRegistry:
         return cached
 
     def get(self, model_id: str) -> Model:
-        """The model ``model_id``, loaded and validated on first use.
+        """The model ``model_id``, loaded and validated on first use, then kept while the budget allows.
 
         Raises:
-            ModelUnavailable: unknown id, or a package that failed to load
-                (then on every call, from the cached failure).
+            ModelUnavailable: unknown id, a package that failed to load (from the cached failure
+                until its retry is due), or a model larger than the whole memory budget.
         """
         self._known(model_id)
         with self._lock:
-            cached = self._models.get(model_id)
-            if cached is None:
-                try:
-                    cached = build_model(self.directory(model_id), self.facts)
-                    log.info("loaded model %s", model_id)
-                except ModelUnavailable as exc:
-                    log.error("model %s is unavailable: %s", model_id, exc)
-                    cached = exc
-                except Exception as exc:  # noqa: BLE001 - a broken package must never crash a worker
-                    log.exception("model %s failed to load", model_id)
-                    cached = ModelUnavailable(f"model {model_id} failed to load: {type(exc).__name__}: {exc}")
-                self._models[model_id] = cached
-        if isinstance(cached, ModelUnavailable):
-            raise ModelUnavailable(str(cached)) from cached
-        return cached
+            model = self._models.get(model_id)
+            if model is not None:
+                self._models.move_to_end(model_id)
+                return model
+            failure = self._failed.get(model_id)
+            if failure is not None and time.monotonic() < failure.retry_at:
+                raise ModelUnavailable(str(failure.error)) from failure.error
+            began = time.perf_counter()
+            try:
+                model = build_model(self.directory(model_id), self.facts)
+            except ModelUnavailable as exc:
+                log.error("model %s is unavailable: %s", model_id, exc)
+                raise self._fail(model_id, exc) from exc
+            except Exception as exc:  # noqa: BLE001 - a broken package must never crash a worker
+                log.exception("model %s failed to load", model_id)
+                error = ModelUnavailable(f"model {model_id} failed to load: {type(exc).__name__}: {exc}")
+                raise self._fail(model_id, error) from exc
+            finally:
+                self.counts["loads"] += 1
+                self.load_seconds += time.perf_counter() - began
+            size = model_bytes(model)
+            if self.memory_budget is not None and size > self.memory_budget:
+                error = ModelUnavailable(f"model {model_id} holds {size} bytes, more than the whole memory budget "
+                                         f"of {self.memory_budget}: raise --model-memory-budget or slim the model")
+                raise self._fail(model_id, error, permanent=True)
+            self._failed.pop(model_id, None)
+            self._models[model_id], self._sizes[model_id] = model, size
+            log.info("loaded model %s (%d bytes)", model_id, size)
+            self._evict(keep=model_id)
+            return model
+
+    def _fail(self, model_id: str, error: ModelUnavailable, *, permanent: bool = False) -> ModelUnavailable:
+        previous = self._failed.get(model_id)
+        attempts = previous.attempts + 1 if previous else 1
+        wait = math.inf if permanent else min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempts - 1))
+        self._failed[model_id] = _Failure(error, attempts, time.monotonic() + wait)
+        self.counts["failures"] += 1
+        return ModelUnavailable(str(error))
+
+    def _evict(self, *, keep: str) -> None:
+        """Drop the least recently used models until the rest fit the budget (never ``keep``)."""
+        if self.memory_budget is None:
+            return
+        while sum(self._sizes.values()) > self.memory_budget and len(self._models) > 1:
+            victim = next(m for m in self._models if m != keep)
+            del self._models[victim]
+            freed = self._sizes.pop(victim)
+            self.counts["evictions"] += 1
+            log.info("evicted model %s (%d bytes) to stay within the memory budget", victim, freed)
+
+    def bytes_held(self) -> int:
+        """What the loaded models hold together (``model_bytes``)."""
+        with self._lock:
+            return sum(self._sizes.values())
 
     def loaded(self) -> tuple[str, ...]:
-        """The ids of the models loaded so far (broken ones excluded)."""
+        """The ids of the models loaded now, least recently used first (broken and evicted ones excluded)."""
         with self._lock:
-            return tuple(i for i, m in self._models.items() if not isinstance(m, ModelUnavailable))
+            return tuple(self._models)
 
     def describe(self, model_id: str) -> dict[str, Any]:
         """What ``model_id`` is, from its manifest: name, version, objective, workflow, facts, metrics."""
@@ -190,13 +256,14 @@ class ModelRegistry:
     def problems(self) -> dict[str, str]:
         """Why each unreadable or unloadable package failed, by id (only packages tried so far)."""
         with self._lock:
-            failures = {**self._manifests, **self._models}
-        return {i: str(e) for i, e in failures.items() if isinstance(e, ModelUnavailable)}
+            failures = {i: e for i, e in self._manifests.items() if isinstance(e, ModelUnavailable)}
+            failures.update({i: f.error for i, f in self._failed.items()})
+        return {i: str(e) for i, e in failures.items()}
 
     def _known(self, model_id: str) -> None:
         # Unknown ids are not cached: clients may name arbitrary models. A miss rescans the directory
         # (at most once a second), so a package copied in since is found without a restart.
-        if model_id in self._models:  # loaded, or known to be unavailable (and why)
+        if model_id in self._models or model_id in self._failed:  # loaded, or known to be unavailable (and why)
             return
         if model_id not in self.ids() and time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
             self._ids = None
@@ -204,3 +271,13 @@ class ModelRegistry:
             raise ModelUnavailable(
                 f"no model {model_id!r} in {self.models_dir} (have: {', '.join(self.ids()) or 'none'})"
             )
+
+
+def model_bytes(model: Model) -> int:
+    """What a loaded model holds in memory, as measured when it loads: its arrays and its ONNX model file."""
+    workflow = getattr(model, "workflow", None)
+    arrays = sum(int(getattr(a, "nbytes", 0)) for a in getattr(workflow, "weights", {}).values())
+    package = getattr(workflow, "package", None)
+    onnx = getattr(package, "onnx", None)
+    onnx_bytes = (package.directory / onnx.spec.file).stat().st_size if package is not None and onnx is not None else 0
+    return arrays + onnx_bytes

@@ -18,7 +18,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         help="routing rules file (default: SCORELINE_RULES, else the shipped example rules)")
     parser.add_argument("--prefix", default=os.environ.get("SCORELINE_TOPIC_PREFIX", "scoreline."),
                         help="topic name prefix (default scoreline.)")
-    settings.add_config_arguments(parser)
+    settings.add_config_arguments(parser, serving=False)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

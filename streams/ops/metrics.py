@@ -31,6 +31,9 @@ assigned_partitions                         gauge      role, group
 rules_version                               gauge      (none)
 model_loaded                                gauge      model
 model_loads_total                           counter    model, outcome (loaded, failed)
+model_bytes                                 gauge      kind (held, budget)
+model_registry_events_total                 counter    event (loads, failures, evictions)
+model_load_seconds_total                    counter    (none)
 ==========================================  =========  ==========================================
 """
 
@@ -313,6 +316,21 @@ class _LiveState(Collector):
             loads.add_metric([model, outcome], n)
         yield loaded
         yield loads
+        held = GaugeMetricFamily("scoreline_model_bytes", "Bytes the loaded models hold (arrays and ONNX files), "
+                                 "against the memory budget.", labels=["kind"])
+        events = CounterMetricFamily("scoreline_model_registry_events", "Model loads, load failures and evictions.",
+                                     labels=["event"])
+        seconds = CounterMetricFamily("scoreline_model_load_seconds", "Time spent loading models.")
+        budget = sum(getattr(r, "memory_budget", None) or 0 for r in registries.values())
+        held.add_metric(["held"], sum(r.bytes_held() for r in registries.values() if hasattr(r, "bytes_held")))
+        if budget:
+            held.add_metric(["budget"], budget)
+        for event in ("loads", "failures", "evictions"):
+            events.add_metric([event], sum(getattr(r, "counts", {}).get(event, 0) for r in registries.values()))
+        seconds.add_metric([], sum(getattr(r, "load_seconds", 0.0) for r in registries.values()))
+        yield held
+        yield events
+        yield seconds
 
 
 def _lag(consumer: Consumer, tp: Any, position: int | None) -> int | None:

@@ -95,3 +95,56 @@ def test_default_dirs_and_env_override(monkeypatch, tmp_path: Path) -> None:
     registry = ModelRegistry.default()
     assert registry.ids() == ("fraud-score@v1",)
     assert registry.get("fraud-score@v1").score_batch([])  == []
+
+
+# ---------------------------------------------------------------- memory budget, eviction, retries
+
+
+def _sizes(facts) -> dict[str, int]:
+    full = ModelRegistry(default_models_dir(), facts)
+    return {m: registry_module.model_bytes(full.get(m)) for m in ("title-ranking@v1", "fraud-score@v1",
+                                                                    "churn-risk@v2")}
+
+
+def test_the_budget_keeps_the_most_recently_used_models_and_evicts_the_least(facts) -> None:
+    sizes = _sizes(facts)
+    assert all(size > 0 for size in sizes.values())
+    budget = sizes["title-ranking@v1"] + sizes["churn-risk@v2"]
+    registry = ModelRegistry(default_models_dir(), facts, memory_budget=budget)
+    registry.get("title-ranking@v1")
+    registry.get("churn-risk@v2")
+    registry.get("title-ranking@v1")  # now the most recently used
+    registry.get("fraud-score@v1")  # over the budget: the least recently used goes
+    assert set(registry.loaded()) == {"title-ranking@v1", "fraud-score@v1"}
+    assert registry.counts["evictions"] == 1 and registry.bytes_held() <= budget
+    assert registry.get("churn-risk@v2").id == "churn-risk@v2"  # an evicted model loads again on demand
+    assert registry.counts["loads"] == 4
+
+
+def test_a_model_larger_than_the_whole_budget_is_refused_not_loaded_and_evicted_in_a_loop(facts, loads) -> None:
+    sizes = _sizes(facts)
+    del loads[:]  # measuring the sizes loaded them once
+    registry = ModelRegistry(default_models_dir(), facts, memory_budget=sizes["title-ranking@v1"] - 1)
+    for _ in range(3):
+        with pytest.raises(ModelUnavailable, match="more than the whole memory budget"):
+            registry.get("title-ranking@v1")
+    assert loads == ["title-ranking@v1"] and registry.loaded() == ()
+    assert registry.get("fraud-score@v1").id == "fraud-score@v1"  # a smaller one still serves
+
+
+def test_a_failed_load_is_retried_after_a_backoff_not_cached_for_ever(models_copy: Path, facts, loads,
+                                                                      monkeypatch) -> None:
+    weights = models_copy / "fraud-score@v2" / "weights.npz"
+    kept = weights.read_bytes()
+    weights.unlink()
+    registry = ModelRegistry(models_copy, facts)
+    clock = [1000.0]
+    monkeypatch.setattr(registry_module.time, "monotonic", lambda: clock[0])
+    with pytest.raises(ModelUnavailable, match="weights.npz is missing"):
+        registry.get("fraud-score@v2")
+    weights.write_bytes(kept)  # the fault goes away (a package repaired, facts arrived)
+    with pytest.raises(ModelUnavailable):
+        registry.get("fraud-score@v2")  # not retried yet: no retry storm
+    clock[0] += registry_module.RETRY_FIRST_S
+    assert registry.get("fraud-score@v2").id == "fraud-score@v2"
+    assert loads == ["fraud-score@v2", "fraud-score@v2"] and registry.problems() == {}

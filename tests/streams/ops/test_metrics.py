@@ -34,6 +34,31 @@ def _record(offset: int):
     return SimpleNamespace(offset=offset, headers=(), timestamp=0)
 
 
+def test_the_registry_state_is_read_at_scrape_time(facts_registry):
+    """Bytes held against the budget, loads, failures and evictions: what the memory budget is doing."""
+    registry = facts_registry
+    registry.get("title-ranking@v1")
+    registry.get("fraud-score@v1")  # over the budget: title-ranking@v1 is evicted
+    pipeline = SimpleNamespace(rules=lambda: SimpleNamespace(version=1), registry=registry, services=[])
+    text = PipelineMetrics(pipeline).exposition().decode()
+    assert samples(text, "scoreline_model_bytes", kind="held") == registry.bytes_held() > 0
+    assert samples(text, "scoreline_model_bytes", kind="budget") == registry.memory_budget
+    assert samples(text, "scoreline_model_registry_events_total", event="loads") == 2
+    assert samples(text, "scoreline_model_registry_events_total", event="evictions") == 1
+    assert samples(text, "scoreline_model_loaded", model="fraud-score@v1") == 1
+
+
+@pytest.fixture
+def facts_registry():
+    from workflows import InMemoryFactStore, ModelRegistry
+    from workflows.registry import default_facts_dir, default_models_dir, model_bytes
+
+    facts = InMemoryFactStore.from_dir(default_facts_dir())
+    probe = ModelRegistry(default_models_dir(), facts)
+    budget = max(model_bytes(probe.get("title-ranking@v1")), model_bytes(probe.get("fraud-score@v1")))
+    return ModelRegistry(default_models_dir(), facts, memory_budget=budget)
+
+
 def test_tallies_reach_prometheus_once_per_batch():
     metrics = PipelineMetrics()
     service = _FakeService()
