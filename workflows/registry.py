@@ -220,6 +220,16 @@ class ModelRegistry:
             self.counts["evictions"] += 1
             log.info("evicted model %s (%d bytes) to stay within the memory budget", victim, freed)
 
+    def needs_load(self, model_id: str) -> bool:
+        """Whether a ``get`` of ``model_id`` would load it now: not loaded, and no failure whose retry is not due.
+
+        No lock: a hint for callers deciding where to run the load (a worker runs it in a thread).
+        """
+        if model_id in self._models:
+            return False
+        failure = self._failed.get(model_id)
+        return failure is None or time.monotonic() >= failure.retry_at
+
     def bytes_held(self) -> int:
         """What the loaded models hold together (``model_bytes``)."""
         with self._lock:

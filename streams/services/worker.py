@@ -9,6 +9,8 @@ the candidate model, records the shadow side, and never replies to a client.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -126,9 +128,13 @@ class Worker(BatchService):
                         scored_ms=0.0, status=Status.EXPIRED, partition=await self._reply_partition(work))
                     continue
                 by_model[self._model_of(work)].append(work)
-        if self.repository is not None:
-            for model_id in by_model:
+        for model_id in by_model:
+            if self.repository is not None:
                 await self._resolve(model_id)
+            if self.registry.needs_load(model_id):
+                # Loading (files, imports, an ONNX session) happens in a thread: the event loop, and the
+                # other roles and the metrics port of this process, go on meanwhile.
+                await asyncio.to_thread(self._load, model_id)
         for model_id, works in by_model.items():
             began = time.perf_counter()
             outcomes = self._score(model_id, works)
@@ -153,6 +159,11 @@ class Worker(BatchService):
             return
         if directory is not None:
             self.registry.register(model_id, directory)
+
+    def _load(self, model_id: str) -> None:
+        """Load ``model_id`` if it can be (a failure is the registry's to remember; ``_score`` reports it)."""
+        with contextlib.suppress(ScorelineError):
+            self.registry.get(model_id)
 
     def _model_of(self, work: Work) -> str:
         return work.headers.get(H.MODEL) or ""

@@ -7,15 +7,18 @@ replays, what it dead-letters, what it serves first, and that a rules reload nev
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import itertools
+import textwrap
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
 from streams_testing import eventually, rules_under
 
+from routing import parse_rules
 from schemas import headers as H
 from schemas.errors import ErrorCode
 from streams.rules.holder import RulesHolder
@@ -213,3 +216,69 @@ async def test_the_double_refuses_a_second_member_of_one_group():
     async with Relay(transport, topics=["in"]):
         with pytest.raises(RuntimeError, match="one member per group"):
             await Relay(transport, topics=["in"]).start()
+
+
+async def test_a_model_loads_in_a_thread_so_the_event_loop_goes_on_meanwhile(tmp_path):
+    """A slow load (files, imports, an ONNX session) must not stall the other roles of the process."""
+    from workflows import InMemoryFactStore
+    from workflows.skeleton import new_package
+
+    models = tmp_path / "models"
+    package = new_package(models, "slow@v1", "slow")
+    (package / "workflow.py").write_text((package / "workflow.py").read_text() + textwrap.dedent("""
+        import threading as _threading
+        TICKS = {"seen": None}
+        _Base = Slow
+        class Slow(_Base):
+            def load(self, package):
+                super().load(package)
+                start = TICKS["read"]()
+                ready = _threading.Event()
+                for _ in range(500):  # up to 5 s: the loop must tick while this load runs
+                    if TICKS["read"]() >= start + 3:
+                        break
+                    ready.wait(0.01)
+                TICKS["seen"] = TICKS["read"]() - start
+        """))
+    rules = dataclasses.replace(parse_rules({
+        "shards": {"s1": {}}, "models": {"slow@v1": {"shard": "s1"}},
+        "clients": {"demo": {"objectives": ["*"], "reply_topics": [LAYOUT.replies("demo")]}},
+        "objectives": {"slow": {"shard_key": "context.user_id", "default": "slow@v1"}}}), version=1)
+    registry = ModelRegistry(models, InMemoryFactStore())
+    broker = MemoryBroker(default_partitions=2)
+    transport = MemoryTransport(broker)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    module = _module_of(registry, "slow@v1")
+    module.TICKS["read"] = lambda: ticks
+    broker.produce(LAYOUT.requests, orjson.dumps({"request_id": "r-1", "objective": "slow", "client": "demo",
+                                                  "reply_to": LAYOUT.replies("demo"), "context": {"user_id": "u-1"},
+                                                  "payload": {"x": 1}}))
+    running = asyncio.create_task(ticker())
+    services = [Router(KAFKA, LAYOUT, lambda: rules, group_id="router", transport=transport),
+                Worker(KAFKA, LAYOUT, registry, shard="s1", group_id="worker.s1", transport=transport)]
+    try:
+        for service in services:
+            await service.start()
+        assert await eventually(lambda: broker.records(LAYOUT.replies("demo")), timeout=10)
+    finally:
+        running.cancel()
+        for service in services:
+            await service.stop()
+    [result] = [orjson.loads(v) for v in broker.values(LAYOUT.replies("demo"))]
+    assert result["status"] == "ok"
+    assert module.TICKS["seen"] >= 3  # the loop went on while the model loaded
+
+
+def _module_of(registry, model_id):
+    """The package's own module, imported the way the worker will import it (and cached under its name)."""
+    from workflows.loading import _package_module, package_sha256
+
+    directory = registry.directory(model_id)
+    return _package_module(directory, "workflow", model_id, package_sha256(directory))
