@@ -50,6 +50,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "build_model",
     "load_package",
+    "package_files",
     "package_sha256",
     "resolve_workflow",
     "validate_package",
@@ -67,15 +68,19 @@ def _fail(directory: Path, message: str) -> ModelPackageError:
     return ModelPackageError(f"model package {directory}: {message}")
 
 
+def package_files(directory: str | Path) -> list[Path]:
+    """The files that make up a package, in path order: everything but caches (``__pycache__``, ``*.pyc``)."""
+    directory = Path(directory)
+    return [file for file in sorted(directory.rglob("*"))
+            if file.is_file() and not (_SKIPPED & set(file.relative_to(directory).parts)) and file.suffix != ".pyc"]
+
+
 def package_sha256(directory: str | Path) -> str:
-    """The sha256 of a package: every file's relative path and bytes, in path order (caches left out)."""
+    """The sha256 of a package: every file's relative path and bytes (:func:`package_files`), in path order."""
     directory = Path(directory)
     digest = hashlib.sha256()
-    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-        relative = file.relative_to(directory)
-        if _SKIPPED & set(relative.parts) or file.suffix == ".pyc":
-            continue
-        digest.update(relative.as_posix().encode() + b"\0")
+    for file in package_files(directory):
+        digest.update(file.relative_to(directory).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()
 

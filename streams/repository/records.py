@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from workflows.loading import package_files
 
 __all__ = ["CHUNK_BYTES", "CHUNK_SHA_HEADER", "Head", "chunk_key", "chunks_of", "pack", "parse_key", "unpack"]
 
@@ -32,7 +33,6 @@ CHUNK_BYTES = 512 * 1024
 CHUNK_SHA_HEADER = "scoreline-chunk-sha256"
 
 _SEPARATOR = "\x00chunk\x00"
-_SKIPPED = {"__pycache__", ".ipynb_checkpoints"}
 
 
 @dataclass(frozen=True)
@@ -79,18 +79,11 @@ def parse_key(key: str) -> tuple[str, int | None]:
     return (model_id, int(index)) if sep else (model_id, None)
 
 
-def _files(directory: Path) -> Iterator[Path]:
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory)
-        if path.is_file() and not (_SKIPPED & set(relative.parts)) and path.suffix != ".pyc":
-            yield path
-
-
 def pack(directory: Path) -> bytes:
     """The package as a deterministic tar archive (paths under ``<id>/``, no times or owners)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for path in _files(directory):
+        for path in package_files(directory):
             info = tarfile.TarInfo(f"{directory.name}/{path.relative_to(directory).as_posix()}")
             data = path.read_bytes()
             info.size, info.mode, info.mtime = len(data), 0o644, 0

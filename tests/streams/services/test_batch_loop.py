@@ -248,19 +248,20 @@ async def test_a_model_loads_in_a_thread_so_the_event_loop_goes_on_meanwhile(tmp
     broker = MemoryBroker(default_partitions=2)
     transport = MemoryTransport(broker)
     ticks = 0
+    loop = asyncio.get_running_loop()
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.005)
+    def tick() -> None:  # runs only while the event loop is free to run callbacks
+        nonlocal ticks, pending
+        ticks += 1
+        pending = loop.call_later(0.005, tick)
+
+    pending = loop.call_soon(tick)
 
     module = _module_of(registry, "slow@v1")
     module.TICKS["read"] = lambda: ticks
     broker.produce(LAYOUT.requests, orjson.dumps({"request_id": "r-1", "objective": "slow", "client": "demo",
                                                   "reply_to": LAYOUT.replies("demo"), "context": {"user_id": "u-1"},
                                                   "payload": {"x": 1}}))
-    running = asyncio.create_task(ticker())
     services = [Router(KAFKA, LAYOUT, lambda: rules, group_id="router", transport=transport),
                 Worker(KAFKA, LAYOUT, registry, shard="s1", group_id="worker.s1", transport=transport)]
     try:
@@ -268,7 +269,7 @@ async def test_a_model_loads_in_a_thread_so_the_event_loop_goes_on_meanwhile(tmp
             await service.start()
         assert await eventually(lambda: broker.records(LAYOUT.replies("demo")), timeout=10)
     finally:
-        running.cancel()
+        pending.cancel()
         for service in services:
             await service.stop()
     [result] = [orjson.loads(v) for v in broker.values(LAYOUT.replies("demo"))]
