@@ -15,6 +15,7 @@ in a loop. Concurrent first requests for one model share one load (the lock).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from workflows.packaging import MANIFEST_FILE, Manifest, load_manifest
 
 __all__ = [
     "EXAMPLES_DIR",
+    "LOAD_BUCKETS_S",
     "model_bytes",
     "FACTS_DIR_ENV",
     "MODELS_DIR_ENV",
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
 """A failed load is retried after this long, doubling up to the maximum."""
+
+LOAD_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""The bounds of the load-seconds histogram."""
 
 RESCAN_INTERVAL_S = 1.0
 """A request for a model the directory did not hold rescans it, but not more often than this."""
@@ -82,6 +87,8 @@ class ModelRegistry:
         self.memory_budget = memory_budget
         """Bytes the loaded models may hold together (``model_bytes``); None: no limit."""
         self._lock = threading.Lock()
+        """Guards the dicts below; never held while a model builds (a load takes its model's own lock)."""
+        self._loading: dict[str, threading.Lock] = {}
         self._ids: tuple[str, ...] | None = None
         self._scanned_at = 0.0
         self._manifests: dict[str, Manifest | ModelUnavailable] = {}
@@ -93,6 +100,10 @@ class ModelRegistry:
         """``loads``, ``failures``, ``evictions`` so far (for the metrics)."""
         self.load_seconds = 0.0
         """Time spent loading models, in all."""
+        self.load_histogram = [0] * (len(LOAD_BUCKETS_S) + 1)
+        """Loads by duration: how many took at most each bound of ``LOAD_BUCKETS_S``, the last slot longer."""
+        self.measured: dict[str, int] = {}
+        """The bytes each model held when it last loaded (kept after eviction: placement plans with it)."""
 
     @classmethod
     def default(cls) -> ModelRegistry:
@@ -169,6 +180,17 @@ class ModelRegistry:
                 until its retry is due), or a model larger than the whole memory budget.
         """
         self._known(model_id)
+        model = self._cached(model_id)
+        if model is not None:
+            return model
+        with self._lock:
+            loading = self._loading.setdefault(model_id, threading.Lock())
+        with loading:  # concurrent first requests share one load; loads of other models go on meanwhile
+            model = self._cached(model_id)  # loaded by the request this one waited for
+            return model if model is not None else self._load(model_id)
+
+    def _cached(self, model_id: str) -> Model | None:
+        """The loaded model (now the most recently used), or None; raises the failure whose retry is not due."""
         with self._lock:
             model = self._models.get(model_id)
             if model is not None:
@@ -177,29 +199,41 @@ class ModelRegistry:
             failure = self._failed.get(model_id)
             if failure is not None and time.monotonic() < failure.retry_at:
                 raise ModelUnavailable(str(failure.error)) from failure.error
-            began = time.perf_counter()
-            try:
-                model = build_model(self.directory(model_id), self.facts)
-            except ModelUnavailable as exc:
-                log.error("model %s is unavailable: %s", model_id, exc)
-                raise self._fail(model_id, exc) from exc
-            except Exception as exc:  # noqa: BLE001 - a broken package must never crash a worker
-                log.exception("model %s failed to load", model_id)
-                error = ModelUnavailable(f"model {model_id} failed to load: {type(exc).__name__}: {exc}")
-                raise self._fail(model_id, error) from exc
-            finally:
+            return None
+
+    def _load(self, model_id: str) -> Model:
+        began = time.perf_counter()
+        try:
+            model = build_model(self.directory(model_id), self.facts)
+        except ModelUnavailable as exc:
+            log.error("model %s is unavailable: %s", model_id, exc)
+            raise self._failing(model_id, exc) from exc
+        except Exception as exc:  # noqa: BLE001 - a broken package must never crash a worker
+            log.exception("model %s failed to load", model_id)
+            error = ModelUnavailable(f"model {model_id} failed to load: {type(exc).__name__}: {exc}")
+            raise self._failing(model_id, error) from exc
+        finally:
+            elapsed = time.perf_counter() - began
+            with self._lock:
                 self.counts["loads"] += 1
-                self.load_seconds += time.perf_counter() - began
-            size = model_bytes(model)
+                self.load_seconds += elapsed
+                self.load_histogram[bisect.bisect_left(LOAD_BUCKETS_S, elapsed)] += 1
+        size = model_bytes(model)
+        with self._lock:
             if self.memory_budget is not None and size > self.memory_budget:
                 error = ModelUnavailable(f"model {model_id} holds {size} bytes, more than the whole memory budget "
                                          f"of {self.memory_budget}: raise --model-memory-budget or slim the model")
                 raise self._fail(model_id, error, permanent=True)
             self._failed.pop(model_id, None)
             self._models[model_id], self._sizes[model_id] = model, size
-            log.info("loaded model %s (%d bytes)", model_id, size)
+            self.measured[model_id] = size
             self._evict(keep=model_id)
-            return model
+        log.info("loaded model %s (%d bytes) in %.3f s", model_id, size, elapsed)
+        return model
+
+    def _failing(self, model_id: str, error: ModelUnavailable) -> ModelUnavailable:
+        with self._lock:
+            return self._fail(model_id, error)
 
     def _fail(self, model_id: str, error: ModelUnavailable, *, permanent: bool = False) -> ModelUnavailable:
         previous = self._failed.get(model_id)
@@ -228,7 +262,9 @@ class ModelRegistry:
         if model_id in self._models:
             return False
         failure = self._failed.get(model_id)
-        return failure is None or time.monotonic() >= failure.retry_at
+        if failure is None:
+            return model_id in self.ids()  # an unknown id fails fast, with no load to wait for
+        return time.monotonic() >= failure.retry_at
 
     def bytes_held(self) -> int:
         """What the loaded models hold together (``model_bytes``)."""

@@ -33,13 +33,14 @@ model_loaded                                gauge      model
 model_loads_total                           counter    model, outcome (loaded, failed)
 model_bytes                                 gauge      kind (held, budget)
 model_registry_events_total                 counter    event (loads, failures, evictions)
-model_load_seconds_total                    counter    (none)
+model_load_seconds                          histogram  (none)
 ==========================================  =========  ==========================================
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -47,12 +48,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streams.ops import tracing
 from streams.ops.health import CONTENT_TYPE, PipelineView, ServiceView
 from streams.transport.protocols import Batch, Consumer
+from workflows.registry import LOAD_BUCKETS_S
 
 __all__ = ["PipelineMetrics", "ServiceMetrics", "LATENCY_BUCKETS", "BATCH_BUCKETS", "CONTENT_TYPE"]
 
@@ -320,14 +322,18 @@ class _LiveState(Collector):
                                  "against the memory budget.", labels=["kind"])
         events = CounterMetricFamily("scoreline_model_registry_events", "Model loads, load failures and evictions.",
                                      labels=["event"])
-        seconds = CounterMetricFamily("scoreline_model_load_seconds", "Time spent loading models.")
+        seconds = HistogramMetricFamily("scoreline_model_load_seconds", "How long each model load took.")
         budget = sum(getattr(r, "memory_budget", None) or 0 for r in registries.values())
         held.add_metric(["held"], sum(r.bytes_held() for r in registries.values() if hasattr(r, "bytes_held")))
         if budget:
             held.add_metric(["budget"], budget)
         for event in ("loads", "failures", "evictions"):
             events.add_metric([event], sum(getattr(r, "counts", {}).get(event, 0) for r in registries.values()))
-        seconds.add_metric([], sum(getattr(r, "load_seconds", 0.0) for r in registries.values()))
+        by_bound = [sum(n) for n in zip(*(r.load_histogram for r in registries.values()
+                                           if hasattr(r, "load_histogram")))] or [0] * (len(LOAD_BUCKETS_S) + 1)
+        cumulative = list(itertools.accumulate(by_bound))
+        seconds.add_metric([], [(str(b), n) for b, n in zip((*LOAD_BUCKETS_S, "+Inf"), cumulative)],
+                           sum_value=sum(getattr(r, "load_seconds", 0.0) for r in registries.values()))
         yield held
         yield events
         yield seconds

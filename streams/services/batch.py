@@ -20,7 +20,7 @@ from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
 from streams.transport.kafka import KafkaTransport
 from streams.transport.outbox import Outbox
-from streams.transport.protocols import Batch, Consumer, Producer, Record, Transport
+from streams.transport.protocols import Batch, Consumer, Producer, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["BatchService", "Batch", "BACKFILL_SUFFIX"]
@@ -62,6 +62,8 @@ class BatchService(ABC):
         self._committing: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._partitions: dict[str, int] = {}
+        self._stopped_at: dict[TopicPartition, tuple[int, int]] = {}
+        """Partitions whose commit stopped short of the batch's end for work held back: (end, committed)."""
         self.batches = 0
         self.records = 0
         self.dead_letters = 0
@@ -137,8 +139,8 @@ class BatchService(ABC):
         outbox: Outbox = Outbox(self.producer)
         while not self._stopping.is_set():
             batch = await self._poll()
-            if not batch:
-                continue
+            if not batch and not self.held():
+                continue  # with work held back, an empty poll still lets ``handle`` finish it
             began = time.perf_counter()
             try:
                 await self.handle(batch, outbox)
@@ -151,11 +153,12 @@ class BatchService(ABC):
                 self._rewind(batch)
                 await asyncio.sleep(self.retry_pause_s)
                 continue
-            self.batches += 1
-            self.records += sum(len(r) for r in batch.values())
             settled = time.perf_counter()
             self._commit_soon(batch)
-            self.metrics.batch_done(batch, began, handled, settled)
+            if batch:
+                self.batches += 1
+                self.records += sum(len(r) for r in batch.values())
+                self.metrics.batch_done(batch, began, handled, settled)
 
     async def _poll(self) -> Batch:
         """The next batch, live work first: backfill only fills the room live leaves, a slice at a time.
@@ -168,8 +171,9 @@ class BatchService(ABC):
         limit = self.kafka.fetch_max_records
         assigned = consumer.assignment()
         backfill = [tp for tp in assigned if tp.topic.endswith(BACKFILL_SUFFIX)]
+        idle_ms = 10 if self.held() else 100  # work held back is looked at again soon
         if not backfill:
-            return await consumer.getmany(timeout_ms=100, max_records=limit)
+            return await consumer.getmany(timeout_ms=idle_ms, max_records=limit)
         live = [tp for tp in assigned if not tp.topic.endswith(BACKFILL_SUFFIX)]
         batch = await consumer.getmany(*live, timeout_ms=0, max_records=limit) if live else {}
         taken = sum(len(records) for records in batch.values())
@@ -180,7 +184,7 @@ class BatchService(ABC):
         if batch:
             return batch
         # Idle: wait for whatever comes first, but take backfill no faster than a slice at a time.
-        return await consumer.getmany(timeout_ms=100, max_records=self.kafka.backfill_slice)
+        return await consumer.getmany(timeout_ms=idle_ms, max_records=self.kafka.backfill_slice)
 
     async def _settle(self, batch: Batch, outbox: Outbox) -> None:
         """Wait for every send; dead-letter the records whose output the broker refused."""
@@ -216,18 +220,43 @@ class BatchService(ABC):
             with contextlib.suppress(PartitionRevoked):  # revoked meanwhile: the new owner replays
                 self.consumer.seek(tp, records[0].offset)
 
+    def held(self) -> dict[TopicPartition, int]:
+        """The lowest offset per partition whose output is not settled yet: work ``handle`` held back for a
+        later call (a worker's requests for a model still loading). Commits stop there, so a crash replays it."""
+        return {}
+
     def _commit_soon(self, batch: Batch) -> None:
         """Commit ``batch`` (already acknowledged) in the background, after the commits before it.
 
         The next batch is fetched and handled during the commit's round trip; commits stay in order.
         """
-        self._committing = asyncio.create_task(self._commit(batch, after=self._committing))
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        if self._stopped_at or self.held():
+            offsets = self._hold_back(offsets)
+        if offsets:
+            self._committing = asyncio.create_task(self._commit(offsets, after=self._committing))
 
-    async def _commit(self, batch: Batch, after: asyncio.Task[None] | None = None) -> None:
+    def _hold_back(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """``offsets``, none past the work held back; and the partitions a release lets go further."""
+        assert self.consumer is not None
+        held, owned = self.held(), self.consumer.assignment()
+        stopped, self._stopped_at = self._stopped_at, {}
+        # A partition this member lost is the new owner's to replay from the commit that stopped short.
+        wanted = {tp: end for tp, (end, _) in stopped.items() if tp in owned}
+        wanted.update(offsets)
+        out = {}
+        for tp, end in wanted.items():
+            offset = min(end, held.get(tp, end))
+            if offset < end:
+                self._stopped_at[tp] = (end, offset)
+            if tp in offsets or offset != stopped[tp][1]:
+                out[tp] = offset
+        return out
+
+    async def _commit(self, offsets: dict[TopicPartition, int], after: asyncio.Task[None] | None = None) -> None:
         if after is not None:
             await after  # never raises: each commit logs its own failure
         assert self.consumer is not None
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         try:
             await self.consumer.commit(offsets)
         except PartitionRevoked as exc:

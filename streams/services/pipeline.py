@@ -144,11 +144,11 @@ class Pipeline:
     def _facts(self) -> dict:
         """A worker's registry (and, with Kafka facts, its own store and the materialiser that fills it)."""
         if self.options.fact_source == "files":
-            return {"registry": self.registry, "repository": self.repository}
+            return {"registry": self.registry, "repository": self.repository, "rules": self.rules}
         if self.options.fact_source != "kafka":
             raise ValueError(f"fact_source must be 'files' or 'kafka', got {self.options.fact_source!r}")
         registry, facts = worker_fact_source(self.kafka, self.layout, self.registry)
-        return {"registry": registry, "facts": facts, "repository": self.repository}
+        return {"registry": registry, "facts": facts, "repository": self.repository, "rules": self.rules}
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every role has partitions assigned."""

@@ -27,17 +27,24 @@ from streams.services.batch import BatchService
 from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
-from streams.transport.protocols import Batch, Record, Transport
+from streams.transport.protocols import Batch, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 from workflows import Item, ModelRegistry, ModelUnavailable, Outcome
 
 if TYPE_CHECKING:
+    from routing import Rules
     from streams.facts.topic import FactTopicMaterialiser
     from streams.repository import ModelRepository
+    from streams.rules.holder import RulesHolder
 
 __all__ = ["Worker", "ShadowWorker"]
 
 log = logging.getLogger(__name__)
+
+LOAD_WAIT_S = 30.0
+"""How long a request without a deadline waits for its model to load (``Worker.load_wait_s``)."""
+RULES_CHECK_S = 0.25
+"""How often a worker looks for a new rules version to preload the models of."""
 
 SLICE_FIELDS = ("country", "device", "surface")
 
@@ -68,7 +75,7 @@ class Worker(BatchService):
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *, shard: str,
                  group_id: str | None = None,
                  facts: FactTopicMaterialiser | None = None, transport: Transport | None = None,
-                 repository: ModelRepository | None = None) -> None:
+                 repository: ModelRepository | None = None, rules: RulesHolder | None = None) -> None:
         super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
                          topics=self._topics(layout, shard), transport=transport)
         self.repository = repository
@@ -78,6 +85,14 @@ class Worker(BatchService):
         self.facts = facts
         """With Kafka facts: the materialiser filling ``registry``'s store from the partitions this worker owns."""
         self.results: defaultdict[str, int] = defaultdict(int)
+        self.rules = rules
+        """With rules: each version that comes into force has its models for this shard loaded in the background."""
+        self.load_wait_s = LOAD_WAIT_S
+        """How long a request without a deadline waits for its model to load before it gets ``model_unavailable``."""
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        self._parked: dict[tuple[TopicPartition, int], tuple[str, Work, float]] = {}
+        """Requests waiting for their model to load, by partition and offset: (model, work, when to give up)."""
+        self._preloading: asyncio.Task[None] | None = None
 
     @staticmethod
     def _topics(layout: TopicLayout, shard: str) -> list[str]:
@@ -88,10 +103,18 @@ class Worker(BatchService):
         if self.facts is not None:
             await self.facts.start()
         await super().start()
+        if self.rules is not None:
+            self._preloading = asyncio.create_task(self._follow_rules(), name=f"scoreline-{self.role}-preload")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, then stop following facts."""
+        """Finish the batch in hand, then stop following facts (requests still waiting for a load are replayed)."""
+        if self._preloading is not None:
+            self._preloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preloading
         await super().stop()
+        for task in self._loading.values():
+            task.cancel()
         if self.facts is not None:
             await self.facts.stop()
 
@@ -113,6 +136,8 @@ class Worker(BatchService):
         # Live partitions first: within a batch, live requests are scored and sent before backfill.
         # Decoding and emitting are plain calls, not coroutines: nothing per record awaits unless a
         # record is rejected or its client asked for a reply partition.
+        if self._parked:
+            await self._unpark(by_model, outbox, now_ms)
         for tp in sorted(batch, key=lambda tp: tp.topic.endswith(".backfill")):
             for record in batch[tp]:
                 headers = headers_of(record.headers)
@@ -123,18 +148,14 @@ class Worker(BatchService):
                     continue
                 deadline = work.request.deadline_ms
                 if deadline is not None and deadline < now_ms:
-                    self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(
-                        ErrorCode.DEADLINE_EXPIRED, f"deadline {deadline} passed before scoring", "deadline_ms")),
-                        scored_ms=0.0, status=Status.EXPIRED, partition=await self._reply_partition(work))
+                    await self._expire(outbox, work, f"deadline {deadline} passed before scoring")
                     continue
                 by_model[self._model_of(work)].append(work)
-        for model_id in by_model:
-            if self.repository is not None:
-                await self._resolve(model_id)
-            if self.registry.needs_load(model_id):
-                # Loading (files, imports, an ONNX session) happens in a thread: the event loop, and the
-                # other roles and the metrics port of this process, go on meanwhile.
-                await asyncio.to_thread(self._load, model_id)
+        for model_id in [m for m in by_model if not self._ready(m)]:
+            # Still loading: these wait (held back from the commit), the other models' requests flow on.
+            for work in by_model.pop(model_id):
+                self._parked[(TopicPartition(work.record.topic, work.record.partition), work.record.offset)] = (
+                    model_id, work, time.monotonic() + self.load_wait_s)
         for model_id, works in by_model.items():
             began = time.perf_counter()
             outcomes = self._score(model_id, works)
@@ -145,6 +166,106 @@ class Worker(BatchService):
                 if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
                         ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
+
+    def held(self) -> dict[TopicPartition, int]:
+        """The lowest offset per partition of a request waiting for its model to load."""
+        if not self._parked:
+            return {}
+        out: dict[TopicPartition, int] = {}
+        for tp, offset in self._parked:
+            if offset < out.get(tp, offset + 1):
+                out[tp] = offset
+        return out
+
+    def _ready(self, model_id: str) -> bool:
+        """Whether ``model_id`` can be scored now (loaded, or known to fail); if not, its load is under way."""
+        task = self._loading.get(model_id)
+        if task is not None:
+            if not task.done():
+                return False
+            del self._loading[model_id]
+            return True  # loaded or failed: ``_score`` says which
+        if self._needs_load(model_id):
+            self._start_load(model_id)
+            return False
+        return True
+
+    def _needs_load(self, model_id: str) -> bool:
+        """Whether ``model_id`` must be pulled from the repository or loaded before it can be scored."""
+        return (self.repository is not None and model_id not in self.registry.ids()) or \
+            self.registry.needs_load(model_id)
+
+    def _start_load(self, model_id: str) -> asyncio.Task[None]:
+        task = self._loading.get(model_id)
+        if task is None:
+            task = self._loading[model_id] = asyncio.create_task(self._prepare(model_id),
+                                                                 name=f"scoreline-load-{model_id}")
+        return task
+
+    async def _prepare(self, model_id: str) -> None:
+        """Pull ``model_id`` if only the repository has it, then load it in a thread: the event loop (the other
+        models' batches, the other roles, the metrics port) goes on meanwhile."""
+        try:
+            if self.repository is not None:
+                await self._resolve(model_id)
+            if self.registry.needs_load(model_id):
+                await asyncio.to_thread(self._load, model_id)
+        except Exception:  # noqa: BLE001 - a repository that cannot be read: the model is unavailable, for now
+            log.exception("%s: preparing model %s failed", self.role, model_id)
+
+    async def _unpark(self, by_model: dict[str, list[Work]], outbox: Outbox, now_ms: float) -> None:
+        """Requests whose model is ready go to ``by_model``; past their deadline or the wait, they get an error."""
+        owned = self.consumer.assignment() if self.consumer is not None else set()
+        now = time.monotonic()
+        for key, (model_id, work, give_up) in list(self._parked.items()):
+            task = self._loading.get(model_id)
+            deadline = work.request.deadline_ms
+            if key[0] not in owned:
+                pass  # the partition's new owner replays it from the commit that stopped short of it
+            elif task is None or task.done():
+                by_model[model_id].append(work)
+            elif deadline is not None and deadline < now_ms:
+                await self._expire(outbox, work, f"deadline {deadline} passed while model {model_id} loaded")
+            elif now >= give_up:
+                self._emit(outbox, work, model_id, Outcome(None, ErrorInfo(
+                    ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: still loading after "
+                    f"{self.load_wait_s:g} s")), scored_ms=0.0, partition=await self._reply_partition(work))
+            else:
+                continue
+            del self._parked[key]
+
+    async def _expire(self, outbox: Outbox, work: Work, message: str) -> None:
+        self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(
+            ErrorCode.DEADLINE_EXPIRED, message, "deadline_ms")), scored_ms=0.0, status=Status.EXPIRED,
+            partition=await self._reply_partition(work))
+
+    async def _follow_rules(self) -> None:
+        """Load, in the background, the models each new rules version places here (as the budget allows)."""
+        assert self.rules is not None
+        version: int | None = None
+        while True:
+            if self.rules.version != version:
+                version = self.rules.version
+                await self._preload(self._placed(self.rules()))
+            await asyncio.sleep(RULES_CHECK_S)
+
+    def _placed(self, rules: Rules) -> tuple[str, ...]:
+        return rules.models_on(self.shard)
+
+    async def _preload(self, models: tuple[str, ...]) -> None:
+        """Load ``models`` one after another, stopping where the memory budget would start evicting."""
+        registry = self.registry
+        evictions = registry.counts["evictions"]
+        for i, model_id in enumerate(models):
+            if model_id in self._loading or not self._needs_load(model_id):
+                continue
+            if registry.memory_budget is not None and (
+                    registry.counts["evictions"] > evictions or
+                    registry.bytes_held() + registry.measured.get(model_id, 0) > registry.memory_budget):
+                log.info("%s: the memory budget is full; %d more models of the rules load on first need",
+                         self.role, len(models) - i)
+                return
+            await asyncio.shield(self._start_load(model_id))  # a cancelled preload leaves the load to finish
 
     async def _resolve(self, model_id: str) -> None:
         """Pull ``model_id`` from the repository into the cache the first time a batch needs it."""
@@ -273,13 +394,17 @@ class ShadowWorker(Worker):
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *,
                  group_id: str | None = None, facts: FactTopicMaterialiser | None = None,
-                 transport: Transport | None = None, repository: ModelRepository | None = None) -> None:
+                 transport: Transport | None = None, repository: ModelRepository | None = None,
+                 rules: RulesHolder | None = None) -> None:
         super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow",
-                         facts=facts, transport=transport, repository=repository)
+                         facts=facts, transport=transport, repository=repository, rules=rules)
 
     @staticmethod
     def _topics(layout: TopicLayout, shard: str) -> list[str]:
         return [layout.shadow]
+
+    def _placed(self, rules: Rules) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(e.model for o in rules.objectives.values() for e in o.shadow))
 
     def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
               status: str | None = None, partition: int | None = None) -> None:

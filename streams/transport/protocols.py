@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-__all__ = ["Batch", "Record", "Consumer", "Producer", "RecordBatch", "Transport"]
+__all__ = ["Batch", "Record", "Consumer", "Producer", "RecordBatch", "TopicPartition", "Transport"]
 
 Record = ConsumerRecord
 """One consumed record: ``topic``, ``partition``, ``offset``, ``timestamp``, ``key``, ``value``, ``headers``."""

@@ -148,3 +148,42 @@ def test_a_failed_load_is_retried_after_a_backoff_not_cached_for_ever(models_cop
     clock[0] += registry_module.RETRY_FIRST_S
     assert registry.get("fraud-score@v2").id == "fraud-score@v2"
     assert loads == ["fraud-score@v2", "fraud-score@v2"] and registry.problems() == {}
+
+
+def test_concurrent_first_requests_share_one_load_and_other_models_are_served_meanwhile(monkeypatch, facts) -> None:
+    import threading
+
+    registry = ModelRegistry(default_models_dir(), facts)
+    served = registry.get("fraud-score@v1")
+    started, gate = threading.Event(), threading.Event()
+    calls: list[str] = []
+    real = registry_module.build_model
+
+    def slow(directory, store):
+        calls.append(Path(directory).name)
+        started.set()
+        assert gate.wait(10)
+        return real(directory, store)
+
+    monkeypatch.setattr(registry_module, "build_model", slow)
+    got: list[Model] = []
+    threads = [threading.Thread(target=lambda: got.append(registry.get("title-ranking@v1"))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    assert started.wait(10)
+    assert registry.get("fraud-score@v1") is served  # not blocked by the load under way
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert calls == ["title-ranking@v1"] and len(got) == 3 and got[0] is got[1] is got[2]
+
+
+def test_load_durations_fill_the_histogram_and_sizes_outlive_eviction(facts) -> None:
+    sizes = _sizes(facts)
+    registry = ModelRegistry(default_models_dir(), facts, memory_budget=sizes["title-ranking@v1"])
+    registry.get("title-ranking@v1")
+    registry.get("fraud-score@v1")  # evicts title-ranking@v1
+    assert sum(registry.load_histogram) == 2 == registry.counts["loads"]
+    assert registry.measured == {"title-ranking@v1": sizes["title-ranking@v1"],
+                                 "fraud-score@v1": sizes["fraud-score@v1"]}
+    assert registry.loaded() == ("fraud-score@v1",)

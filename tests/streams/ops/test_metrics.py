@@ -46,6 +46,9 @@ def test_the_registry_state_is_read_at_scrape_time(facts_registry):
     assert samples(text, "scoreline_model_registry_events_total", event="loads") == 2
     assert samples(text, "scoreline_model_registry_events_total", event="evictions") == 1
     assert samples(text, "scoreline_model_loaded", model="fraud-score@v1") == 1
+    assert samples(text, "scoreline_model_load_seconds_count") == 2
+    assert samples(text, "scoreline_model_load_seconds_bucket", le="+Inf") == 2
+    assert samples(text, "scoreline_model_load_seconds_sum") == pytest.approx(registry.load_seconds)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import textwrap
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from streams_testing import eventually, rules_under
 
 from routing import parse_rules
@@ -283,3 +283,54 @@ def _module_of(registry, model_id):
 
     directory = registry.directory(model_id)
     return _package_module(directory, "workflow", model_id, package_sha256(directory))
+
+
+class Holding(Relay):
+    """Holds back the record at ``hold`` (its output comes later, as a worker's does for a loading model)."""
+
+    def __init__(self, transport: MemoryTransport, *, hold: int, **kwargs) -> None:
+        super().__init__(transport, **kwargs)
+        self.hold, self.release = hold, asyncio.Event()
+        self.waiting: dict[TopicPartition, ConsumerRecord] = {}
+
+    def held(self) -> dict[TopicPartition, int]:
+        return {tp: r.offset for tp, r in self.waiting.items()}
+
+    async def handle(self, batch: Batch, outbox: Outbox) -> None:
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset == self.hold:
+                    self.waiting[tp] = record
+                else:
+                    outbox.put("out", record.value or b"", tag=record)
+        if self.release.is_set():
+            for record in self.waiting.values():
+                outbox.put("out", record.value or b"", tag=record)
+            self.waiting.clear()
+
+
+async def test_commits_stop_short_of_held_back_work_and_move_on_once_it_is_done():
+    broker = MemoryBroker()
+    fill(broker, "in", 6)
+    tp = TopicPartition("in", 0)
+    async with Holding(MemoryTransport(broker), topics=["in"], hold=2,
+                       kafka=dataclasses.replace(KAFKA, fetch_max_records=3)) as service:
+        # Every record but the held one is answered; the commit stops at the held record.
+        assert await eventually(lambda: len(broker.values("out")) == 5, timeout=5)
+        assert await eventually(lambda: broker.committed("relay") == {tp: 2}, timeout=5)
+        service.release.set()  # no new batch comes: an empty poll must still let the held work out
+        assert await eventually(lambda: broker.committed("relay") == {tp: 6}, timeout=5)
+    assert sorted(broker.values("out")) == [b"v%d" % i for i in range(6)]
+    assert [o[tp] for _, o in broker.commit_log] == [2, 2, 6]  # the batches (0-2, 3-5), then the release
+    assert service.batches == 2  # the empty polls that looked at the held work are not batches
+
+
+async def test_held_back_work_not_done_before_stop_is_replayed_by_the_next_member():
+    broker = MemoryBroker()
+    fill(broker, "in", 4)
+    async with Holding(MemoryTransport(broker), topics=["in"], hold=1):
+        assert await eventually(lambda: len(broker.values("out")) == 3, timeout=5)
+    assert broker.committed("relay") == {TopicPartition("in", 0): 1}
+    async with Relay(MemoryTransport(broker), topics=["in"]):
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 4}, timeout=5)
+    assert sorted(set(broker.values("out"))) == [b"v%d" % i for i in range(4)]  # v1 answered; v2, v3 again
