@@ -69,6 +69,8 @@ async def measure(batch: int, rounds: int, repeat: int) -> dict:
     for topic in [layout.shard(shard) for shard in rules.shards] + [layout.shadow]:
         router._partitions[topic] = 4  # what partition_count would have looked up
     registry = ModelRegistry.default()
+    for model_id in registry.ids():  # loaded, as a running worker's are (a model not loaded yet waits for its load)
+        registry.get(model_id)
     workers = {shard: Worker(kafka, layout, registry, shard=shard) for shard in rules.shards}
     mix = RequestMix("hotpath0", f"{PREFIX}replies.demo", 4)
     requests = []

@@ -32,6 +32,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,29 @@ def package_sha256(directory: str | Path) -> str:
         digest.update(file.relative_to(directory).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()
+
+
+_DIGESTS: dict[Path, tuple[tuple[tuple[str, int, int], ...], str]] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def known_package_sha256(directory: str | Path) -> str:
+    """:func:`package_sha256`, hashed again only when a file's path, size or modification time changed.
+
+    For reloading a package an evicted model came from (a load would otherwise spend more time
+    hashing than reading its weights); verifying a download hashes in full (``package_sha256``).
+    """
+    directory = Path(directory).resolve()
+    signature = tuple((f.relative_to(directory).as_posix(), st.st_size, st.st_mtime_ns)
+                      for f in package_files(directory) for st in (f.stat(),))
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(directory)
+    if known is not None and known[0] == signature:
+        return known[1]
+    sha256 = package_sha256(directory)
+    with _DIGESTS_LOCK:
+        _DIGESTS[directory] = (signature, sha256)
+    return sha256
 
 
 def resolve_workflow(directory: str | Path, manifest: Manifest, sha256: str | None = None) -> type[Workflow]:
@@ -213,7 +237,7 @@ def build_model(directory: str | Path, facts: FactStore) -> WorkflowModel:
         ModelUnavailable: the fact store lacks a fact the model needs.
     """
     directory = Path(directory)
-    sha256 = package_sha256(directory)
+    sha256 = known_package_sha256(directory)
     manifest = load_manifest(directory)
     cls = resolve_workflow(directory, manifest, sha256)
     _check_facts(directory, manifest, cls)

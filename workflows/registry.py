@@ -9,8 +9,12 @@ retry is due (after 1 s, then twice as long each time, at most a minute), so a
 transient fault (facts not loaded yet) heals and a bad package costs a log line
 a minute, not a crash or a retry storm. With a ``memory_budget`` the registry
 keeps the most recently used models within it and evicts the least recently
-used; a model larger than the whole budget is refused, not loaded and evicted
-in a loop. Concurrent first requests for one model share one load (the lock).
+used, but never for a model used less often lately than the ones it would evict
+(that one is served and dropped: a burst of rare models cannot flush the models
+in steady use). A model larger than the whole budget is refused, not loaded and
+evicted in a loop. Concurrent first requests for one model share one load (its
+lock); loads of different models run side by side, and never block a ``get`` of
+a loaded model.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
 
 LOAD_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """The bounds of the load-seconds histogram."""
+
+USES_HALF_LIFE = 10_000
+"""Uses (requests served, all models together) after which every model's use count halves."""
 
 RESCAN_INTERVAL_S = 1.0
 """A request for a model the directory did not hold rescans it, but not more often than this."""
@@ -96,8 +103,10 @@ class ModelRegistry:
         self._sizes: dict[str, int] = {}
         self._failed: dict[str, _Failure] = {}
         self._located: dict[str, Path] = {}
+        self._uses: Counter[str] = Counter()
+        self._use_clock = 0
         self.counts: Counter[str] = Counter()
-        """``loads``, ``failures``, ``evictions`` so far (for the metrics)."""
+        """``loads``, ``failures``, ``evictions`` and ``bypasses`` (loaded, served, not kept) so far."""
         self.load_seconds = 0.0
         """Time spent loading models, in all."""
         self.load_histogram = [0] * (len(LOAD_BUCKETS_S) + 1)
@@ -172,15 +181,17 @@ class ModelRegistry:
             raise ModelUnavailable(str(cached)) from cached
         return cached
 
-    def get(self, model_id: str) -> Model:
+    def get(self, model_id: str, *, uses: int = 1) -> Model:
         """The model ``model_id``, loaded and validated on first use, then kept while the budget allows.
+
+        ``uses`` says how many requests this call serves: what the budget weighs when it chooses what to keep.
 
         Raises:
             ModelUnavailable: unknown id, a package that failed to load (from the cached failure
                 until its retry is due), or a model larger than the whole memory budget.
         """
         self._known(model_id)
-        model = self._cached(model_id)
+        model = self._cached(model_id, uses=uses)
         if model is not None:
             return model
         with self._lock:
@@ -189,9 +200,11 @@ class ModelRegistry:
             model = self._cached(model_id)  # loaded by the request this one waited for
             return model if model is not None else self._load(model_id)
 
-    def _cached(self, model_id: str) -> Model | None:
+    def _cached(self, model_id: str, *, uses: int = 0) -> Model | None:
         """The loaded model (now the most recently used), or None; raises the failure whose retry is not due."""
         with self._lock:
+            if uses:
+                self._count_uses(model_id, uses)
             model = self._models.get(model_id)
             if model is not None:
                 self._models.move_to_end(model_id)
@@ -225,11 +238,47 @@ class ModelRegistry:
                                          f"of {self.memory_budget}: raise --model-memory-budget or slim the model")
                 raise self._fail(model_id, error, permanent=True)
             self._failed.pop(model_id, None)
-            self._models[model_id], self._sizes[model_id] = model, size
             self.measured[model_id] = size
-            self._evict(keep=model_id)
-        log.info("loaded model %s (%d bytes) in %.3f s", model_id, size, elapsed)
+            kept = self._admit(model_id, model, size)
+        log.info("loaded model %s (%d bytes) in %.3f s%s", model_id, size, elapsed,
+                 "" if kept else "; served, not kept: the models it would evict are used more")
         return model
+
+    def _count_uses(self, model_id: str, uses: int) -> None:
+        """``uses`` more uses of ``model_id``; every ``USES_HALF_LIFE`` uses in all, every count halves (recent
+        use weighs most)."""
+        self._uses[model_id] += uses
+        self._use_clock += uses
+        if self._use_clock >= USES_HALF_LIFE:
+            self._use_clock = 0
+            self._uses = Counter({m: n // 2 for m, n in self._uses.items() if n > 1})
+
+    def _admit(self, model_id: str, model: Model, size: int) -> bool:
+        """Keep ``model`` if the budget allows, evicting the least recently used; False if it was not kept.
+
+        Scan resistance: a model is not kept if keeping it would evict one used more often lately (the
+        caller still gets it, for the request in hand). A burst of rarely used models is served without
+        flushing the models in steady use; a model whose traffic grows is kept once its uses pass theirs.
+        """
+        victims, freed = [], 0
+        if self.memory_budget is not None:
+            room = self.memory_budget - sum(self._sizes.values()) - size
+            for victim in self._models:  # least recently used first
+                if room + freed >= 0:
+                    break
+                victims.append(victim)
+                freed += self._sizes[victim]
+            uses = self._uses[model_id]
+            if any(self._uses[v] > uses for v in victims):
+                self.counts["bypasses"] += 1
+                return False
+        for victim in victims:
+            del self._models[victim]
+            self._sizes.pop(victim)
+            self.counts["evictions"] += 1
+            log.info("evicted model %s to stay within the memory budget", victim)
+        self._models[model_id], self._sizes[model_id] = model, size
+        return True
 
     def _failing(self, model_id: str, error: ModelUnavailable) -> ModelUnavailable:
         with self._lock:
@@ -242,17 +291,6 @@ class ModelRegistry:
         self._failed[model_id] = _Failure(error, attempts, time.monotonic() + wait)
         self.counts["failures"] += 1
         return ModelUnavailable(str(error))
-
-    def _evict(self, *, keep: str) -> None:
-        """Drop the least recently used models until the rest fit the budget (never ``keep``)."""
-        if self.memory_budget is None:
-            return
-        while sum(self._sizes.values()) > self.memory_budget and len(self._models) > 1:
-            victim = next(m for m in self._models if m != keep)
-            del self._models[victim]
-            freed = self._sizes.pop(victim)
-            self.counts["evictions"] += 1
-            log.info("evicted model %s (%d bytes) to stay within the memory budget", victim, freed)
 
     def needs_load(self, model_id: str) -> bool:
         """Whether a ``get`` of ``model_id`` would load it now: not loaded, and no failure whose retry is not due.

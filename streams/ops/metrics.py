@@ -32,7 +32,7 @@ rules_version                               gauge      (none)
 model_loaded                                gauge      model
 model_loads_total                           counter    model, outcome (loaded, failed)
 model_bytes                                 gauge      kind (held, budget)
-model_registry_events_total                 counter    event (loads, failures, evictions)
+model_registry_events_total                 counter    event (loads, failures, evictions, bypasses)
 model_load_seconds                          histogram  (none)
 ==========================================  =========  ==========================================
 """
@@ -320,14 +320,15 @@ class _LiveState(Collector):
         yield loads
         held = GaugeMetricFamily("scoreline_model_bytes", "Bytes the loaded models hold (arrays and ONNX files), "
                                  "against the memory budget.", labels=["kind"])
-        events = CounterMetricFamily("scoreline_model_registry_events", "Model loads, load failures and evictions.",
+        events = CounterMetricFamily("scoreline_model_registry_events", "Model loads, load failures, evictions, "
+                                     "and bypasses (loaded and served but not kept: the budget holds busier ones).",
                                      labels=["event"])
         seconds = HistogramMetricFamily("scoreline_model_load_seconds", "How long each model load took.")
         budget = sum(getattr(r, "memory_budget", None) or 0 for r in registries.values())
         held.add_metric(["held"], sum(r.bytes_held() for r in registries.values() if hasattr(r, "bytes_held")))
         if budget:
             held.add_metric(["budget"], budget)
-        for event in ("loads", "failures", "evictions"):
+        for event in ("loads", "failures", "evictions", "bypasses"):
             events.add_metric([event], sum(getattr(r, "counts", {}).get(event, 0) for r in registries.values()))
         by_bound = [sum(n) for n in zip(*(r.load_histogram for r in registries.values()
                                            if hasattr(r, "load_histogram")))] or [0] * (len(LOAD_BUCKETS_S) + 1)

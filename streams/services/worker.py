@@ -29,7 +29,7 @@ from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
-from workflows import Item, ModelRegistry, ModelUnavailable, Outcome
+from workflows import Item, Model, ModelRegistry, ModelUnavailable, Outcome
 
 if TYPE_CHECKING:
     from routing import Rules
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 LOAD_WAIT_S = 30.0
 """How long a request without a deadline waits for its model to load (``Worker.load_wait_s``)."""
+CONCURRENT_LOADS = 2
+"""Models a worker loads at once (each in a thread): more would hold more memory past the budget while they load."""
 RULES_CHECK_S = 0.25
 """How often a worker looks for a new rules version to preload the models of."""
 
@@ -93,6 +95,11 @@ class Worker(BatchService):
         self._parked: dict[tuple[TopicPartition, int], tuple[str, Work, float]] = {}
         """Requests waiting for their model to load, by partition and offset: (model, work, when to give up)."""
         self._preloading: asyncio.Task[None] | None = None
+        self._fresh: dict[str, Model] = {}
+        """Models just loaded for requests that waited, until those are scored."""
+        self._load_slots = asyncio.Semaphore(CONCURRENT_LOADS)
+        self.load_waits = 0
+        """Requests that had to wait for their model to be pulled or loaded (the rest found it loaded)."""
 
     @staticmethod
     def _topics(layout: TopicLayout, shard: str) -> list[str]:
@@ -153,6 +160,7 @@ class Worker(BatchService):
                 by_model[self._model_of(work)].append(work)
         for model_id in [m for m in by_model if not self._ready(m)]:
             # Still loading: these wait (held back from the commit), the other models' requests flow on.
+            self.load_waits += len(by_model[model_id])
             for work in by_model.pop(model_id):
                 self._parked[(TopicPartition(work.record.topic, work.record.partition), work.record.offset)] = (
                     model_id, work, time.monotonic() + self.load_wait_s)
@@ -166,6 +174,16 @@ class Worker(BatchService):
                 if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
                         ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
+        if self._loading:
+            self._forget_finished_loads()
+
+    def _forget_finished_loads(self) -> None:
+        """Drop finished loads no request waits for (their requests expired): a model is held only while needed."""
+        waiting = {model_id for model_id, _, _ in self._parked.values()}
+        for model_id, task in list(self._loading.items()):
+            if task.done() and model_id not in waiting:
+                del self._loading[model_id]
+                self._fresh.pop(model_id, None)
 
     def held(self) -> dict[TopicPartition, int]:
         """The lowest offset per partition of a request waiting for its model to load."""
@@ -209,7 +227,9 @@ class Worker(BatchService):
             if self.repository is not None:
                 await self._resolve(model_id)
             if self.registry.needs_load(model_id):
-                await asyncio.to_thread(self._load, model_id)
+                async with self._load_slots:
+                    waiting = sum(1 for parked, _, _ in self._parked.values() if parked == model_id)
+                    await asyncio.to_thread(self._load, model_id, waiting)
         except Exception:  # noqa: BLE001 - a repository that cannot be read: the model is unavailable, for now
             log.exception("%s: preparing model %s failed", self.role, model_id)
 
@@ -281,10 +301,13 @@ class Worker(BatchService):
         if directory is not None:
             self.registry.register(model_id, directory)
 
-    def _load(self, model_id: str) -> None:
-        """Load ``model_id`` if it can be (a failure is the registry's to remember; ``_score`` reports it)."""
+    def _load(self, model_id: str, waiting: int = 0) -> None:
+        """Load ``model_id`` if it can be (a failure is the registry's to remember; ``_score`` reports it).
+
+        The model is held here until the requests that waited for it are scored, kept by the registry or not.
+        """
         with contextlib.suppress(ScorelineError):
-            self.registry.get(model_id)
+            self._fresh[model_id] = self.registry.get(model_id, uses=waiting)
 
     def _model_of(self, work: Work) -> str:
         return work.headers.get(H.MODEL) or ""
@@ -330,7 +353,8 @@ class Worker(BatchService):
     def _score(self, model_id: str, works: list[Work]) -> list[Outcome]:
         """One workflow call for the batch; if it raises, score one by one to isolate the poison."""
         try:
-            model = self.registry.get(model_id)
+            fresh = self._fresh.pop(model_id, None)
+            model = fresh if fresh is not None else self.registry.get(model_id, uses=len(works))
         except ScorelineError as exc:
             error = ErrorInfo(exc.code or ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: {exc}")
             return [Outcome(None, error)] * len(works)

@@ -187,3 +187,16 @@ def test_load_durations_fill_the_histogram_and_sizes_outlive_eviction(facts) -> 
     assert registry.measured == {"title-ranking@v1": sizes["title-ranking@v1"],
                                  "fraud-score@v1": sizes["fraud-score@v1"]}
     assert registry.loaded() == ("fraud-score@v1",)
+
+
+def test_a_rarely_used_model_is_served_but_does_not_evict_a_busier_one(facts) -> None:
+    sizes = _sizes(facts)
+    registry = ModelRegistry(default_models_dir(), facts, memory_budget=max(sizes.values()))
+    hot = registry.get("title-ranking@v1", uses=50)
+    rare = registry.get("fraud-score@v1", uses=1)  # would need title-ranking@v1's room
+    assert rare.id == "fraud-score@v1"  # served, for the requests in hand
+    assert registry.loaded() == ("title-ranking@v1",) and registry.get("title-ranking@v1") is hot
+    assert (registry.counts["bypasses"], registry.counts["evictions"]) == (1, 0)
+    for _ in range(60):  # its traffic grows past the busy one's: now it is kept, and the other goes
+        registry.get("fraud-score@v1", uses=1)
+    assert registry.loaded() == ("fraud-score@v1",) and registry.counts["evictions"] == 1

@@ -34,6 +34,8 @@ from workflows import ModelRegistry, sample_items
 LAYOUT = TopicLayout(prefix="fuzz.", request_partitions=2, shard_partitions=2, reply_partitions=2)
 RULES = rules_under(LAYOUT)
 REGISTRY = ModelRegistry.default()
+for _model in REGISTRY.ids():  # loaded ahead, as a running worker's are: one handle() scores what it is given
+    REGISTRY.get(_model)
 KAFKA = KafkaSettings(bootstrap="127.0.0.1:1")  # never connected: nothing here is started
 CODES = {v for k, v in vars(ErrorCode).items() if k.isupper() and isinstance(v, str)}
 REPLY_TO = LAYOUT.replies("demo")
