@@ -12,7 +12,18 @@ from routing.route import RequestView, experiment_matches, route
 from routing.rules import Objective, Rules
 from schemas.errors import ErrorCode
 
-__all__ = ["simulate"]
+__all__ = ["expected_shares", "simulate"]
+
+
+def expected_shares(rules: Rules, objective: str) -> dict[str, float]:
+    """Each model's expected share of ``objective``'s requests as the primary, from the rules alone.
+
+    As :func:`simulate` computes ``expected`` with its default client and context: every
+    experiment counts as matching, so a ``match``-restricted experiment's cells get their
+    whole range (an upper bound on their share).
+    """
+    obj = rules.objective(objective)
+    return _expected_primary(obj, _pick_client(rules, obj), _matching_context(obj))
 
 
 def simulate(

@@ -17,6 +17,7 @@ from scoreline.commands import (
     init,
     lineage,
     models,
+    placement,
     replay,
     rules,
     run,
@@ -25,7 +26,8 @@ from scoreline.commands import (
     top,
 )
 
-COMMANDS = [broker, init, run, send, demo, rules, bench, backfill, replay, models, facts, lineage, shadow, top]
+COMMANDS = [broker, init, run, send, demo, rules, bench, backfill, replay, models, placement, facts, lineage, shadow,
+            top]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ model_loads_total                           counter    model, outcome (loaded, f
 model_bytes                                 gauge      kind (held, budget)
 model_registry_events_total                 counter    event (loads, failures, evictions, bypasses)
 model_load_seconds                          histogram  (none)
+model_measured_bytes                        gauge      model
 ==========================================  =========  ==========================================
 """
 
@@ -335,9 +336,17 @@ class _LiveState(Collector):
         cumulative = list(itertools.accumulate(by_bound))
         seconds.add_metric([], [(str(b), n) for b, n in zip((*LOAD_BUCKETS_S, "+Inf"), cumulative)],
                            sum_value=sum(getattr(r, "load_seconds", 0.0) for r in registries.values()))
+        measured = GaugeMetricFamily("scoreline_model_measured_bytes", "What each model held when it last loaded "
+                                     "(kept after eviction; scoreline placement plan reads it).", labels=["model"])
+        sizes: dict[str, int] = {}
+        for registry in registries.values():
+            sizes.update(getattr(registry, "measured", {}))
+        for model, size in sorted(sizes.items()):
+            measured.add_metric([model], size)
         yield held
         yield events
         yield seconds
+        yield measured
 
 
 def _lag(consumer: Consumer, tp: Any, position: int | None) -> int | None:

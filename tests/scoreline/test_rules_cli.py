@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from routing import parse_rules
 from scoreline.cli import main
 from scoreline.settings import EXAMPLES_DIR
 
@@ -167,3 +168,34 @@ def test_publish_show_rollback(capsys, kafka_bootstrap, prefix, bad_rules, tmp_p
 
     code, _, err = run_cli(capsys, "rules", "show", *connect, "--version", "9", "--json")
     assert code == 2 and "unknown_rules_version" in err
+
+
+@pytest.mark.kafka
+def test_placement_plan_prints_the_diff_and_apply_publishes_it_as_a_new_version(capsys, kafka_bootstrap, prefix,
+                                                                                tmp_path):
+    connect = ("--bootstrap", kafka_bootstrap, "--prefix", prefix)
+    doc = orjson.loads(Path(RULES).read_bytes())
+    for spec in doc["models"].values():
+        spec["shard"] = "s1"  # everything on one shard
+    crowded = tmp_path / "crowded.json"
+    crowded.write_bytes(orjson.dumps(doc))
+
+    code, plan, _ = run_cli(capsys, "placement", "plan", *connect, "--rules", str(crowded), "--json")
+    assert code == 0 and plan["applied"] is None
+    assert plan["rules_from"] == "rules file (nothing published yet)" and plan["traffic_from"] == "rules allocation"
+    assert plan["before"]["s2"]["models"] == 0 and plan["after"]["s2"]["models"] > 0
+    assert plan["imbalance"]["after"] < plan["imbalance"]["before"]
+    assert all(m["from"].startswith("declared") for m in plan["memory_bytes"].values())
+    assert plan["memory_bytes"]["title-ranking@v1"]["bytes"] > 0
+
+    code, applied, _ = run_cli(capsys, "placement", "plan", *connect, "--rules", str(crowded), "--apply", "--json")
+    assert code == 0 and applied["applied"]["version"] == 1 and applied["moves"] == plan["moves"]
+    code, shown, _ = run_cli(capsys, "rules", "show", *connect, "--json")
+    published = shown["rules"]
+    assert {m: published["models"][m]["shard"] for m in plan["moves"]} == {m: v["to"] for m, v in plan["moves"].items()}
+    assert parse_rules(published).objectives == parse_rules(doc).objectives  # only the placement changed
+
+    code, again, _ = run_cli(capsys, "placement", "plan", *connect, "--json")  # from the topic now
+    assert code == 0 and again["rules_version"] == 1 and again["moves"] == {}
+    assert main(["placement", "plan", *connect]) == 0
+    assert "no model moves: the placement is balanced within the tolerance" in capsys.readouterr().out

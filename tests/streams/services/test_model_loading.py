@@ -193,3 +193,37 @@ async def test_a_new_rules_version_has_its_models_loaded_before_any_request_name
 
     await run([worker], check)
     assert registry.counts["loads"] == 2  # each once: nothing asked for them, nothing loaded twice
+
+
+async def test_moving_a_model_to_another_shard_loses_and_repeats_no_request(tmp_path):
+    rules, registry, slow = two_models(tmp_path)
+    slow.GATE.set()
+    v1 = dataclasses.replace(rules, shards=("s1", "s2"))
+    v2 = dataclasses.replace(v1, version=2, models={**v1.models, "fast@v1": "s2"})  # what --apply publishes
+    broker, holder = MemoryBroker(), RulesHolder(v1)
+    transport = MemoryTransport(broker)
+    router = Router(KAFKA, LAYOUT, holder, group_id="router", transport=transport)
+    for i in range(5):
+        request(broker, f"before-{i}", "fast")
+    await router.start()
+    try:  # routed under v1: on s1's work topic, not scored yet (no worker runs)
+        assert await eventually(lambda: len(broker.records(LAYOUT.shard("s1"))) == 5, timeout=10)
+        holder.replace(v2)
+        for i in range(5):
+            request(broker, f"after-{i}", "fast")
+        assert await eventually(lambda: len(broker.records(LAYOUT.shard("s2"))) == 5, timeout=10)
+        workers = [Worker(KAFKA, LAYOUT, registry, shard=s, group_id=f"worker.{s}", transport=transport)
+                   for s in ("s1", "s2")]
+
+        async def answered():
+            assert await eventually(lambda: len(broker.records(REPLIES)) >= 10, timeout=10)
+
+        await run(workers, answered)
+    finally:
+        await router.stop()
+    results = [orjson.loads(v) for v in broker.values(REPLIES)]
+    assert sorted(r["request_id"] for r in results) == sorted([f"before-{i}" for i in range(5)] +
+                                                              [f"after-{i}" for i in range(5)])  # once each
+    assert {r["shard"] for r in results if r["request_id"].startswith("before")} == {"s1"}  # where it was routed
+    assert {r["shard"] for r in results if r["request_id"].startswith("after")} == {"s2"}
+    assert {(r["status"], r["rules_version"]) for r in results} == {("ok", 1), ("ok", 2)}
