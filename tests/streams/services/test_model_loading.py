@@ -86,6 +86,19 @@ async def run(running, check):
             await service.stop()
 
 
+async def reply_while_loading(broker: MemoryBroker, running, slow, request_id: str) -> dict:
+    """Run ``running`` until ``request_id`` is answered with the slow model's load held back; the reply."""
+
+    async def answered():
+        assert await eventually(lambda: request_id in replies(broker), timeout=10)
+
+    try:
+        await run(running, answered)
+    finally:
+        slow.GATE.set()
+    return replies(broker)[request_id]
+
+
 def work_offset(broker: MemoryBroker, request_id: str) -> int:
     [record] = [r for r in broker.records(LAYOUT.shard("s1"))
                 if (H.REQUEST_ID, request_id.encode()) in list(r.headers)]
@@ -124,15 +137,7 @@ async def test_a_request_waiting_for_a_load_expires_at_its_deadline(tmp_path):
     rules, registry, slow = two_models(tmp_path)
     broker = MemoryBroker()
     request(broker, "slow-1", "slow", deadline_ms=int(time.time() * 1000) + 500)
-
-    async def check():
-        assert await eventually(lambda: "slow-1" in replies(broker), timeout=10)
-
-    try:
-        await run(services(MemoryTransport(broker), rules, registry), check)
-    finally:
-        slow.GATE.set()
-    reply = replies(broker)["slow-1"]
+    reply = await reply_while_loading(broker, services(MemoryTransport(broker), rules, registry), slow, "slow-1")
     assert (reply["status"], reply["error"]["code"]) == ("expired", ErrorCode.DEADLINE_EXPIRED)
     assert "while model slow@v1 loaded" in reply["error"]["message"]
 
@@ -143,15 +148,7 @@ async def test_a_request_without_a_deadline_waits_for_a_load_no_longer_than_the_
     request(broker, "slow-1", "slow")
     running = services(MemoryTransport(broker), rules, registry)
     running[1].load_wait_s = 0.3
-
-    async def check():
-        assert await eventually(lambda: "slow-1" in replies(broker), timeout=10)
-
-    try:
-        await run(running, check)
-    finally:
-        slow.GATE.set()
-    reply = replies(broker)["slow-1"]
+    reply = await reply_while_loading(broker, running, slow, "slow-1")
     assert (reply["status"], reply["error"]["code"]) == ("error", ErrorCode.MODEL_UNAVAILABLE)
     assert "still loading after 0.3 s" in reply["error"]["message"]
 
