@@ -78,6 +78,8 @@ class ModelRepository:
         self.max_package_bytes = max_package_bytes
         self.timeout = timeout
         self._records: dict[str, ConsumerRecord] = {}
+        self._next: int | None = None
+        """The offset after the last record read (None: nothing read yet)."""
         self._read_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -89,17 +91,24 @@ class ModelRepository:
     async def refresh(self) -> None:
         """Read the repository topic to its end: the heads, and where each key's latest chunk is.
 
-        Chunk values are not kept (a repository of hundreds of packages would not fit in a worker):
-        :meth:`_archive` fetches a package's chunks again, by offset, when it is pulled.
+        The first call reads the whole topic; later ones only what was written since. Chunk values
+        are not kept (a repository of hundreds of packages would not fit in a worker): :meth:`_archive`
+        fetches a package's chunks again, by offset, when it is pulled.
         """
-        await self.create_topic()
-        latest: dict[str, ConsumerRecord] = {}
-        for record in await read_topic(self.kafka, self.topic, timeout=self.timeout):
+        if self._next is None:
+            await self.create_topic()
+        records = await read_topic(self.kafka, self.topic, timeout=self.timeout,
+                                   from_offsets={0: self._next} if self._next is not None else None)
+        for record in records:
             key = record.key.decode("utf-8", "replace") if record.key else ""
             if parse_key(key)[1] is not None and record.value is not None:
                 record = dataclasses.replace(record, value=b"")  # where it is, not what it holds
-            latest[key] = record
-        self._records, self._read_at = latest, time.monotonic()
+            self._records[key] = record
+        if records:
+            self._next = records[-1].offset + 1
+        elif self._next is None:
+            self._next = 0
+        self._read_at = time.monotonic()
 
     def heads(self) -> dict[str, Head]:
         """Every published (not retired) version as of the last :meth:`refresh`, by id."""

@@ -24,6 +24,7 @@ from schemas.json_body import partial_of_request
 from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
 from streams.ops.tracing import trace_headers
 from streams.services.batch import BatchService
+from streams.services.waiting import WaitingRoom
 from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
@@ -89,11 +90,9 @@ class Worker(BatchService):
         self.results: defaultdict[str, int] = defaultdict(int)
         self.rules = rules
         """With rules: each version that comes into force has its models for this shard loaded in the background."""
-        self.load_wait_s = LOAD_WAIT_S
-        """How long a request without a deadline waits for its model to load before it gets ``model_unavailable``."""
         self._loading: dict[str, asyncio.Task[None]] = {}
-        self._parked: dict[tuple[TopicPartition, int], tuple[str, Work, float]] = {}
-        """Requests waiting for their model to load, by partition and offset: (model, work, when to give up)."""
+        self._waiting: WaitingRoom[Work] = WaitingRoom(LOAD_WAIT_S)
+        """Requests waiting for their model to load (``load_wait_s`` at most, or until their deadline)."""
         self._preloading: asyncio.Task[None] | None = None
         self._fresh: dict[str, Model] = {}
         """Models just loaded for requests that waited, until those are scored."""
@@ -143,8 +142,8 @@ class Worker(BatchService):
         # Live partitions first: within a batch, live requests are scored and sent before backfill.
         # Decoding and emitting are plain calls, not coroutines: nothing per record awaits unless a
         # record is rejected or its client asked for a reply partition.
-        if self._parked:
-            await self._unpark(by_model, outbox, now_ms)
+        if self._waiting:
+            await self._unpark(by_model, outbox)
         for tp in sorted(batch, key=lambda tp: tp.topic.endswith(".backfill")):
             for record in batch[tp]:
                 headers = headers_of(record.headers)
@@ -161,9 +160,11 @@ class Worker(BatchService):
         for model_id in [m for m in by_model if not self._ready(m)]:
             # Still loading: these wait (held back from the commit), the other models' requests flow on.
             self.load_waits += len(by_model[model_id])
+            now = time.monotonic()
             for work in by_model.pop(model_id):
-                self._parked[(TopicPartition(work.record.topic, work.record.partition), work.record.offset)] = (
-                    model_id, work, time.monotonic() + self.load_wait_s)
+                record = work.record
+                self._waiting.park(model_id, work, TopicPartition(record.topic, record.partition), record.offset,
+                                   work.request.deadline_ms, now=now, now_ms=now_ms)
         for model_id, works in by_model.items():
             began = time.perf_counter()
             outcomes = self._score(model_id, works)
@@ -179,21 +180,23 @@ class Worker(BatchService):
 
     def _forget_finished_loads(self) -> None:
         """Drop finished loads no request waits for (their requests expired): a model is held only while needed."""
-        waiting = {model_id for model_id, _, _ in self._parked.values()}
         for model_id, task in list(self._loading.items()):
-            if task.done() and model_id not in waiting:
+            if task.done() and model_id not in self._waiting:
                 del self._loading[model_id]
                 self._fresh.pop(model_id, None)
 
+    @property
+    def load_wait_s(self) -> float:
+        """How long a request without a deadline waits for its model to load before it gets ``model_unavailable``."""
+        return self._waiting.wait_s
+
+    @load_wait_s.setter
+    def load_wait_s(self, seconds: float) -> None:
+        self._waiting.wait_s = seconds
+
     def held(self) -> dict[TopicPartition, int]:
         """The lowest offset per partition of a request waiting for its model to load."""
-        if not self._parked:
-            return {}
-        out: dict[TopicPartition, int] = {}
-        for tp, offset in self._parked:
-            if offset < out.get(tp, offset + 1):
-                out[tp] = offset
-        return out
+        return self._waiting.held()
 
     def _ready(self, model_id: str) -> bool:
         """Whether ``model_id`` can be scored now (loaded, or known to fail); if not, its load is under way."""
@@ -228,31 +231,28 @@ class Worker(BatchService):
                 await self._resolve(model_id)
             if self.registry.needs_load(model_id):
                 async with self._load_slots:
-                    waiting = sum(1 for parked, _, _ in self._parked.values() if parked == model_id)
-                    await asyncio.to_thread(self._load, model_id, waiting)
+                    await asyncio.to_thread(self._load, model_id, self._waiting.count(model_id))
         except Exception:  # noqa: BLE001 - a repository that cannot be read: the model is unavailable, for now
             log.exception("%s: preparing model %s failed", self.role, model_id)
 
-    async def _unpark(self, by_model: dict[str, list[Work]], outbox: Outbox, now_ms: float) -> None:
+    async def _unpark(self, by_model: dict[str, list[Work]], outbox: Outbox) -> None:
         """Requests whose model is ready go to ``by_model``; past their deadline or the wait, they get an error."""
         owned = self.consumer.assignment() if self.consumer is not None else set()
-        now = time.monotonic()
-        for key, (model_id, work, give_up) in list(self._parked.items()):
-            task = self._loading.get(model_id)
-            deadline = work.request.deadline_ms
-            if key[0] not in owned:
-                pass  # the partition's new owner replays it from the commit that stopped short of it
-            elif task is None or task.done():
-                by_model[model_id].append(work)
-            elif deadline is not None and deadline < now_ms:
-                await self._expire(outbox, work, f"deadline {deadline} passed while model {model_id} loaded")
-            elif now >= give_up:
-                self._emit(outbox, work, model_id, Outcome(None, ErrorInfo(
-                    ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: still loading after "
-                    f"{self.load_wait_s:g} s")), scored_ms=0.0, partition=await self._reply_partition(work))
-            else:
+        go, overdue = self._waiting.release(self._load_done, owned, now=time.monotonic())
+        for model_id, works in go.items():
+            by_model[model_id].extend(works)
+        for model_id, work, expired in overdue:
+            if expired:
+                await self._expire(outbox, work, f"deadline {work.request.deadline_ms} passed while model "
+                                                 f"{model_id} loaded")
                 continue
-            del self._parked[key]
+            self._emit(outbox, work, model_id, Outcome(None, ErrorInfo(
+                ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: still loading after "
+                f"{self._waiting.wait_s:g} s")), scored_ms=0.0, partition=await self._reply_partition(work))
+
+    def _load_done(self, model_id: str) -> bool:
+        task = self._loading.get(model_id)
+        return task is None or task.done()
 
     async def _expire(self, outbox: Outbox, work: Work, message: str) -> None:
         self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(

@@ -8,6 +8,7 @@ so that a busy topic still gives a finite answer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -17,8 +18,11 @@ __all__ = ["read_topic"]
 
 
 async def read_topic(kafka: KafkaSettings, topic: str, *, since_ms: int | None = None,
-                     timeout: float = 60.0) -> list[ConsumerRecord]:
+                     from_offsets: Mapping[int, int] | None = None, timeout: float = 60.0) -> list[ConsumerRecord]:
     """Every record of ``topic`` from ``since_ms`` (epoch ms; None: the beginning) to its current end.
+
+    ``from_offsets`` (partition -> offset) starts those partitions there instead: a reader that
+    keeps up with a topic reads only what came since it last read.
 
     Raises:
         LookupError: the topic does not exist.
@@ -42,6 +46,10 @@ async def read_topic(kafka: KafkaSettings, topic: str, *, since_ms: int | None =
         end = await consumer.end_offsets(tps)
         if since_ms is None:
             await consumer.seek_to_beginning(*tps)
+            start = await consumer.beginning_offsets(tps) if from_offsets else {}
+            for tp in tps:
+                if from_offsets and tp.partition in from_offsets:
+                    consumer.seek(tp, max(from_offsets[tp.partition], start[tp]))
         else:
             found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
             for tp in tps:

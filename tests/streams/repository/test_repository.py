@@ -50,6 +50,31 @@ async def test_a_package_larger_than_a_message_travels_in_chunks(repository, tmp
     assert package_sha256(await repository.pull("big@v1", tmp_path / "out")) == published.sha256
 
 
+async def test_a_refresh_reads_only_what_was_published_since_the_last_one(repository, kafka, layout, tmp_path,
+                                                                          monkeypatch):
+    import streams.repository.repository as module
+
+    reads: list[int] = []
+    real = module.read_topic
+
+    async def counting(*args, **kwargs):
+        records = await real(*args, **kwargs)
+        reads.append(len(records))
+        return records
+
+    monkeypatch.setattr(module, "read_topic", counting)
+    big = new_package(tmp_path / "src", "big@v1", "big")
+    (big / "vocabulary.bin").write_bytes(os.urandom(1_300_000))
+    await repository.publish(big, by="test")  # its refresh: nothing yet
+    await repository.publish(new_package(tmp_path / "src", "echo@v1", "echo"), by="test")  # 3 chunks + a head
+    await repository.refresh()  # echo@v1's chunk and head, not big@v1's again
+    assert reads == [0, 4, 2]
+    assert set(repository.heads()) == {"big@v1", "echo@v1"}
+    other = ModelRepository(kafka, layout, cache_dir=tmp_path / "other")
+    await other.refresh()  # a fresh reader reads it all once
+    assert reads[-1] == 6 and set(other.heads()) == set(repository.heads())
+
+
 async def test_a_tampered_or_missing_chunk_is_never_served(repository, kafka, tmp_path):
     package = new_package(tmp_path / "src", "big@v1", "big")
     (package / "vocabulary.bin").write_bytes(os.urandom(1_300_000))
