@@ -90,8 +90,9 @@ _DIGESTS: dict[Path, tuple[tuple[tuple[str, int, int], ...], str]] = {}
 _DIGESTS_LOCK = threading.Lock()
 
 
-def known_package_sha256(directory: str | Path) -> str:
-    """:func:`package_sha256`, hashed again only when a file's path, size or modification time changed.
+def known_package_sha256(directory: str | Path) -> tuple[str, bool]:
+    """:func:`package_sha256`, and whether it was known: hashed again only when a file's path, size or
+    modification time changed since it was last hashed.
 
     For reloading a package an evicted model came from (a load would otherwise spend more time
     hashing than reading its weights); verifying a download hashes in full (``package_sha256``).
@@ -102,11 +103,11 @@ def known_package_sha256(directory: str | Path) -> str:
     with _DIGESTS_LOCK:
         known = _DIGESTS.get(directory)
     if known is not None and known[0] == signature:
-        return known[1]
+        return known[1], True
     sha256 = package_sha256(directory)
     with _DIGESTS_LOCK:
         _DIGESTS[directory] = (signature, sha256)
-    return sha256
+    return sha256, False
 
 
 def resolve_workflow(directory: str | Path, manifest: Manifest, sha256: str | None = None) -> type[Workflow]:
@@ -237,11 +238,11 @@ def build_model(directory: str | Path, facts: FactStore) -> WorkflowModel:
         ModelUnavailable: the fact store lacks a fact the model needs.
     """
     directory = Path(directory)
-    sha256 = known_package_sha256(directory)
+    sha256, unchanged = known_package_sha256(directory)
     manifest = load_manifest(directory)
     cls = resolve_workflow(directory, manifest, sha256)
     _check_facts(directory, manifest, cls)
-    weights = load_weights(directory, manifest)
+    weights = load_weights(directory, manifest, verified=unchanged)
     try:
         workflow = cls(weights, manifest.params)
         session = OnnxModel(directory, manifest.onnx) if manifest.onnx is not None else None

@@ -233,8 +233,12 @@ def load_manifest(directory: str | Path) -> Manifest:
     )
 
 
-def load_weights(directory: str | Path, manifest: Manifest) -> dict[str, np.ndarray]:
+def load_weights(directory: str | Path, manifest: Manifest, *, verified: bool = False) -> dict[str, np.ndarray]:
     """The package's arrays, checked against the manifest (none for a package that declares none).
+
+    ``verified``: the file's bytes are known good (the package digest was computed over these very
+    files, unchanged since), so stored arrays are read straight into place, without the archive's
+    per-chunk CRC and copies (a reload of an evicted model: about three times faster).
 
     Raises:
         ModelPackageError: ``weights.npz`` is missing while the manifest declares arrays, is not
@@ -247,8 +251,10 @@ def load_weights(directory: str | Path, manifest: Manifest) -> dict[str, np.ndar
             return {}  # a workflow with no trained component: rules, heuristics, look-ups
         raise _fail(directory, f"{WEIGHTS_FILE} is missing")
     try:
-        with np.load(file, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        arrays = _read_stored(file) if verified else None
+        if arrays is None:
+            with np.load(file, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise _fail(directory, f"{WEIGHTS_FILE} is not a readable npz archive: {exc}") from exc
     declared, present = set(manifest.weights), set(arrays)
@@ -267,6 +273,39 @@ def load_weights(directory: str | Path, manifest: Manifest) -> dict[str, np.ndar
         if array.dtype.kind != np.dtype(spec.dtype).kind:
             raise _fail(directory, f"weight {name!r} has dtype {array.dtype} but the manifest declares {spec.dtype}")
     return arrays
+
+
+def _read_stored(file: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an npz whose members are all stored uncompressed, each read by one ``readinto``.
+
+    None when a member is compressed or holds objects: ``np.load`` reads those.
+    """
+    with zipfile.ZipFile(file) as archive:
+        members = archive.infolist()
+        if any(m.compress_type != zipfile.ZIP_STORED or not m.filename.endswith(".npy") for m in members):
+            return None
+        arrays = {}
+        with open(file, "rb") as raw:
+            for member in members:
+                raw.seek(member.header_offset)
+                header = raw.read(30)  # the local file header; its name and extra field lengths vary
+                if header[:4] != b"PK\x03\x04":
+                    raise zipfile.BadZipFile(f"{member.filename}: no local file header")
+                raw.seek(int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little"), 1)
+                version = np.lib.format.read_magic(raw)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
+                else:
+                    return None
+                if dtype.hasobject:
+                    return None
+                array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+                if raw.readinto(array.reshape(-1, order="A").view(np.uint8).data) != array.nbytes:
+                    raise EOFError(f"{member.filename}: the archive ends inside the array")
+                arrays[member.filename[:-4]] = array
+        return arrays
 
 
 def load_examples(directory: str | Path) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,27 @@ def test_weights_not_an_archive(models_copy: Path) -> None:
     (package / "weights.npz").write_bytes(b"not a zip")
     with pytest.raises(ModelPackageError, match="not a readable npz"):
         validate_package(package)
+
+
+def test_a_verified_reload_reads_the_same_arrays_straight_into_place(tmp_path) -> None:
+    from workflows.packaging import _read_stored, load_weights, weight_specs
+    from workflows.registry import default_models_dir
+
+    for package in sorted(default_models_dir().iterdir()):
+        manifest = load_manifest(package)
+        slow, fast = load_weights(package, manifest), load_weights(package, manifest, verified=True)
+        assert slow.keys() == fast.keys()
+        assert all(np.array_equal(slow[k], fast[k]) and slow[k].dtype == fast[k].dtype for k in slow)
+    arrays = {"c": np.arange(12.0).reshape(3, 4), "f": np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),
+              "s": np.array(["x", "yy"]), "scalar": np.float32(3.5), "empty": np.zeros((0, 3))}
+    np.savez(tmp_path / "w.npz", **arrays)
+    read = _read_stored(tmp_path / "w.npz")
+    assert read is not None and read.keys() == arrays.keys() and read["f"].flags.f_contiguous
+    assert all(np.array_equal(read[k], v) and read[k].dtype == np.asarray(v).dtype for k, v in arrays.items())
+    assert weight_specs(read) == weight_specs({k: np.asarray(v) for k, v in arrays.items()})
+    np.savez_compressed(tmp_path / "z.npz", **arrays)
+    assert _read_stored(tmp_path / "z.npz") is None  # compressed: np.load reads it
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "w.npz").read_bytes()[:200] +
+                                       (tmp_path / "w.npz").read_bytes()[-400:])
+    with pytest.raises((EOFError, ValueError, OSError, zipfile.BadZipFile)):
+        _read_stored(tmp_path / "cut.npz")
