@@ -471,8 +471,8 @@ class FaultyRegistry:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._registry, name)
 
-    def get(self, model_id: str) -> Any:
-        return _FaultyModel(self._registry.get(model_id), self._sleep_s)
+    def get(self, model_id: str, **options: Any) -> Any:
+        return _FaultyModel(self._registry.get(model_id, **options), self._sleep_s)
 
 
 POISON_EVERY = 40
