@@ -27,10 +27,12 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from workflows.base import Model
 from workflows.errors import ModelUnavailable
@@ -41,6 +43,8 @@ from workflows.packaging import MANIFEST_FILE, Manifest, load_manifest
 __all__ = [
     "EXAMPLES_DIR",
     "LOAD_BUCKETS_S",
+    "declared_bytes",
+    "onnx_bytes",
     "model_bytes",
     "FACTS_DIR_ENV",
     "MODELS_DIR_ENV",
@@ -389,6 +393,22 @@ def _return_freed_memory() -> None:
         return
     _trimmed_at = now
     _MALLOC_TRIM(0)
+
+
+def declared_bytes(weights: Mapping[str, Mapping[str, Any]], onnx_bytes: int = 0) -> int:
+    """What a package says it will hold, before it loads: its manifest's ``weights`` (``{"shape", "dtype"}``
+    each, as ``manifest.json`` has them) at their item size, plus its ONNX model file's bytes."""
+    arrays = sum(math.prod(int(n) for n in spec["shape"]) * int(np.dtype(spec["dtype"]).itemsize)
+                 for spec in weights.values())
+    return arrays + onnx_bytes
+
+
+def onnx_bytes(directory: Path, manifest: Manifest) -> int:
+    """The size of the package's ONNX model file (0 if it declares none, or the file is missing)."""
+    if manifest.onnx is None:
+        return 0
+    file = Path(directory) / manifest.onnx.file
+    return file.stat().st_size if file.is_file() else 0
 
 
 def model_bytes(model: Model) -> int:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 from routing import Rules
 from scoreline import settings
@@ -15,6 +16,9 @@ from scoreline.output import emit_json
 from streams.repository import ModelRepository
 from streams.rules.log import read_log
 from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, package_sha256, validate_package
+from workflows.loading import build_model
+from workflows.packaging import Manifest
+from workflows.registry import declared_bytes, model_bytes, onnx_bytes
 from workflows.skeleton import new_package
 
 
@@ -67,9 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", help="print one JSON list")
     listing.set_defaults(func=run_list)
 
-    describe = actions.add_parser("describe", help="one package: manifest, facts, shard, who routes to it")
+    describe = actions.add_parser("describe", help="one package: manifest, facts, shard, who routes to it, memory")
     add_source_arguments(describe)
     describe.add_argument("model", metavar="NAME@VERSION")
+    describe.add_argument("--published", action="store_true",
+                          help="a package no local models directory holds: describe the published one "
+                               "(needs Kafka: --bootstrap)")
+    describe.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers, with --published")
     describe.add_argument("--json", action="store_true", help="print one JSON object")
     describe.set_defaults(func=run_describe)
 
@@ -188,7 +196,12 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_describe(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    manifest = registry.manifest(args.model)  # ModelUnavailable (model_unavailable) names the model
+    try:
+        manifest = registry.manifest(args.model)  # ModelUnavailable (model_unavailable) names the model
+    except ModelUnavailable:
+        if not args.published:
+            raise
+        return _describe_published(args)
     lineage = load_lineage(args, registry)
     node = lineage.models[manifest.id]
     try:
@@ -197,11 +210,12 @@ def run_describe(args: argparse.Namespace) -> int:
     except ModelUnavailable as exc:
         package = {"path": str(registry.models_dir / manifest.id), "valid": False, "problem": str(exc)}
     package["sha256"] = package_sha256(registry.models_dir / manifest.id)
+    memory = _memory(registry.models_dir / manifest.id, manifest, settings.facts_dir(args))
     doc = {"id": manifest.id, "name": manifest.name, "version": manifest.version, "objective": manifest.objective,
            "workflow": manifest.workflow, "shard": node["shard"], "metrics": dict(manifest.metrics),
            "baseline": manifest.baseline, "baseline_metrics": dict(manifest.baseline_metrics),
            "facts": {f: lineage.facts[f] for f in manifest.facts}, "used_by": node["uses"],
-           "package": package, "manifest": manifest.to_dict()}
+           "package": package, "memory": memory, "source": "local", "manifest": manifest.to_dict()}
     if args.json:
         emit_json(doc)
         return 0
@@ -210,6 +224,9 @@ def run_describe(args: argparse.Namespace) -> int:
     state = "valid" if package["valid"] else f"BROKEN: {package['problem']}"
     print(f"  package    {package['path']} ({state})")
     print(f"  sha256     {package['sha256']}")
+    measured = f"{memory['measured']} bytes measured loaded" if memory["measured"] is not None else \
+        f"not measured: {memory['problem']}"
+    print(f"  memory     {memory['declared']} bytes declared (arrays and ONNX file), {measured}")
     print(f"  trained    {manifest.training.get('date')} by {manifest.training.get('script', '?')}, "
           f"seed {manifest.training.get('seed')}, data {manifest.training.get('data_sizes')}")
     print("  metrics    " + ", ".join(f"{k} {v:.3f} (baseline {manifest.baseline_metrics[k]:.3f})"
@@ -223,4 +240,43 @@ def run_describe(args: argparse.Namespace) -> int:
     print("  used by" + ("" if node["uses"] else "    nothing: no objective routes to it"))
     for use in node["uses"]:
         print(f"    {use['objective']}: {use['role']}  ({use['path']})")
+    return 0
+
+
+def _memory(directory: Path, manifest: Manifest, facts_dir: Path) -> dict[str, Any]:
+    """What the package declares it holds, and what it holds once loaded (as the memory budget counts it)."""
+    declared = declared_bytes(manifest.to_dict()["weights"], onnx_bytes(directory, manifest))
+    memory: dict[str, Any] = {"declared": declared, "measured": None, "problem": None}
+    try:
+        memory["measured"] = model_bytes(build_model(directory, InMemoryFactStore.from_dir(facts_dir)))
+    except ModelUnavailable as exc:
+        memory["problem"] = str(exc)
+    return memory
+
+
+def _describe_published(args: argparse.Namespace) -> int:
+    """A package only the repository holds: its head (what was published, when, by whom) and its manifest."""
+    repository = _repository(args)
+    asyncio.run(repository.refresh())
+    head = repository.heads().get(args.model)
+    if head is None:
+        raise ModelUnavailable(f"no model {args.model!r} in {settings.models_dir(args)} nor in the repository "
+                               f"{repository.topic}")
+    manifest = head.manifest
+    doc = {"id": head.id, "name": manifest.get("name"), "version": manifest.get("version"),
+           "objective": manifest.get("objective"), "workflow": manifest.get("workflow"),
+           "metrics": manifest.get("metrics", {}), "source": repository.topic,
+           "package": {"sha256": head.sha256, "archive_bytes": head.size, "chunks": head.chunks,
+                       "published_at_ms": head.published_at_ms, "published_by": head.published_by},
+           "memory": {"declared": declared_bytes(manifest.get("weights", {})), "measured": None,
+                      "problem": "not loaded here: scoreline models pull it to measure it"},
+           "manifest": manifest}
+    if args.json:
+        emit_json(doc)
+        return 0
+    print(f"{head.id}  ({doc['objective']}, workflow {doc['workflow']}), published on {repository.topic}")
+    print(f"  sha256     {head.sha256}")
+    print(f"  archive    {head.size} bytes in {head.chunks} chunks, published by {head.published_by} at "
+          f"{head.published_at_ms} ms")
+    print(f"  memory     {doc['memory']['declared']} bytes of arrays declared")
     return 0

@@ -9,7 +9,6 @@ import urllib.request
 from collections import defaultdict
 from typing import Any
 
-import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from routing import Rules, rules_to_doc
@@ -20,6 +19,7 @@ from streams.repository import ModelRepository
 from streams.rules.log import read_log
 from streams.rules.publisher import RulesPublisher
 from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable
+from workflows.registry import declared_bytes, onnx_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,21 +119,14 @@ def _memory(args: argparse.Namespace, rules: Rules, measured: dict[str, int]) ->
             head = heads.get(model)
             if head is None:
                 continue
-            weights = {n: (tuple(w["shape"]), w["dtype"]) for n, w in head.manifest.get("weights", {}).items()}
             # The ONNX file's own size is not in the head: the archive's bounds it.
-            memory[model] = _declared(weights, head.size if head.manifest.get("onnx") else 0)
+            memory[model] = declared_bytes(head.manifest.get("weights", {}),
+                                           head.size if head.manifest.get("onnx") else 0)
             origin[model] = "declared (published package)"
             continue
-        onnx = registry.directory(model) / manifest.onnx.file if manifest.onnx is not None else None
-        memory[model] = _declared({n: (w.shape, w.dtype) for n, w in manifest.weights.items()},
-                                  onnx.stat().st_size if onnx is not None and onnx.exists() else 0)
+        memory[model] = declared_bytes(manifest.to_dict()["weights"], onnx_bytes(registry.directory(model), manifest))
         origin[model] = "declared (local package)"
     return memory, origin
-
-
-def _declared(weights: dict[str, tuple[tuple[int, ...], str]], onnx_bytes: int) -> int:
-    """What a package says it holds: its declared arrays (shape times item size), plus its ONNX model's bytes."""
-    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in weights.values()) + onnx_bytes
 
 
 async def _heads(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``scoreline models`` and ``scoreline lineage`` through the real argument parser (no broker needed)."""
+"""``scoreline models`` and ``scoreline lineage`` through the real argument parser (the repository commands with a broker)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def test_models_describe_json(capsys) -> None:
     assert doc["used_by"] == [{"objective": "fraud-score", "role": "shadow 100%",
                                "path": "objectives.fraud-score.shadow[0].model"}]
     assert doc["package"]["valid"] and doc["manifest"]["name"] == "fraud-score"
+    from workflows.registry import ModelRegistry, model_bytes
+
+    loaded = model_bytes(ModelRegistry.default().get("fraud-score@v2"))
+    assert doc["memory"] == {"declared": loaded, "measured": loaded, "problem": None} and loaded > 0
+    assert doc["source"] == "local"
 
 
 def test_models_describe_text_and_unknown(capsys) -> None:
@@ -123,3 +128,35 @@ def test_a_missing_configuration_path_is_one_line_naming_it(argv, capsys, monkey
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[invalid_config]" in err[0] and "/no/such/" in err[0], err
+
+
+@pytest.mark.kafka
+def test_the_repository_commands_publish_list_describe_pull_and_retire(capsys, kafka_bootstrap, prefix, tmp_path):
+    connect = ("--bootstrap", kafka_bootstrap, "--prefix", prefix)
+    assert main(["models", "new", "echo@v1", "--objective", "echo", "--dir", str(tmp_path / "src")]) == 0
+    capsys.readouterr()
+    package = str(tmp_path / "src" / "echo@v1")
+    published = run_json(capsys, "models", "publish", package, *connect, "--json")
+    assert published["created"] and published["topic"] == f"{prefix}models" and published["chunks"] == 1
+    assert run_json(capsys, "models", "publish", package, *connect, "--json")["created"] is False  # a no-op
+
+    rows = run_json(capsys, "models", "list", "--published", "--bootstrap", kafka_bootstrap, "--prefix", prefix,
+                    "--json")
+    assert [r["source"] for r in rows if r["name"] == "echo"] == [f"{prefix}models"]
+    doc = run_json(capsys, "models", "describe", "echo@v1", "--published", "--bootstrap", kafka_bootstrap,
+                   "--prefix", prefix, "--json")
+    assert doc["source"] == f"{prefix}models" and doc["package"]["sha256"] == published["sha256"]
+    assert doc["objective"] == "echo" and doc["memory"]["declared"] == 0  # the skeleton has no arrays
+
+    pulled = run_json(capsys, "models", "pull", "echo@v1", *connect, "--dir", str(tmp_path / "out"), "--json")
+    assert pulled["sha256"] == published["sha256"] and (tmp_path / "out" / "echo@v1" / "manifest.json").is_file()
+
+    with open(tmp_path / "src" / "echo@v1" / "workflow.py", "a") as f:
+        f.write("\n# changed\n")
+    assert main(["models", "publish", package, *connect]) == 2
+    assert "[model_conflict]" in capsys.readouterr().err
+
+    assert run_json(capsys, "models", "retire", "echo@v1", *connect, "--json")["retired"] is True
+    assert main(["models", "describe", "echo@v1", "--published", "--bootstrap", kafka_bootstrap,
+                 "--prefix", prefix]) == 2
+    assert "[model_unavailable]" in capsys.readouterr().err
