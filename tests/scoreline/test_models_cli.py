@@ -1,4 +1,4 @@
-"""``scoreline models`` and ``scoreline lineage`` through the real argument parser (the repository commands with a broker)."""
+"""``scoreline models`` and ``scoreline lineage`` through the real parser (the repository commands on a broker)."""
 
 from __future__ import annotations
 

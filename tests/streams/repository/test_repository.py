@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -93,6 +94,60 @@ async def test_a_tampered_or_missing_chunk_is_never_served(repository, kafka, tm
     finally:
         await producer.stop()
     assert not (tmp_path / "out" / "big@v1").exists()
+
+
+async def test_a_package_over_the_size_limit_is_refused_and_nothing_is_written(kafka, layout, tmp_path):
+    small = ModelRepository(kafka, layout, cache_dir=tmp_path / "cache", max_package_bytes=100_000)
+    package = new_package(tmp_path / "src", "huge@v1", "huge")
+    (package / "vocabulary.bin").write_bytes(os.urandom(200_000))
+    with pytest.raises(RepositoryError, match="over the repository's limit of 100000"):
+        await small.publish(package, by="test")
+    await small.refresh()
+    assert "huge@v1" not in small.heads()
+
+
+async def test_a_head_whose_package_names_another_id_is_never_served(repository, kafka, tmp_path):
+    real = await repository.publish(new_package(tmp_path / "src", "echo@v1", "echo"), by="test")
+    await repository.refresh()
+    head = repository.heads()["echo@v1"]
+    producer = kafka.producer("test-forge")
+    await producer.start()
+    try:  # echo@v1's chunk, announced as other@v1
+        chunk = repository._records[chunk_key("echo@v1", 0)]
+        await producer.send_and_wait(repository.topic, (await _values(repository, kafka))[chunk_key("echo@v1", 0)],
+                                     key=chunk_key("other@v1", 0).encode(), headers=list(chunk.headers))
+        forged = dataclasses.replace(head, id="other@v1")
+        await producer.send_and_wait(repository.topic, forged.encode(), key=b"other@v1")
+    finally:
+        await producer.stop()
+    with pytest.raises(RepositoryError, match="other@v1"):
+        await repository.pull("other@v1", tmp_path / "out")
+    assert not (tmp_path / "out" / "other@v1").exists() and real.created
+
+
+async def test_chunks_written_out_of_order_are_put_back_in_order_by_their_index(repository, kafka, tmp_path):
+    package = new_package(tmp_path / "src", "big@v1", "big")
+    (package / "vocabulary.bin").write_bytes(os.urandom(1_300_000))
+    published = await repository.publish(package, by="test")
+    await repository.refresh()
+    records = await _values(repository, kafka)
+    producer = kafka.producer("test-reorder", max_request_size=4 * 2**20)
+    await producer.start()
+    try:  # chunk 0 again, now after chunks 1 and 2 in the log
+        await producer.send_and_wait(repository.topic, records[chunk_key("big@v1", 0)],
+                                     key=chunk_key("big@v1", 0).encode(),
+                                     headers=list(repository._records[chunk_key("big@v1", 0)].headers))
+    finally:
+        await producer.stop()
+    again = ModelRepository(kafka, repository.layout, cache_dir=tmp_path / "cache2")
+    assert package_sha256(await again.pull("big@v1", tmp_path / "out")) == published.sha256
+
+
+async def _values(repository: ModelRepository, kafka) -> dict[str, bytes]:
+    """Every key's latest value on the repository topic (the repository itself keeps only where chunks are)."""
+    from streams.transport.topic_reader import read_topic
+
+    return {r.key.decode(): r.value for r in await read_topic(kafka, repository.topic) if r.key and r.value}
 
 
 async def test_retire_is_refused_while_routed_and_then_tombstones_the_version(repository, tmp_path):

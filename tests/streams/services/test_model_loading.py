@@ -224,3 +224,27 @@ async def test_moving_a_model_to_another_shard_loses_and_repeats_no_request(tmp_
     assert {r["shard"] for r in results if r["request_id"].startswith("before")} == {"s1"}  # where it was routed
     assert {r["shard"] for r in results if r["request_id"].startswith("after")} == {"s2"}
     assert {(r["status"], r["rules_version"]) for r in results} == {("ok", 1), ("ok", 2)}
+
+
+async def test_a_repository_that_cannot_be_read_answers_model_unavailable_and_the_worker_goes_on(tmp_path):
+    from streams.repository import ModelRepository
+
+    rules, registry, slow = two_models(tmp_path)
+    slow.GATE.set()
+    # A model only a repository could have, and a repository nobody can reach (a closed port).
+    remote = dataclasses.replace(rules.objectives["fast"], name="remote", default="remote@v1")
+    rules = dataclasses.replace(rules, models={**rules.models, "remote@v1": "s1"},
+                                objectives={**rules.objectives, "remote": remote})
+    unreachable = ModelRepository(KafkaSettings(bootstrap="127.0.0.1:1"), LAYOUT, cache_dir=tmp_path / "cache",
+                                  timeout=1.0)
+    broker = MemoryBroker()
+    request(broker, "remote-1", "remote")
+    request(broker, "fast-1", "fast")
+
+    async def check():
+        assert await eventually(lambda: {"remote-1", "fast-1"} <= replies(broker).keys(), timeout=20)
+
+    await run(services(MemoryTransport(broker), rules, registry, repository=unreachable), check)
+    remote, fast = replies(broker)["remote-1"], replies(broker)["fast-1"]
+    assert (remote["status"], remote["error"]["code"]) == ("error", ErrorCode.MODEL_UNAVAILABLE)
+    assert fast["status"] == "ok"
