@@ -161,3 +161,20 @@ def test_every_package_init_exports_names_that_exist():
         assert exported is not None, f"{name} has no __all__"
         missing = [n for n in exported if not hasattr(package, n)]
         assert missing == [], (name, missing)
+
+
+def test_bench_only_and_training_only_packages_stay_where_they_belong():
+    """What a worker imports never needs an extra: Quix Streams is the bench's, scikit-learn training's."""
+    extras = {"quixstreams": ("streams.bench.quix_app",), "sklearn": ("workflows.training.",),
+              "skl2onnx": ("workflows.training.",)}
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                allowed = extras.get(name.split(".")[0])
+                assert allowed is None or module.startswith(allowed), f"{module} imports {name}"

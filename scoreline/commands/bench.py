@@ -12,10 +12,15 @@ from streams.bench.runner import LAYOUTS, PIPELINES, BenchPlan, run_bench
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "bench", help="measure the pipeline beside its ceiling (raw aiokafka relay) and a faust baseline")
+        "bench", help="measure the pipeline beside its ceiling (raw aiokafka relay), Quix Streams and faust")
     settings.add_connection_arguments(parser, rules=False)
     parser.add_argument("--duration", type=float, default=20.0,
-                        help="seconds of saturation per pipeline; each fixed load runs a quarter of it (default 20)")
+                        help="seconds of saturation per pipeline, split over the rounds; each fixed load runs a "
+                             "quarter of it (default 20)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of saturation, each pipeline in turn (default 3)")
+    parser.add_argument("--unloaded", type=int, default=300,
+                        help="sequential single requests per pipeline for its unloaded latency (default 300)")
     parser.add_argument("--rates", default="500,2000",
                         help="fixed offered loads for latency, requests/s, comma-separated (default 500,2000)")
     parser.add_argument("--load-seconds", type=float, default=None,
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     plan = BenchPlan(duration=args.duration, latency_duration=args.load_seconds,
                      rates=tuple(float(r) for r in args.rates.split(",") if r),
                      window=args.window, pipelines=tuple(p for p in args.only.split(",") if p), layout=args.layout,
-                     broker_warmup=args.broker_warmup)
+                     broker_warmup=args.broker_warmup, rounds=args.rounds, unloaded=args.unloaded)
     report = asyncio.run(run_bench(settings.resolve_bootstrap(args), plan, progress))
     if args.json:
         emit_json(report)
@@ -47,12 +52,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(report: dict) -> None:
-    print(f"{'pipeline':<12} {'requests/s':>11}   latency ms p50/p95/p99 at each offered load")
+    print(f"{'pipeline':<12} {'requests/s':>11} {'per round':>24}   latency ms p50/p95/p99: unloaded, then at each "
+          "offered load")
     for name in PIPELINES:
         figures = report.get(name)
         if not figures:
             continue
         loads = "  ".join(f"{load}: {f['p50']}/{f['p95']}/{f['p99']}"
-                          for load, f in (figures.get("latency_ms") or {}).items())
-        print(f"{name:<12} {figures.get('throughput_rps')!s:>11}   {loads}")
+                          for load, f in {"unloaded": figures.get("unloaded_ms") or {},
+                                          **(figures.get("latency_ms") or {})}.items() if f)
+        rounds = ",".join(f"{r:.0f}" if r else "-" for r in figures.get("rounds_rps") or ())
+        print(f"{name:<12} {figures.get('throughput_rps')!s:>11} {rounds:>24}   {loads}")
+    hop = report.get("raw_hop_ms") or {}
+    print(f"raw Kafka hop (one record there and back): p50/p95/p99 {hop.get('p50')}/{hop.get('p95')}/{hop.get('p99')}")
     print(f"ratios: {report['ratios']}")

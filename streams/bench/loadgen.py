@@ -2,12 +2,14 @@
 
 Run as ``python -m streams.bench.loadgen PLAN_JSON``; prints one JSON object on stdout.
 
-Phases, in order, on one warm producer and one reply reader:
+Phases, in order (``LoadPlan.phases`` picks which), on one warm producer and one reply reader:
 
-1. warm-up: a trickle of requests until replies come back (the pipeline is up and assigned);
+1. warm-up (always): a trickle of requests until replies come back (the pipeline is up and assigned);
 2. saturation: a window of requests kept in flight (refilled as replies arrive) for
    ``duration`` seconds; throughput counts the replies after the first fifth of it;
-3. fixed offered loads (open loop: sends follow the clock, never the replies), each for
+3. unloaded: single requests one after another, each sent when the one before is answered
+   (the pipeline's latency with nothing queued anywhere);
+4. fixed offered loads (open loop: sends follow the clock, never the replies), each for
    ``latency_duration`` seconds, latency measured on requests sent after the first second.
    A load above the pipeline's own sustained maximum is skipped, not run: its latency only
    grows with the length of the phase, so no percentile of it means anything.
@@ -20,6 +22,7 @@ producer to the moment its reply is read here, i.e. it includes both client hops
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -32,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.bench.mix import RequestMix
 
-__all__ = ["LoadPlan", "LoadGenerator"]
+__all__ = ["LoadPlan", "LoadGenerator", "percentiles"]
 
 TICK_S = 0.002
 "How often the open-loop sender catches up with the clock."
@@ -61,6 +64,13 @@ class LoadPlan:
     """Partitions of the request topic."""
     pipeline_pids: list[int] = field(default_factory=list)
     """The pipeline's processes, whose CPU time per answered request the saturation phase reports."""
+    phases: list[str] = field(default_factory=lambda: ["saturate", "offered"])
+    """Which phases to run, in this order: ``saturate``, ``unloaded``, ``offered``."""
+    unloaded: int = 300
+    """Sequential single requests (one in flight) of the ``unloaded`` phase."""
+    max_rps: float | None = None
+    """The pipeline's sustained maximum, for ``half_max`` and skipping loads above it, when this run does
+    not saturate it itself."""
     warmup_timeout: float = 120.0
     drain_timeout: float = 30.0
 
@@ -85,10 +95,11 @@ class LoadGenerator:
 
     async def start(self) -> None:
         plan = self.plan
-        # The same delivery guarantees the pipelines use; linger only as long as a tick.
+        # The same delivery guarantees the pipelines use; no linger: requests go as whole batches
+        # (send_batch), and a single unloaded request must not wait for company.
         self.producer = producer = AIOKafkaProducer(
             bootstrap_servers=plan.bootstrap, client_id="bench-loadgen", acks="all", enable_idempotence=True,
-            linger_ms=2, max_batch_size=512 * 1024)
+            linger_ms=0, max_batch_size=512 * 1024)
         await producer.start()
         self.consumer = consumer = AIOKafkaConsumer(
             bootstrap_servers=plan.bootstrap, client_id="bench-loadgen", group_id=None, enable_auto_commit=False,
@@ -240,15 +251,37 @@ class LoadGenerator:
             await asyncio.sleep(TICK_S)
         lost = await self.drain(self.plan.drain_timeout)
         self.record_from = float("inf")
-        return {"offered_rps": round(rate, 1), "sent": sent, "unanswered": lost, **_percentiles(self.latencies)}
+        return {"offered_rps": round(rate, 1), "sent": sent, "unanswered": lost, **percentiles(self.latencies)}
+
+    async def unloaded(self, count: int, timeout: float = 10.0) -> dict:
+        """``count`` requests one after another, each sent once the one before is answered."""
+        self.latencies.clear()
+        self.record_from = 0.0
+        lost = 0
+        for _ in range(count):
+            await self.send(1)
+            deadline = time.perf_counter() + timeout
+            while self.sent_at and time.perf_counter() < deadline:
+                self._answer.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._answer.wait(), 0.5)
+            if self.sent_at:
+                lost += len(self.sent_at)
+                self.sent_at.clear()
+        self.record_from = float("inf")
+        return {"requests": count, "unanswered": lost, **percentiles(self.latencies)}
 
     async def run(self) -> dict:
         plan = self.plan
         await self.warm_up()
-        report = await self.saturate()
-        if not plan.rates and not plan.half_max:
+        report: dict[str, Any] = {}
+        if "saturate" in plan.phases:
+            report.update(await self.saturate())
+        if "unloaded" in plan.phases:
+            report["unloaded_ms"] = await self.unloaded(plan.unloaded)
+        if "offered" not in plan.phases or (not plan.rates and not plan.half_max):
             return report
-        maximum = report["throughput_rps"]
+        maximum = report["throughput_rps"] if "saturate" in plan.phases else plan.max_rps or 0.0
         loads = {str(int(r)): r for r in plan.rates}
         if plan.half_max:
             loads["half_max"] = maximum / 2
@@ -279,7 +312,7 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _percentiles(seconds: list[float]) -> dict:
+def percentiles(seconds: list[float]) -> dict:
     if not seconds:
         return {"p50": None, "p95": None, "p99": None, "samples": 0}
     ms = np.asarray(seconds) * 1000

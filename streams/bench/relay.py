@@ -5,7 +5,7 @@ runs: both, or one of a process pair); stops on SIGTERM/SIGINT.
 
 Each hop decodes and re-encodes every message with orjson and does no routing and no
 scoring: the most this machine moves through the broker with Python on both ends. It uses
-the same client settings as scoreline (idempotent producer, acks=all, the same linger and
+the same client settings as scoreline (idempotent producer, acks=all, no linger, the same
 batch sizes, manual commits after the batch is acknowledged) and the fastest way aiokafka
 offers to produce: ``getmany`` in, one ``create_batch``/``send_batch`` per partition out.
 As scoreline's services do, a hop commits in the background, in order, while it fetches
@@ -38,7 +38,8 @@ class Hop:
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:
-        producer = self.kafka.producer(f"relay-{self.group}")
+        # No linger, as scoreline's producers: whole batches are handed over, so lingering only delays them.
+        producer = self.kafka.producer(f"relay-{self.group}", linger_ms=0)
         consumer = self.kafka.consumer(self.source, group_id=self.group, role=f"relay-{self.group}")
         await producer.start()
         await consumer.start()

@@ -9,20 +9,24 @@ import platform
 import signal
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.bench.layout import CLIENT, PARTITIONS, bench_layout, bench_rules, bench_topics
-from streams.bench.loadgen import LoadPlan
+from streams.bench.loadgen import LoadPlan, percentiles
+from streams.topics import TopicSpec
 from streams.transport.admin import ensure_topics
 
 __all__ = ["BenchPlan", "LAYOUTS", "PIPELINES", "run_bench"]
 
-PIPELINES = ("ceiling", "scoreline", "faust", "faust_take")
+PIPELINES = ("ceiling", "scoreline", "quix", "faust", "faust_take")
 "Every pipeline the bench knows, in the order it runs them."
 
 # Per layout and pipeline, the processes to start: a module and its arguments after BOOTSTRAP PREFIX.
@@ -30,12 +34,14 @@ _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
     "single": {
         "ceiling": [["streams.bench.relay", "both"]],
         "scoreline": [["streams.bench.scoreline_app", "router,worker"]],
+        "quix": [["streams.bench.quix_app", "both"]],
         "faust": [["streams.bench.faust_app", "per-event"]],
         "faust_take": [["streams.bench.faust_app", "take"]],
     },
     "pair": {
         "ceiling": [["streams.bench.relay", "in"], ["streams.bench.relay", "out"]],
         "scoreline": [["streams.bench.scoreline_app", "router"], ["streams.bench.scoreline_app", "worker"]],
+        "quix": [["streams.bench.quix_app", "route"], ["streams.bench.quix_app", "score"]],
         # Faust scales the way its users scale it: a second worker of the same app (the same groups).
         "faust": [["streams.bench.faust_app", "per-event"]] * 2,
         "faust_take": [["streams.bench.faust_app", "take"]] * 2,
@@ -72,6 +78,10 @@ class BenchPlan:
     broker_warmup: float = 10.0
     """Seconds of unreported load (the ceiling at saturation) before the first pipeline, so a broker
     that has just started has its JIT warm for every pipeline and not only for the later ones."""
+    rounds: int = 3
+    """Interleaved rounds of saturation: each a ``duration / rounds`` saturation of every pipeline in turn."""
+    unloaded: int = 300
+    """Sequential single requests per pipeline for its unloaded latency (and of the raw hop)."""
     stop_timeout: float = 20.0
     """Seconds a pipeline process gets to stop before it is killed."""
     extra: dict = field(default_factory=dict)
@@ -83,7 +93,13 @@ class BenchPlan:
 
 async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
                     progress: Callable[[str], None] = lambda _: None) -> dict:
-    """Run every pipeline of ``plan`` against ``bootstrap``; return the report (see ``docs/performance.md``)."""
+    """Run every pipeline of ``plan`` against ``bootstrap``; return the report (see ``docs/performance.md``).
+
+    Every pipeline is started once and runs for the whole bench, idle while another is driven.
+    Throughput is measured in ``plan.rounds`` interleaved rounds, each a short saturation of every
+    pipeline in turn, so a slow spell of the machine hits all of them; then each pipeline's
+    latency: unloaded (one request at a time), then at each fixed offered load.
+    """
     unknown = set(plan.pipelines) - set(PIPELINES)
     if unknown:
         raise ValueError(f"unknown pipelines {sorted(unknown)}; have {', '.join(PIPELINES)}")
@@ -91,41 +107,116 @@ async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
         raise ValueError(f"unknown layout {plan.layout!r}; have {', '.join(LAYOUTS)}")
     run = uuid.uuid4().hex[:8]
     report: dict = {"machine": machine(), "broker": broker_info(bootstrap),
-                    "method": {"duration_s": plan.duration, "seconds_per_load": plan.seconds_per_load,
+                    "method": {"duration_s": plan.duration, "rounds": plan.rounds,
+                               "seconds_per_round": round(plan.duration / plan.rounds, 2),
+                               "seconds_per_load": plan.seconds_per_load, "unloaded_requests": plan.unloaded,
                                "window": plan.window, "rates_rps": list(plan.rates),
                                "partitions": PARTITIONS, "layout": plan.layout,
                                "process_layout": LAYOUTS[plan.layout], "broker_warmup_s": plan.broker_warmup,
                                "request_mix": "alternating title-ranking (20 titles) and fraud-score"}}
-    if plan.broker_warmup > 0:
-        progress(f"bench: warming the broker up for {plan.broker_warmup:g} s "
-                 "(the ceiling at saturation, not reported) ...")
-        warm = await _measure("ceiling", bootstrap, uuid.uuid4().hex[:8], replace(plan, duration=plan.broker_warmup),
-                              progress)
-        if warm.get("throughput_rps") is None:  # the pipelines are still worth measuring; say the broker may be cold
-            report["method"]["broker_warmup_error"] = warm.get("error")
-    for name in plan.pipelines:
-        progress(f"bench: {name} ...")
-        report[name] = await _measure(name, bootstrap, run, plan, progress)
-        progress(f"bench: {name}: {report[name].get('throughput_rps')} requests/s")
+    names = list(plan.pipelines)
+    started: dict[str, _Running] = {}
+    try:
+        progress(f"bench: starting {', '.join(names)} ...")
+        for name in names:
+            started[name] = await _start(name, bootstrap, run, plan)
+        if plan.broker_warmup > 0 and "ceiling" in started:
+            progress(f"bench: warming the broker up for {plan.broker_warmup:g} s "
+                     "(the ceiling at saturation, not reported) ...")
+            warm = await _phase(started["ceiling"], plan, ["saturate"], duration=plan.broker_warmup)
+            if warm.get("throughput_rps") is None:  # the pipelines are still worth measuring; say it may be cold
+                report["method"]["broker_warmup_error"] = warm.get("error")
+        rounds: list[dict[str, dict]] = []
+        for number in range(1, plan.rounds + 1):
+            results = {}
+            for name in names:
+                results[name] = await _phase(started[name], plan, ["saturate"],
+                                             duration=plan.duration / plan.rounds)
+                progress(f"bench: round {number}/{plan.rounds}: {name}: "
+                         f"{results[name].get('throughput_rps')} requests/s")
+            rounds.append(results)
+        for name in names:
+            report[name] = _median_round([r[name] for r in rounds])
+            report[name]["rounds_rps"] = [r[name].get("throughput_rps") for r in rounds]
+            if report[name].get("throughput_rps") is None:
+                continue
+            phases = ["unloaded", "offered"]  # the ceiling's too: the floor under load, beside the pipelines
+            progress(f"bench: {name}: latency ...")
+            latency = await _phase(started[name], plan, phases, max_rps=report[name]["throughput_rps"])
+            for key in ("unloaded_ms", "latency_ms", "error", "log"):
+                if key in latency:
+                    report[name][key] = latency[key]
+            report[name]["prefix"] = started[name].prefix
+        report["raw_hop_ms"] = await raw_hop(bootstrap, f"bench-{run}-hop", plan.unloaded)
+    finally:
+        await asyncio.gather(*(_stop_pipeline(r, plan.stop_timeout) for r in started.values()))
     report["machine"]["loadavg_end"] = _loadavg()
+    report["rounds"] = [ratios(r) for r in rounds] if started else []
     report["ratios"] = ratios(report)
+    report["ratios"].update(_spreads(report["rounds"]))
     return report
 
 
 def ratios(report: dict) -> dict:
-    """``scoreline / ceiling`` and ``scoreline / faust`` (and ``/ faust_take``) in sustained throughput."""
-    def rps(name: str) -> float | None:
-        return (report.get(name) or {}).get("throughput_rps")
+    """Scoreline over each peer in sustained throughput; over the ceiling (the floor) in unloaded latency."""
+    def figure(name: str, *path: str) -> float | None:
+        value: object = report.get(name) or {}
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, (int, float)) else None
 
-    mine = rps("scoreline")
-    out = {}
-    for key, other in (("vs_ceiling", "ceiling"), ("vs_faust", "faust"), ("vs_faust_take", "faust_take")):
-        theirs = rps(other)
+    mine = figure("scoreline", "throughput_rps")
+    out: dict[str, float | None] = {}
+    for key, other in (("vs_ceiling", "ceiling"), ("vs_quix", "quix"), ("vs_faust", "faust"),
+                       ("vs_faust_take", "faust_take")):
+        theirs = figure(other, "throughput_rps")
         out[key] = round(mine / theirs, 2) if mine and theirs else None
+    for percentile in ("p50", "p99"):
+        mine_ms, floor_ms = figure("scoreline", "unloaded_ms", percentile), figure("ceiling", "unloaded_ms", percentile)
+        if mine_ms is not None and floor_ms:
+            out[f"unloaded_{percentile}_vs_ceiling"] = round(mine_ms / floor_ms, 2)
+    loaded, unloaded = figure("scoreline", "latency_ms", "500", "p99"), figure("scoreline", "unloaded_ms", "p99")
+    if loaded is not None and unloaded:
+        out["p99_at_500_vs_unloaded"] = round(loaded / unloaded, 2)
+        floor_loaded, floor_unloaded = figure("ceiling", "latency_ms", "500", "p99"), figure("ceiling", "unloaded_ms",
+                                                                                             "p99")
+        if floor_loaded is not None and floor_unloaded:
+            out["ceiling_p99_at_500_vs_unloaded"] = round(floor_loaded / floor_unloaded, 2)
     return out
 
 
-async def _measure(name: str, bootstrap: str, run: str, plan: BenchPlan, progress) -> dict:
+def _spreads(rounds: list[dict]) -> dict:
+    """The min, median and max of each throughput ratio over the rounds."""
+    out = {}
+    for key in ("vs_ceiling", "vs_quix", "vs_faust", "vs_faust_take"):
+        values = sorted(r[key] for r in rounds if r.get(key) is not None)
+        if values:
+            out[f"{key}_rounds"] = {"min": values[0], "median": values[len(values) // 2], "max": values[-1]}
+    return out
+
+
+def _median_round(results: list[dict]) -> dict:
+    """The round whose throughput is the median (a failed round counts as none)."""
+    measured = sorted((r for r in results if r.get("throughput_rps") is not None), key=lambda r: r["throughput_rps"])
+    if not measured:
+        return dict(results[-1]) if results else {"throughput_rps": None}
+    return dict(measured[len(measured) // 2])
+
+
+@dataclass
+class _Running:
+    name: str
+    bootstrap: str
+    prefix: str
+    processes: list[asyncio.subprocess.Process]
+    log: Any
+    requests_topic: str
+    reply_topic: str
+    run: str
+    failed: bool = False
+
+
+async def _start(name: str, bootstrap: str, run: str, plan: BenchPlan) -> _Running:
     prefix = f"bench-{run}-{name.replace('_', '-')}."
     rules = bench_rules(prefix)
     layout = bench_layout(prefix)
@@ -134,23 +225,62 @@ async def _measure(name: str, bootstrap: str, run: str, plan: BenchPlan, progres
     processes = [await asyncio.create_subprocess_exec(sys.executable, "-m", module, bootstrap, prefix, *arguments,
                                                       stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
                  for module, *arguments in _PROCESSES[plan.layout][name]]
-    load = LoadPlan(bootstrap=bootstrap, requests_topic=layout.requests, reply_topic=layout.replies(CLIENT),
-                    run=run, duration=plan.duration, latency_duration=plan.seconds_per_load,
-                    rates=[] if name == "ceiling" else list(plan.rates), half_max=name != "ceiling",
-                    window=plan.window, partitions=PARTITIONS, pipeline_pids=[p.pid for p in processes])
+    return _Running(name, bootstrap, prefix, processes, log, layout.requests, layout.replies(CLIENT), run)
+
+
+async def _phase(running: _Running, plan: BenchPlan, phases: list[str], *, duration: float | None = None,
+                 max_rps: float | None = None) -> dict:
+    """One load generator run against a started pipeline; a failure is reported, not raised."""
+    if running.failed:
+        return {"throughput_rps": None, "error": "failed in an earlier phase", "log": running.log.name}
+    load = LoadPlan(bootstrap=running.bootstrap,
+                    requests_topic=running.requests_topic, reply_topic=running.reply_topic, run=running.run,
+                    duration=duration or plan.duration, latency_duration=plan.seconds_per_load,
+                    rates=list(plan.rates), half_max=True, window=plan.window, partitions=PARTITIONS,
+                    pipeline_pids=[p.pid for p in running.processes], phases=phases, unloaded=plan.unloaded,
+                    max_rps=max_rps)
     try:
-        result = await _drive(load, processes)
+        return await _drive(load, running.processes)
     except Exception as exc:  # noqa: BLE001 - one pipeline failing must not lose the others' figures
-        progress(f"bench: {name} failed: {exc}; log in {log.name}")
-        result = {"throughput_rps": None, "error": str(exc), "log": log.name}
+        running.failed = True
+        return {"throughput_rps": None, "error": str(exc), "log": running.log.name}
+
+
+async def _stop_pipeline(running: _Running, timeout: float) -> None:
+    await asyncio.gather(*(_stop(p, timeout) for p in running.processes))
+    await _delete_topics(running.bootstrap, running.prefix)
+    running.log.close()
+    if not running.failed:
+        os.unlink(running.log.name)
+
+
+async def raw_hop(bootstrap: str, topic: str, count: int) -> dict:
+    """One Kafka hop and back to the same process, a record at a time: what a hop costs with no work at all."""
+    await ensure_topics(bootstrap, [TopicSpec(topic, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=5)
+    await producer.start()
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)
+        seconds = []
+        for i in range(count):
+            began = time.perf_counter()
+            await producer.send_and_wait(topic, b"x" * 600, key=str(i).encode(), partition=0)
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                if any(r.key == str(i).encode() for r in batch.get(tp, [])):
+                    break
+            seconds.append(time.perf_counter() - began)
     finally:
-        await asyncio.gather(*(_stop(p, plan.stop_timeout) for p in processes))
-        await _delete_topics(bootstrap, prefix)
-        log.close()
-    if "error" not in result:
-        os.unlink(log.name)
-    result["prefix"] = prefix
-    return result
+        await consumer.stop()
+        await producer.stop()
+        await _delete_topics(bootstrap, topic)
+    return {"requests": count, **percentiles(seconds)}
 
 
 async def _drive(load: LoadPlan, pipeline: list[asyncio.subprocess.Process]) -> dict:

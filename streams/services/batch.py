@@ -60,6 +60,8 @@ class BatchService(ABC):
         """How long a failed batch waits before it is replayed (the cause may be a broker moving leaders)."""
         self._task: asyncio.Task[None] | None = None
         self._committing: asyncio.Task[None] | None = None
+        self._to_commit: dict[TopicPartition, int] = {}
+        """Offsets acknowledged but not committed yet: the next commit's."""
         self._stopping = asyncio.Event()
         self._partitions: dict[str, int] = {}
         self._stopped_at: dict[TopicPartition, tuple[int, int]] = {}
@@ -228,13 +230,23 @@ class BatchService(ABC):
     def _commit_soon(self, batch: Batch) -> None:
         """Commit ``batch`` (already acknowledged) in the background, after the commits before it.
 
-        The next batch is fetched and handled during the commit's round trip; commits stay in order.
+        The next batch is fetched and handled during the commit's round trip. One commit is in flight
+        at a time: the offsets of the batches handled meanwhile are merged into the next one (offsets
+        are cumulative), so a busy service commits once a round trip, not once a batch.
         """
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         if self._stopped_at or self.held():
             offsets = self._hold_back(offsets)
-        if offsets:
-            self._committing = asyncio.create_task(self._commit(offsets, after=self._committing))
+        if not offsets:
+            return
+        self._to_commit.update(offsets)
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_pending())
+
+    async def _commit_pending(self) -> None:
+        while self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            await self._commit(offsets)
 
     def _hold_back(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """``offsets``, none past the work held back; and the partitions a release lets go further."""
@@ -253,9 +265,8 @@ class BatchService(ABC):
                 out[tp] = offset
         return out
 
-    async def _commit(self, offsets: dict[TopicPartition, int], after: asyncio.Task[None] | None = None) -> None:
-        if after is not None:
-            await after  # never raises: each commit logs its own failure
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets``; never raises (a failure is logged, and the next commit covers it)."""
         assert self.consumer is not None
         try:
             await self.consumer.commit(offsets)

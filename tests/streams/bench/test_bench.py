@@ -20,8 +20,9 @@ PERCENTILES = {"p50", "p95", "p99"}
 @pytest.mark.kafka
 @pytest.mark.parametrize(("layout", "processes"), [("pair", 2), ("single", 1)])
 def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys, layout, processes):
-    code = main(["bench", "--bootstrap", kafka_bootstrap, "--duration", "2", "--load-seconds", "1",
-                 "--rates", "50", "--window", "200", "--layout", layout, "--broker-warmup", "1", "--json"])
+    code = main(["bench", "--bootstrap", kafka_bootstrap, "--duration", "3", "--rounds", "3", "--load-seconds", "1",
+                 "--rates", "50", "--window", "200", "--layout", layout, "--broker-warmup", "1", "--unloaded", "20",
+                 "--json"])
     out = capsys.readouterr().out
     report = orjson.loads(out)  # exactly one JSON object on stdout
 
@@ -36,15 +37,23 @@ def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys
         assert figures["throughput_rps"] > 0
         assert figures["unanswered"] == 0
         assert len(figures["cpu_share_by_process"]) == processes  # the layout asked for is the one measured
-    assert "latency_ms" not in report["ceiling"]
-    for name in ("scoreline", "faust", "faust_take"):
+        assert len(figures["rounds_rps"]) == 3 and all(r > 0 for r in figures["rounds_rps"])  # interleaved rounds
+        assert figures["unloaded_ms"]["requests"] == 20 and figures["unloaded_ms"]["unanswered"] == 0
+        assert PERCENTILES <= figures["unloaded_ms"].keys()
+    for name in PIPELINES:  # the ceiling's too: the floor, unloaded and under each load
         latency = report[name]["latency_ms"]
         assert set(latency) == {"50", "half_max"}
         for load in latency.values():
             assert PERCENTILES <= load.keys()
             assert load.get("skipped") or load["unanswered"] == 0
-    assert set(report["ratios"]) == {"vs_ceiling", "vs_faust", "vs_faust_take"}
-    assert report["ratios"]["vs_ceiling"] > 0 and report["ratios"]["vs_faust"] > 0
+    assert PERCENTILES <= report["raw_hop_ms"].keys() and report["raw_hop_ms"]["requests"] == 20
+    ratios_ = report["ratios"]
+    assert {"vs_ceiling", "vs_quix", "vs_faust", "vs_faust_take", "unloaded_p50_vs_ceiling",
+            "unloaded_p99_vs_ceiling"} <= ratios_.keys()
+    assert ratios_["vs_ceiling"] > 0 and ratios_["vs_quix"] > 0 and ratios_["vs_faust"] > 0
+    assert len(report["rounds"]) == 3 and all(r["vs_ceiling"] > 0 for r in report["rounds"])
+    spread = ratios_["vs_ceiling_rounds"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
 
     prefixes = tuple(report[name]["prefix"] for name in PIPELINES)
     assert asyncio.run(_wait_gone(kafka_bootstrap, prefixes)) == []
@@ -67,7 +76,10 @@ async def _wait_gone(bootstrap: str, prefixes: tuple[str, ...], timeout: float =
 
 
 
-def test_ratios_are_scoreline_over_each_peer():
-    report = {"ceiling": {"throughput_rps": 1000.0}, "scoreline": {"throughput_rps": 600.0},
-              "faust": {"throughput_rps": 60.0}, "faust_take": {"throughput_rps": None}}
-    assert ratios(report) == {"vs_ceiling": 0.6, "vs_faust": 10.0, "vs_faust_take": None}
+def test_ratios_are_scoreline_over_each_peer_and_over_the_floor_in_unloaded_latency():
+    report = {"ceiling": {"throughput_rps": 1000.0, "unloaded_ms": {"p50": 2.0, "p99": 4.0}},
+              "scoreline": {"throughput_rps": 600.0, "unloaded_ms": {"p50": 2.5, "p99": 5.0}},
+              "quix": {"throughput_rps": 200.0}, "faust": {"throughput_rps": 60.0},
+              "faust_take": {"throughput_rps": None}}
+    assert ratios(report) == {"vs_ceiling": 0.6, "vs_quix": 3.0, "vs_faust": 10.0, "vs_faust_take": None,
+                              "unloaded_p50_vs_ceiling": 1.25, "unloaded_p99_vs_ceiling": 1.25}
