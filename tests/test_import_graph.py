@@ -168,13 +168,13 @@ def test_bench_only_and_training_only_packages_stay_where_they_belong():
     extras = {"quixstreams": ("streams.bench.quix_app",), "sklearn": ("workflows.training.",),
               "skl2onnx": ("workflows.training.",)}
     for module, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                allowed = extras.get(name.split(".")[0])
-                assert allowed is None or module.startswith(allowed), f"{module} imports {name}"
+        for name in _absolute_imports(ast.parse(path.read_text())):
+            allowed = extras.get(name.split(".")[0])
+            assert allowed is None or module.startswith(allowed), f"{module} imports {name}"
+
+
+def _absolute_imports(tree: ast.AST) -> Iterator[str]:
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+        yield from names
