@@ -17,8 +17,8 @@ from streams.repository import ModelRepository
 from streams.rules.log import read_log
 from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, package_sha256, validate_package
 from workflows.loading import build_model
+from workflows.memory import declared_bytes, model_bytes, onnx_bytes
 from workflows.packaging import Manifest
-from workflows.registry import declared_bytes, model_bytes, onnx_bytes
 from workflows.skeleton import new_package
 
 

@@ -19,7 +19,7 @@ from streams.repository import ModelRepository
 from streams.rules.log import read_log
 from streams.rules.publisher import RulesPublisher
 from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable
-from workflows.registry import declared_bytes, onnx_bytes
+from workflows.memory import declared_bytes, onnx_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

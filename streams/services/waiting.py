@@ -52,7 +52,7 @@ class WaitingRoom(Generic[W]):
     def __bool__(self) -> bool:
         return bool(self._live)
 
-    def __contains__(self, model: str) -> bool:
+    def __contains__(self, model: object) -> bool:
         return model in self._by_model
 
     def count(self, model: str) -> int:

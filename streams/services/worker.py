@@ -24,13 +24,14 @@ from schemas.json_body import partial_of_request
 from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
 from streams.ops.tracing import trace_headers
 from streams.services.batch import BatchService
+from streams.services.loading import ModelLoads
 from streams.services.waiting import WaitingRoom
 from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
-from workflows import Item, Model, ModelRegistry, ModelUnavailable, Outcome
+from workflows import Item, ModelRegistry, Outcome
 
 if TYPE_CHECKING:
     from routing import Rules
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 LOAD_WAIT_S = 30.0
 """How long a request without a deadline waits for its model to load (``Worker.load_wait_s``)."""
-CONCURRENT_LOADS = 2
-"""Models a worker loads at once (each in a thread): more would hold more memory past the budget while they load."""
 RULES_CHECK_S = 0.25
 """How often a worker looks for a new rules version to preload the models of."""
 
@@ -90,13 +89,10 @@ class Worker(BatchService):
         self.results: defaultdict[str, int] = defaultdict(int)
         self.rules = rules
         """With rules: each version that comes into force has its models for this shard loaded in the background."""
-        self._loading: dict[str, asyncio.Task[None]] = {}
         self._waiting: WaitingRoom[Work] = WaitingRoom(LOAD_WAIT_S)
         """Requests waiting for their model to load (``load_wait_s`` at most, or until their deadline)."""
+        self._loads = ModelLoads(registry, repository, role=self.role, waiting=self._waiting.count)
         self._preloading: asyncio.Task[None] | None = None
-        self._fresh: dict[str, Model] = {}
-        """Models just loaded for requests that waited, until those are scored."""
-        self._load_slots = asyncio.Semaphore(CONCURRENT_LOADS)
         self.load_waits = 0
         """Requests that had to wait for their model to be pulled or loaded (the rest found it loaded)."""
 
@@ -119,8 +115,7 @@ class Worker(BatchService):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._preloading
         await super().stop()
-        for task in self._loading.values():
-            task.cancel()
+        self._loads.cancel()
         if self.facts is not None:
             await self.facts.stop()
 
@@ -157,7 +152,7 @@ class Worker(BatchService):
                     await self._expire(outbox, work, f"deadline {deadline} passed before scoring")
                     continue
                 by_model[self._model_of(work)].append(work)
-        for model_id in [m for m in by_model if not self._ready(m)]:
+        for model_id in [m for m in by_model if not self._loads.ready(m)]:
             # Still loading: these wait (held back from the commit), the other models' requests flow on.
             self.load_waits += len(by_model[model_id])
             now = time.monotonic()
@@ -175,15 +170,8 @@ class Worker(BatchService):
                 if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
                         ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
-        if self._loading:
-            self._forget_finished_loads()
-
-    def _forget_finished_loads(self) -> None:
-        """Drop finished loads no request waits for (their requests expired): a model is held only while needed."""
-        for model_id, task in list(self._loading.items()):
-            if task.done() and model_id not in self._waiting:
-                del self._loading[model_id]
-                self._fresh.pop(model_id, None)
+        if self._loads:
+            self._loads.forget_finished(self._waiting)
 
     @property
     def load_wait_s(self) -> float:
@@ -198,47 +186,10 @@ class Worker(BatchService):
         """The lowest offset per partition of a request waiting for its model to load."""
         return self._waiting.held()
 
-    def _ready(self, model_id: str) -> bool:
-        """Whether ``model_id`` can be scored now (loaded, or known to fail); if not, its load is under way."""
-        task = self._loading.get(model_id)
-        if task is not None:
-            if not task.done():
-                return False
-            del self._loading[model_id]
-            return True  # loaded or failed: ``_score`` says which
-        if self._needs_load(model_id):
-            self._start_load(model_id)
-            return False
-        return True
-
-    def _needs_load(self, model_id: str) -> bool:
-        """Whether ``model_id`` must be pulled from the repository or loaded before it can be scored."""
-        return (self.repository is not None and model_id not in self.registry.ids()) or \
-            self.registry.needs_load(model_id)
-
-    def _start_load(self, model_id: str) -> asyncio.Task[None]:
-        task = self._loading.get(model_id)
-        if task is None:
-            task = self._loading[model_id] = asyncio.create_task(self._prepare(model_id),
-                                                                 name=f"scoreline-load-{model_id}")
-        return task
-
-    async def _prepare(self, model_id: str) -> None:
-        """Pull ``model_id`` if only the repository has it, then load it in a thread: the event loop (the other
-        models' batches, the other roles, the metrics port) goes on meanwhile."""
-        try:
-            if self.repository is not None:
-                await self._resolve(model_id)
-            if self.registry.needs_load(model_id):
-                async with self._load_slots:
-                    await asyncio.to_thread(self._load, model_id, self._waiting.count(model_id))
-        except Exception:  # noqa: BLE001 - a repository that cannot be read: the model is unavailable, for now
-            log.exception("%s: preparing model %s failed", self.role, model_id)
-
     async def _unpark(self, by_model: dict[str, list[Work]], outbox: Outbox) -> None:
         """Requests whose model is ready go to ``by_model``; past their deadline or the wait, they get an error."""
         owned = self.consumer.assignment() if self.consumer is not None else set()
-        go, overdue = self._waiting.release(self._load_done, owned, now=time.monotonic())
+        go, overdue = self._waiting.release(self._loads.done, owned, now=time.monotonic())
         for model_id, works in go.items():
             by_model[model_id].extend(works)
         for model_id, work, expired in overdue:
@@ -249,10 +200,6 @@ class Worker(BatchService):
             self._emit(outbox, work, model_id, Outcome(None, ErrorInfo(
                 ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: still loading after "
                 f"{self._waiting.wait_s:g} s")), scored_ms=0.0, partition=await self._reply_partition(work))
-
-    def _load_done(self, model_id: str) -> bool:
-        task = self._loading.get(model_id)
-        return task is None or task.done()
 
     async def _expire(self, outbox: Outbox, work: Work, message: str) -> None:
         self._emit(outbox, work, self._model_of(work), Outcome(None, ErrorInfo(
@@ -266,48 +213,11 @@ class Worker(BatchService):
         while True:
             if self.rules.version != version:
                 version = self.rules.version
-                await self._preload(self._placed(self.rules()))
+                await self._loads.preload(self._placed(self.rules()))
             await asyncio.sleep(RULES_CHECK_S)
 
     def _placed(self, rules: Rules) -> tuple[str, ...]:
         return rules.models_on(self.shard)
-
-    async def _preload(self, models: tuple[str, ...]) -> None:
-        """Load ``models`` one after another, stopping where the memory budget would start evicting."""
-        registry = self.registry
-        evictions = registry.counts["evictions"]
-        for i, model_id in enumerate(models):
-            if model_id in self._loading or not self._needs_load(model_id):
-                continue
-            if registry.memory_budget is not None and (
-                    registry.counts["evictions"] > evictions or
-                    registry.bytes_held() + registry.measured.get(model_id, 0) > registry.memory_budget):
-                log.info("%s: the memory budget is full; %d more models of the rules load on first need",
-                         self.role, len(models) - i)
-                return
-            await asyncio.shield(self._start_load(model_id))  # a cancelled preload leaves the load to finish
-
-    async def _resolve(self, model_id: str) -> None:
-        """Pull ``model_id`` from the repository into the cache the first time a batch needs it."""
-        assert self.repository is not None
-        if model_id in self.registry.ids():
-            return
-        try:
-            directory = await self.repository.ensure(model_id)
-        except ModelUnavailable as exc:  # held by the repository but not verifiable: never served
-            log.error("%s: %s", self.role, exc)
-            self.registry.unavailable(model_id, exc)
-            return
-        if directory is not None:
-            self.registry.register(model_id, directory)
-
-    def _load(self, model_id: str, waiting: int = 0) -> None:
-        """Load ``model_id`` if it can be (a failure is the registry's to remember; ``_score`` reports it).
-
-        The model is held here until the requests that waited for it are scored, kept by the registry or not.
-        """
-        with contextlib.suppress(ScorelineError):
-            self._fresh[model_id] = self.registry.get(model_id, uses=waiting)
 
     def _model_of(self, work: Work) -> str:
         return work.headers.get(H.MODEL) or ""
@@ -353,7 +263,7 @@ class Worker(BatchService):
     def _score(self, model_id: str, works: list[Work]) -> list[Outcome]:
         """One workflow call for the batch; if it raises, score one by one to isolate the poison."""
         try:
-            fresh = self._fresh.pop(model_id, None)
+            fresh = self._loads.take(model_id)
             model = fresh if fresh is not None else self.registry.get(model_id, uses=len(works))
         except ScorelineError as exc:
             error = ErrorInfo(exc.code or ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: {exc}")
