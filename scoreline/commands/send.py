@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.client.score_client import ScoreClient, ScoreTimeout
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.admin import router_running
+from streams.transport.settings import KafkaSettings
+from streams.transport.topic_reader import read_topic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return asyncio.run(_send(args))
+
+
+async def _dead_letter_of(kafka: KafkaSettings, topic: str, request_id: str, *, since_ms: int) -> dict | None:
+    """The dead letter of ``request_id`` on ``topic`` written since ``since_ms``, if there is one."""
+    try:
+        records = await read_topic(kafka, topic, since_ms=since_ms, timeout=5.0)
+    except (LookupError, TimeoutError, KafkaError):
+        return None
+    for record in records:
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+            letter = orjson.loads(record.value or b"")
+            if isinstance(letter, dict) and letter.get("request_id") == request_id:
+                return letter
+    return None
 
 
 def _json_arg(text: str, name: str) -> dict:
@@ -61,10 +79,17 @@ async def _send(args: argparse.Namespace) -> int:
                          PipelineOptions(model_cache=settings.model_cache_dir())))
             await pipeline.wait_ready()
         client = await stack.enter_async_context(ScoreClient(kafka, args.client, layout=layout))
+        sent_ms = int(time.time() * 1000)
         try:
             result = await client.score(args.objective, context, payload, model=args.model, timeout=args.timeout)
         except ScoreTimeout as exc:
-            print(f"scoreline send: {exc}", file=sys.stderr)
+            letter = await _dead_letter_of(kafka, layout.deadletter, exc.request_id, since_ms=sent_ms - 1000)
+            if letter is None:
+                print(f"scoreline send: {exc}", file=sys.stderr)
+            else:  # refused where no reply could go (e.g. a reply topic the rules do not allow): say why
+                print(f"scoreline send: request {exc.request_id} was refused at the {letter.get('stage')} "
+                      f"[{letter.get('code')}]: {letter.get('message')} (dead letter on {layout.deadletter})",
+                      file=sys.stderr)
             return 1
     emit_json(result)
     return 0 if result.status == "ok" else 1

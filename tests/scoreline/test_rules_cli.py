@@ -175,3 +175,18 @@ def test_placement_plan_prints_the_diff_and_apply_publishes_it_as_a_new_version(
     assert code == 0 and again["rules_version"] == 1 and again["moves"] == {}
     assert main(["placement", "plan", *connect]) == 0
     assert "no model moves: the placement is balanced within the tolerance" in capsys.readouterr().out
+
+
+@pytest.mark.kafka
+def test_send_says_why_the_router_refused_a_request_instead_of_only_timing_out(capsys, kafka_bootstrap, prefix,
+                                                                                 tmp_path):
+    doc = orjson.loads(Path(RULES).read_bytes())
+    doc["clients"]["demo"]["reply_topics"] = ["somewhere.else"]  # the client's own reply topic is not allowed
+    rules = tmp_path / "rules.json"
+    rules.write_bytes(orjson.dumps(doc))
+    code = main(["send", "--bootstrap", kafka_bootstrap, "--prefix", prefix, "--rules", str(rules),
+                 "--objective", "fraud-score", "--context", '{"user_id": "u-1"}', "--payload", '{"amount": 3}',
+                 "--timeout", "3"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "was refused at the router [forbidden_reply_to]" in err and f"{prefix}replies.demo" in err, err
