@@ -211,8 +211,11 @@ class Worker(BatchService):
         assert self.rules is not None
         version: int | None = None
         while True:
-            if self.rules.version != version:
+            # Once partitions are assigned and their facts loaded (with Kafka facts): a model that
+            # checks its facts while they are still arriving would fail, and wait for its retry.
+            if self.rules.version != version and self.consumer is not None and self.consumer.assignment():
                 version = self.rules.version
+                await self._follow_facts({})
                 await self._loads.preload(self._placed(self.rules()))
             await asyncio.sleep(RULES_CHECK_S)
 
