@@ -98,6 +98,7 @@ class ModelRegistry:
         """Guards the dicts below; never held while a model builds (a load takes its model's own lock)."""
         self._loading: dict[str, threading.Lock] = {}
         self._ids: tuple[str, ...] | None = None
+        self._id_set: frozenset[str] = frozenset()
         self._scanned_at = 0.0
         self._manifests: dict[str, Manifest | ModelUnavailable] = {}
         self._models: OrderedDict[str, Model] = OrderedDict()  # least recently used first
@@ -128,10 +129,17 @@ class ModelRegistry:
                 for entry in sorted(self.models_dir.iterdir()):
                     if entry.is_dir() and ("@" in entry.name or (entry / MANIFEST_FILE).exists()):
                         found.append(entry.name)
-            found += [model_id for model_id in self._located if model_id not in found]
-            self._ids = tuple(found)
+            on_disk = set(found)
+            found += [model_id for model_id in self._located if model_id not in on_disk]
+            self._ids, self._id_set = tuple(found), frozenset(found)
             self._scanned_at = time.monotonic()
         return self._ids
+
+    def knows(self, model_id: str) -> bool:
+        """Whether ``model_id`` is among :meth:`ids` (a set lookup: workers ask it per model per batch)."""
+        if self._ids is None:
+            self.ids()
+        return model_id in self._id_set
 
     def register(self, model_id: str, directory: Path) -> None:
         """Serve ``model_id`` from ``directory`` too (a package pulled from a repository).
@@ -305,7 +313,7 @@ class ModelRegistry:
             return False
         failure = self._failed.get(model_id)
         if failure is None:
-            return model_id in self.ids()  # an unknown id fails fast, with no load to wait for
+            return self.knows(model_id)  # an unknown id fails fast, with no load to wait for
         return time.monotonic() >= failure.retry_at
 
     def bytes_held(self) -> int:
@@ -353,9 +361,9 @@ class ModelRegistry:
         # (at most once a second), so a package copied in since is found without a restart.
         if model_id in self._models or model_id in self._failed:  # loaded, or known to be unavailable (and why)
             return
-        if model_id not in self.ids() and time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
+        if not self.knows(model_id) and time.monotonic() - self._scanned_at >= RESCAN_INTERVAL_S:
             self._ids = None
-        if model_id not in self.ids():
+        if not self.knows(model_id):
             raise ModelUnavailable(
                 f"no model {model_id!r} in {self.models_dir} (have: {', '.join(self.ids()) or 'none'})"
             )

@@ -104,7 +104,7 @@ def _scrape(urls: list[str]) -> tuple[dict[str, int], dict[str, float]]:
 def _memory(args: argparse.Namespace, rules: Rules, measured: dict[str, int]) -> tuple[dict[str, int], dict[str, str]]:
     """Bytes per model of the rules: measured by a worker, else declared by the local or the published package."""
     registry = ModelRegistry(settings.models_dir(args), InMemoryFactStore())
-    heads: dict[str, Any] = {}
+    heads: dict[str, Any] | None = None  # the repository's, read on the first model no local directory has
     memory: dict[str, int] = {}
     origin: dict[str, str] = {}
     for model in rules.models:
@@ -114,8 +114,8 @@ def _memory(args: argparse.Namespace, rules: Rules, measured: dict[str, int]) ->
         try:
             manifest = registry.manifest(model)
         except ModelUnavailable:
-            if not heads:
-                heads = asyncio.run(_heads(args)) or {"": None}
+            if heads is None:
+                heads = asyncio.run(_heads(args))
             head = heads.get(model)
             if head is None:
                 continue

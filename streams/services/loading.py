@@ -67,7 +67,7 @@ class ModelLoads:
 
     def needs_load(self, model_id: str) -> bool:
         """Whether ``model_id`` must be pulled from the repository or loaded before it can be scored."""
-        return (self.repository is not None and model_id not in self.registry.ids()) or \
+        return (self.repository is not None and not self.registry.knows(model_id)) or \
             self.registry.needs_load(model_id)
 
     def start(self, model_id: str) -> asyncio.Task[None]:
@@ -123,7 +123,7 @@ class ModelLoads:
     async def _resolve(self, model_id: str) -> None:
         """Pull ``model_id`` from the repository into the cache the first time it is needed."""
         assert self.repository is not None
-        if model_id in self.registry.ids():
+        if self.registry.knows(model_id):
             return
         try:
             directory = await self.repository.ensure(model_id)
