@@ -29,8 +29,9 @@ class TopicLayout:
     """Partitions of each shard's work topics: how many workers one shard can have."""
     reply_partitions: int = 4
     """Partitions of the reply topics scoreline creates for the clients in the rules."""
-    replication_factor: int = 1
-    """Replicas of every topic scoreline creates: 1 on the local broker, 3 on a real cluster."""
+    replication_factor: int | None = None
+    """Replicas of every topic scoreline creates; None (the default) follows the cluster:
+    ``min(3, brokers)``, with ``min.insync.replicas`` 2 where there are three (``transport.admin``)."""
 
     @property
     def requests(self) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["BrokerSettings", "BrokerStatus", "SaslListener", "DEFAULT_KAFKA_VERSION", "scoreline_home",
+__all__ = ["BrokerSettings", "BrokerStatus", "ClusterStatus", "NodeStatus", "SaslListener", "DEFAULT_KAFKA_VERSION", "scoreline_home",
            "server_properties", "sasl_properties", "scram_user_arguments"]
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
@@ -50,31 +50,53 @@ class BrokerSettings:
     """How the local broker is run."""
 
     port: int = 9092
-    """The PLAINTEXT client port; the controller listens on ``port + 1``."""
+    """The PLAINTEXT client port of node 1; node ``i`` of a cluster listens on ``port + i - 1``."""
+    nodes: int = 1
+    """Nodes of the local cluster, each broker and controller in one; 3 for replication factor 3."""
     host: str = "127.0.0.1"
     """Listen and advertised address: loopback only."""
     kafka_version: str = DEFAULT_KAFKA_VERSION
     """Apache Kafka release whose jars are resolved from Maven Central."""
     heap: str = "768m"
-    """Maximum JVM heap; a single test broker needs little."""
+    """Maximum JVM heap of each node; a single test broker needs little (``cluster_heap`` for a cluster)."""
     home: Path | None = None
     """Cache and state root; ``scoreline_home()`` when None."""
     sasl: SaslListener | None = None
     """SASL and ACLs on the client port; None (the default) for a PLAINTEXT broker without ACLs."""
 
     @classmethod
-    def from_env(cls, port: int | None = None) -> BrokerSettings:
-        """Settings from ``SCORELINE_BROKER_PORT``, ``SCORELINE_KAFKA_VERSION``, ``SCORELINE_BROKER_HEAP``."""
+    def from_env(cls, port: int | None = None, nodes: int | None = None) -> BrokerSettings:
+        """Settings from ``SCORELINE_BROKER_PORT``, ``SCORELINE_BROKER_NODES``, ``SCORELINE_KAFKA_VERSION``,
+        ``SCORELINE_BROKER_HEAP`` (default 768m for one node, 512m each for a cluster)."""
+        nodes = nodes or int(os.environ.get("SCORELINE_BROKER_NODES", "1"))
         return cls(
             port=port or int(os.environ.get("SCORELINE_BROKER_PORT", "9092")),
+            nodes=nodes,
             kafka_version=os.environ.get("SCORELINE_KAFKA_VERSION", DEFAULT_KAFKA_VERSION),
-            heap=os.environ.get("SCORELINE_BROKER_HEAP", "768m"),
+            heap=os.environ.get("SCORELINE_BROKER_HEAP", "768m" if nodes == 1 else CLUSTER_HEAP),
         )
 
     @property
     def bootstrap(self) -> str:
-        """The bootstrap address clients use."""
-        return f"{self.host}:{self.port}"
+        """The bootstrap address clients use: every node's client port, comma-separated."""
+        return ",".join(f"{self.host}:{self.client_port(n)}" for n in range(1, self.nodes + 1))
+
+    def client_port(self, node_id: int) -> int:
+        """Node ``node_id``'s client port: consecutive from ``port``."""
+        return self.port + node_id - 1
+
+    def controller_port(self, node_id: int) -> int:
+        """Node ``node_id``'s controller port: consecutive after the client ports (``port + 1`` on one node)."""
+        return self.port + self.nodes + node_id - 1
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port the broker or cluster listens on."""
+        return list(range(self.port, self.port + 2 * self.nodes))
+
+
+CLUSTER_HEAP = "512m"
+"""Each node's heap in a local cluster: three nodes and the pipeline share a 2-core machine."""
 
 
 class BrokerStatus(NamedTuple):
@@ -92,27 +114,65 @@ class BrokerStatus(NamedTuple):
         return self._asdict()
 
 
-def server_properties(s: BrokerSettings, data_dir: Path) -> dict[str, str]:
-    """The ``server.properties`` of a single-node KRaft broker (broker and controller in one)."""
+class NodeStatus(NamedTuple):
+    """One node of a local cluster, as ``scoreline broker status --json`` lists it."""
+
+    node_id: int
+    pid: int | None
+    port: int
+    running: bool
+    controller: bool
+    """Whether this node is the active controller (the quorum's leader)."""
+    leader_partitions: int | None
+    """Partitions it leads now; None when the cluster could not be asked."""
+    data_dir: str
+    log_file: str
+
+
+class ClusterStatus(NamedTuple):
+    """What ``scoreline broker status`` reports for a local cluster."""
+
+    running: bool
+    """Every node runs."""
+    bootstrap: str
+    version: str
+    nodes: list[NodeStatus]
+
+    def as_dict(self) -> dict:
+        """The JSON form printed by ``status --json``."""
+        return {"running": self.running, "bootstrap": self.bootstrap, "version": self.version,
+                "nodes": [n._asdict() for n in self.nodes]}
+
+
+def server_properties(s: BrokerSettings, data_dir: Path, node_id: int = 1) -> dict[str, str]:
+    """The ``server.properties`` of node ``node_id`` (broker and controller in one) of a KRaft cluster.
+
+    One node (the default) bootstraps its quorum alone (``--standalone``); a cluster has a
+    static quorum of every node, replication factor 3 with ``min.insync.replicas`` 2 for every
+    topic (internal ones too), and no unclean leader election: an acknowledged record is on
+    two replicas before the producer hears so, and only an in-sync replica may lead.
+    """
+    port, controller = s.client_port(node_id), s.controller_port(node_id)
+    replicas, min_isr = (str(min(3, s.nodes)), str(min(2, s.nodes)))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{s.host}:{s.port + 1}",
-        "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.port + 1}",
-        "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
+        "node.id": str(node_id),
+        "controller.quorum.bootstrap.servers": f"{s.host}:{controller}",
+        "listeners": f"PLAINTEXT://{s.host}:{port},CONTROLLER://{s.host}:{controller}",
+        "advertised.listeners": f"PLAINTEXT://{s.host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": "1",
-        # One node: every internal topic has one replica.
-        "offsets.topic.replication.factor": "1",
+        # Internal topics as replicated as the cluster allows: one replica on one node.
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "4",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
         # Tests and the demo join many groups; waiting for more members only slows them.
         "group.initial.rebalance.delay.ms": "0",
         # Kafka's default; scoreline creates its own topics explicitly, this serves plain producers.
@@ -122,6 +182,16 @@ def server_properties(s: BrokerSettings, data_dir: Path) -> dict[str, str]:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    if s.nodes > 1:
+        del props["controller.quorum.bootstrap.servers"]
+        props.update({
+            "controller.quorum.voters": ",".join(f"{n}@{s.host}:{s.controller_port(n)}" for n in range(1, s.nodes + 1)),
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "unclean.leader.election.enable": "false",
+            # A replica that stops fetching for this long leaves the ISR (Kafka's default is 30 s).
+            "replica.lag.time.max.ms": "10000",
+        })
     if s.sasl is not None:
         props.update(sasl_properties(s, s.sasl))
     return props
@@ -136,7 +206,7 @@ def sasl_properties(s: BrokerSettings, sasl: SaslListener) -> dict[str, str]:
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     return {
         # Both ports speak SASL: the controller too, so no unauthenticated principal needs super powers.
-        "listeners": f"SASL_PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.port + 1}",
+        "listeners": f"SASL_PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port(1)}",
         "advertised.listeners": f"SASL_PLAINTEXT://{s.host}:{s.port}",
         "inter.broker.listener.name": "SASL_PLAINTEXT",
         "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",

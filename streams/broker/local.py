@@ -12,6 +12,11 @@ else ``~/.cache/scoreline``)::
     brokers/<port>/data/            KRaft metadata and log segments
     brokers/<port>/broker.log       log4j2 output; its tail is shown when a start fails
     brokers/<port>/state.json       pid, version and bootstrap of the running broker
+    clusters/<port>/cluster.json    a local cluster (``--nodes 3``): its size and cluster id
+    clusters/<port>/node-<i>/       each node's files, as ``brokers/<port>/`` for one broker
+
+A cluster (``streams.broker.cluster.LocalCluster``) is several of these nodes sharing a
+static controller quorum.
 """
 
 from __future__ import annotations
@@ -57,13 +62,18 @@ def _quiet(_: str) -> None:
 
 
 class LocalBroker:
-    """Fetches, formats, starts, stops and reports one local KRaft broker."""
+    """Fetches, formats, starts, stops and reports one local KRaft broker: alone, or node ``node_id`` of a cluster."""
 
-    def __init__(self, settings: BrokerSettings | None = None) -> None:
+    def __init__(self, settings: BrokerSettings | None = None, node_id: int = 1) -> None:
         self.settings = settings or BrokerSettings.from_env()
+        self.node_id = node_id
+        self.port = self.settings.client_port(node_id)
+        self.bootstrap = f"{self.settings.host}:{self.port}"
         home = self.settings.home or scoreline_home()
         self.libs_dir = home / f"kafka-{self.settings.kafka_version}" / "libs"
-        self.broker_dir = home / "brokers" / str(self.settings.port)
+        self.cluster_dir = home / "clusters" / str(self.settings.port)
+        self.broker_dir = (home / "brokers" / str(self.port) if self.settings.nodes == 1
+                           else self.cluster_dir / f"node-{node_id}")
         self.data_dir = self.broker_dir / "data"
         self.log_file = self.broker_dir / "broker.log"
         self.state_file = self.broker_dir / "state.json"
@@ -115,7 +125,7 @@ class LocalBroker:
         running = pid is not None and _is_our_broker(pid)
         return BrokerStatus(
             running=running,
-            bootstrap=self.settings.bootstrap,
+            bootstrap=self.bootstrap,
             version=state.get("version", self.settings.kafka_version),
             pid=pid if running else None,
             data_dir=str(self.data_dir),
@@ -124,35 +134,59 @@ class LocalBroker:
 
     def start(self, timeout: float = 120.0, progress: Progress = _quiet) -> BrokerStatus:
         """Start the broker unless it runs already; return once it answers clients."""
-        self.broker_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
-            current = self.status()
-            if current.running:
-                _wait_until_answers(current.bootstrap, deadline=time.monotonic() + timeout, proc=None,
-                                    security=self._admin_security())
-                return current
-            self._check_port_free()
-            libs = self.fetch(progress)
-            java = self._require_java()
-            self._write_properties()
-            if not (self.data_dir / "meta.properties").exists():
-                progress("formatting KRaft storage ...")
-                self._format(java, libs)
-            progress(f"starting Apache Kafka {self.settings.kafka_version} on {self.settings.bootstrap} ...")
-            proc = self._launch(java, libs)
-            self.state_file.write_text(json.dumps({
-                "pid": proc.pid,
-                "version": self.settings.kafka_version,
-                "bootstrap": self.settings.bootstrap,
-                "started_at": time.time(),
-            }))
-            try:
-                _wait_until_answers(self.settings.bootstrap, deadline=time.monotonic() + timeout, proc=proc,
-                                    security=self._admin_security())
-            except BrokerError as exc:
-                self._kill(proc.pid)
-                raise BrokerError(f"{exc}\n{self._diagnosis()}") from None
+            proc = self.launch(progress)
+            self.wait_until_answers(proc, timeout)
             return self.status()
+
+    def launch(self, progress: Progress = _quiet, *, cluster_id: str | None = None) -> subprocess.Popen | None:
+        """Format (once) and start the broker process without waiting for it; None if it runs already.
+
+        A node of a cluster is formatted with the cluster's ``cluster_id``; it answers only once
+        a majority of the quorum runs, so a cluster launches every node before waiting on any.
+        """
+        if self.status().running:
+            return None
+        self.broker_dir.mkdir(parents=True, exist_ok=True)
+        self._check_port_free()
+        libs = self.fetch(progress)
+        java = self._require_java()
+        self._write_properties()
+        if not (self.data_dir / "meta.properties").exists():
+            progress(f"formatting KRaft storage of node {self.node_id} ..." if self.settings.nodes > 1
+                     else "formatting KRaft storage ...")
+            self._format(java, libs, cluster_id)
+        progress(f"starting Apache Kafka {self.settings.kafka_version} on {self.bootstrap} ...")
+        proc = self._launch(java, libs)
+        self.state_file.write_text(json.dumps({
+            "pid": proc.pid,
+            "version": self.settings.kafka_version,
+            "bootstrap": self.bootstrap,
+            "node_id": self.node_id,
+            "started_at": time.time(),
+        }))
+        return proc
+
+    def wait_until_answers(self, proc: subprocess.Popen | None, timeout: float) -> None:
+        """Return once the broker serves metadata; raise ``BrokerError`` (and kill what was launched) if not in time."""
+        try:
+            _wait_until_answers(self.bootstrap, deadline=time.monotonic() + timeout, proc=proc,
+                                security=self._admin_security())
+        except BrokerError as exc:
+            if proc is not None:
+                self._kill(proc.pid)
+            raise BrokerError(f"{exc}\n{self._diagnosis()}") from None
+
+    def send_signal(self, signum: int) -> int | None:
+        """Send ``signum`` to the running broker process (a fault to inject: SIGKILL, SIGSTOP, SIGCONT); its pid."""
+        pid = self.status().pid
+        if pid is None:
+            return None
+        os.kill(pid, signum)
+        if signum == signal.SIGKILL:
+            self._kill(pid)  # returns once it is gone
+            self.state_file.unlink(missing_ok=True)
+        return pid
 
     def stop(self, timeout: float = 60.0) -> bool:
         """Stop the broker cleanly (SIGTERM, then SIGKILL past the timeout); True if one ran."""
@@ -162,7 +196,9 @@ class LocalBroker:
             if pid is None or not _is_our_broker(pid):
                 self.state_file.unlink(missing_ok=True)
                 return False
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a paused broker cannot act on SIGTERM
+                os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while _is_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -183,7 +219,7 @@ class LocalBroker:
         return java
 
     def _check_port_free(self) -> None:
-        for port in (self.settings.port, self.settings.port + 1):
+        for port in (self.port, self.settings.controller_port(self.node_id)):
             with socket.socket() as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -196,7 +232,7 @@ class LocalBroker:
                     ) from None
 
     def _write_properties(self) -> None:
-        props = server_properties(self.settings, self.data_dir)
+        props = server_properties(self.settings, self.data_dir, self.node_id)
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _admin_security(self) -> dict[str, str]:
@@ -206,12 +242,14 @@ class LocalBroker:
     def _classpath(self, libs: Path) -> str:
         return str(libs / "*")
 
-    def _format(self, java: str, libs: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    def _format(self, java: str, libs: Path, cluster_id: str | None = None) -> None:
+        cluster_id = cluster_id or new_cluster_id()
+        # One node bootstraps a quorum of itself; a cluster's nodes have the static quorum in their properties.
+        quorum = ["--standalone"] if self.settings.nodes == 1 else []
         self.data_dir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
             [java, *self._log_options(), "-cp", self._classpath(libs), "kafka.tools.StorageTool",
-             "format", "--standalone",
+             "format", *quorum,
              # `=` form: a base64 id may start with '-', which would read as an option.
              f"--cluster-id={cluster_id}", "-c", str(self.properties_file), *scram_user_arguments(self.settings.sasl)],
             capture_output=True, text=True, timeout=120,
@@ -250,7 +288,8 @@ class LocalBroker:
                 lines += path.read_text(errors="replace").splitlines()[-25:]
         text = "\n".join(lines)
         if "Address already in use" in text:
-            hint = f"hint: a port ({self.settings.port} or {self.settings.port + 1}) is taken; use --port."
+            ports = f"{self.port} or {self.settings.controller_port(self.node_id)}"
+            hint = f"hint: a port ({ports}) is taken; use --port."
         elif "UnsupportedClassVersionError" in text:
             hint = "hint: this Java is too old; Apache Kafka 4.x needs Java 17 or newer."
         elif "OutOfMemoryError" in text:
@@ -274,6 +313,11 @@ class LocalBroker:
         with open(self.broker_dir / ".lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def new_cluster_id() -> str:
+    """A fresh KRaft cluster id (22 characters of URL-safe base64)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
 def _is_alive(pid: int) -> bool:

@@ -56,7 +56,7 @@ from schemas import codec
 from schemas.errors import InvalidMessage
 from streams.services import pairing
 from streams.topics import TopicLayout, TopicSpec
-from streams.transport.admin import ensure_topics
+from streams.transport.admin import ensure_topics, wait_for_coordinator
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["Comparator", "DEFAULT_WINDOW_S"]
@@ -95,6 +95,7 @@ class Comparator:
         self.dead_letters = 0
         self.comparisons = 0
         self.ignored = 0
+        self._replicas = 1
 
     async def __aenter__(self) -> Comparator:
         await self.start()
@@ -105,7 +106,9 @@ class Comparator:
 
     async def start(self) -> None:
         """Create the tick topic, build the faust app and start it (table recovery runs in the background)."""
-        partitions = await _partition_count(self.kafka, self.layout.shadow_results)
+        partitions, replicas = await _topic_shape(self.kafka, self.layout.shadow_results)
+        # faust's own topics (the table's changelog) as replicated as the topic it reads.
+        self._replicas = self.layout.replication_factor or replicas
         await ensure_topics(self.kafka.bootstrap, [TopicSpec(self.ticks_topic, partitions,
                                                              (("retention.ms", "3600000"),))],
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
@@ -144,6 +147,7 @@ class Comparator:
         """Where each shadow-results partition resumes: the group's committed offset, else the log start."""
         from aiokafka import TopicPartition
 
+        await wait_for_coordinator(self.kafka, self.app_id)  # committed offsets come from the coordinator
         probe = self.kafka.consumer(group_id=self.app_id, role="comparator-start")  # never joins: no subscribe
         await probe.start()
         try:
@@ -198,7 +202,7 @@ class Comparator:
             TableManager=TableManager,  # recovery that does not drop fetched sides (streams/services/faust_recovery.py)
             web_enabled=False,
             topic_partitions=partitions,
-            topic_replication_factor=self.layout.replication_factor,
+            topic_replication_factor=self._replicas,
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,
             broker_session_timeout=10,
@@ -327,14 +331,15 @@ def _pairs_table(app: Any, name: str, partitions: int) -> Any:
 
 
 
-async def _partition_count(kafka: KafkaSettings, topic: str) -> int:
+async def _topic_shape(kafka: KafkaSettings, topic: str) -> tuple[int, int]:
+    """``topic``'s partition count and replication factor."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.security)
     await admin.start()
     try:
         for _ in range(50):  # a topic created a moment ago may not be in the metadata yet
             (described,) = await admin.describe_topics([topic])
             if not described["error_code"] and described["partitions"]:
-                return len(described["partitions"])
+                return len(described["partitions"]), len(described["partitions"][0]["replicas"])
             await asyncio.sleep(0.1)
         raise LookupError(f"topic {topic} does not exist")
     finally:

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams.errors import PartitionRevoked
+from streams.transport.admin import wait_for_coordinator
 from streams.transport.protocols import Batch
 from streams.transport.settings import KafkaSettings
 
@@ -21,15 +22,23 @@ __all__ = ["KafkaConsumer", "KafkaTransport"]
 class KafkaConsumer:
     """An :class:`AIOKafkaConsumer` behind the :class:`~streams.transport.protocols.Consumer` Protocol."""
 
-    __slots__ = ("kafka", "_pattern")
+    __slots__ = ("kafka", "_pattern", "_settings", "_group_id")
 
-    def __init__(self, consumer: AIOKafkaConsumer, pattern: str | None = None) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, pattern: str | None = None, *,
+                 settings: KafkaSettings | None = None, group_id: str | None = None) -> None:
         self.kafka = consumer
         """The aiokafka consumer itself, for what only Kafka has (tests, diagnostics)."""
         self._pattern = pattern
+        self._settings, self._group_id = settings, group_id
 
     async def start(self) -> None:
-        """Subscribe (to the pattern, if one was given), connect and join the group."""
+        """Subscribe (to the pattern, if one was given), wait for the group's coordinator, connect and join.
+
+        Joining before the cluster has a coordinator for the group (a broker just started) works
+        too, but aiokafka logs every failed lookup at ERROR: a healthy start would print errors.
+        """
+        if self._settings is not None and self._group_id is not None:
+            await wait_for_coordinator(self._settings, self._group_id)
         if self._pattern is not None:
             self.kafka.subscribe(pattern=self._pattern)
         await self.kafka.start()
@@ -87,11 +96,12 @@ class KafkaTransport:
                  pattern: str | None = None) -> KafkaConsumer:
         """A consumer that commits only what it is told to (see :meth:`KafkaSettings.consumer`)."""
         if pattern is None:
-            return KafkaConsumer(self.settings.consumer(*topics, group_id=group_id, role=role))
+            return KafkaConsumer(self.settings.consumer(*topics, group_id=group_id, role=role),
+                                 settings=self.settings, group_id=group_id)
         # New topics matching the pattern (a client's own request topic) are found on metadata
         # refresh: every 10 s rather than aiokafka's default 5 minutes.
         return KafkaConsumer(self.settings.consumer(group_id=group_id, role=role, metadata_max_age_ms=10_000),
-                             pattern)
+                             pattern, settings=self.settings, group_id=group_id)
 
     def producer(self, role: str) -> AIOKafkaProducer:
         """An idempotent producer that does not linger: the outbox hands it whole batches at flush."""
