@@ -127,7 +127,7 @@ def layout(args: argparse.Namespace) -> TopicLayout:
         request_partitions=int(env("SCORELINE_REQUEST_PARTITIONS", "4")),
         shard_partitions=int(env("SCORELINE_SHARD_PARTITIONS", "4")),
         reply_partitions=int(env("SCORELINE_REPLY_PARTITIONS", "4")),
-        replication_factor=int(env("SCORELINE_REPLICATION_FACTOR")) if env("SCORELINE_REPLICATION_FACTOR") else None,
+        replication_factor=int(env("SCORELINE_REPLICATION_FACTOR") or 0) or None,  # unset: follow the cluster
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 from scoreline.output import emit_json, progress
 from streams.broker.cluster import LocalCluster
+from streams.broker.config import ClusterStatus
 from streams.broker.local import BrokerSettings, LocalBroker
 
 
@@ -58,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
             emit_json({**status.as_dict(), "seconds": round(time.monotonic() - began, 2)})
         else:
             print(status.bootstrap)
-            if isinstance(target, LocalCluster):
-                progress(f"Apache Kafka {status.version}: {len(target.nodes)} nodes running "
-                         f"(pids {', '.join(str(n.pid) for n in status.nodes)}), data in {target.cluster_dir}")
+            if isinstance(status, ClusterStatus):
+                progress(f"Apache Kafka {status.version}: {len(status.nodes)} nodes running "
+                         f"(pids {', '.join(str(n.pid) for n in status.nodes)}), data in "
+                         f"{Path(status.nodes[0].data_dir).parent.parent}")
             else:
                 progress(f"Apache Kafka {status.version} running (pid {status.pid}), data in {status.data_dir}")
         return 0
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     status = target.status()
     if args.json:
         emit_json(status.as_dict())
-    elif isinstance(target, LocalCluster):
+    elif isinstance(status, ClusterStatus):
         for node in status.nodes:
             print(f"node {node.node_id} {'running' if node.running else 'stopped'} 127.0.0.1:{node.port}"
                   + (f" pid {node.pid}" if node.running else "") + (" (active controller)" if node.controller else "")

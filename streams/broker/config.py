@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["BrokerSettings", "BrokerStatus", "ClusterStatus", "NodeStatus", "SaslListener", "DEFAULT_KAFKA_VERSION", "scoreline_home",
-           "server_properties", "sasl_properties", "scram_user_arguments"]
+__all__ = ["BrokerSettings", "BrokerStatus", "ClusterStatus", "NodeStatus", "SaslListener", "CLUSTER_HEAP",
+           "DEFAULT_KAFKA_VERSION", "scoreline_home", "server_properties", "sasl_properties", "scram_user_arguments"]
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 
