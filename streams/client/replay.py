@@ -17,7 +17,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import codec
 from schemas import headers as H
@@ -172,7 +171,7 @@ def _replayed(record, objective: str | None, new_ids: bool,
 
 
 async def _topic_partitions(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.security)
+    admin = kafka.admin()
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.facts.records import DTYPE_HEADER, KIND_HEADER, SPEC_KEY, WIDTH_HEADER, WIRE_DTYPES
 from streams.topics import TopicLayout
@@ -144,7 +143,7 @@ class FactTopicMaterialiser:
         unknown = [t for t in self._fact_of if t not in self._partitions]
         if not unknown:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap, **self.kafka.security)
+        admin = self.kafka.admin()
         await admin.start()
         try:
             described = await admin.describe_topics(unknown)

@@ -50,7 +50,6 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import codec
 from schemas.errors import InvalidMessage
@@ -333,7 +332,7 @@ def _pairs_table(app: Any, name: str, partitions: int) -> Any:
 
 async def _topic_shape(kafka: KafkaSettings, topic: str) -> tuple[int, int]:
     """``topic``'s partition count and replication factor."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.security)
+    admin = kafka.admin()
     await admin.start()
     try:
         for _ in range(50):  # a topic created a moment ago may not be in the metadata yet

@@ -8,12 +8,13 @@ import logging
 import time
 from collections.abc import Iterable
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.protocol.offset import OffsetRequest
 
 from streams.errors import KafkaUnavailable
 from streams.topics import TopicLayout, TopicSpec
+from streams.transport.admin_client import ClusterAdmin
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["COORDINATOR_WAIT_S", "ensure_topics", "replication_for", "router_running", "topic_replication",
@@ -43,7 +44,7 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replicati
     ``replication_factor`` None follows the cluster (:func:`replication_for` its live brokers,
     with :func:`topic_replication`'s ``min.insync.replicas``); a spec's own config wins.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
+    admin = ClusterAdmin(bootstrap_servers=bootstrap, **client_options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -66,7 +67,7 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replicati
         await admin.close()
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, specs: dict[str, TopicSpec], timeout_s: float = 10.0) -> None:
+async def _wait_for_leaders(admin: ClusterAdmin, specs: dict[str, TopicSpec], timeout_s: float = 10.0) -> None:
     """Wait (bounded) until every partition of the new topics answers offset requests.
 
     Clients that start right after creation otherwise log ``NotLeaderForPartitionError``
@@ -86,7 +87,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, specs: dict[str, TopicSp
     log.warning("topics %s: not every partition is served after %.0f s; clients will retry", sorted(specs), timeout_s)
 
 
-async def _all_serving(admin: AIOKafkaAdminClient, specs: dict[str, TopicSpec]) -> bool:
+async def _all_serving(admin: ClusterAdmin, specs: dict[str, TopicSpec]) -> bool:
     by_leader: dict[int, dict[str, list[int]]] = {}
     for topic in await admin.describe_topics(list(specs)):
         if topic["error_code"] or len(topic["partitions"]) != specs[topic["topic"]].partitions:
@@ -123,7 +124,7 @@ async def wait_for_coordinator(kafka: KafkaSettings, group_id: str, timeout_s: f
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=5000, **kafka.security)
+        admin = kafka.admin(request_timeout_ms=5000)
         try:
             await admin.start()
             await admin.find_coordinator(group_id)
@@ -143,7 +144,7 @@ async def wait_for_coordinator(kafka: KafkaSettings, group_id: str, timeout_s: f
 
 async def router_running(kafka: KafkaSettings, layout: TopicLayout) -> bool:
     """Whether the router group of ``layout`` has members, i.e. someone routes what is published."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.security)
+    admin = kafka.admin()
     await admin.start()
     try:
         responses = await admin.describe_consumer_groups([f"{layout.prefix}router"])

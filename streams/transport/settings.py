@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.transport.admin_client import ClusterAdmin
 
 __all__ = ["KafkaSettings", "SASL_MECHANISMS"]
 
@@ -69,12 +70,15 @@ class KafkaSettings:
                 keyfile=env.get("SCORELINE_SSL_KEYFILE"), password=env.get("SCORELINE_SSL_KEY_PASSWORD"))
         return cls(bootstrap=bootstrap, security=security, **overrides)
 
-    def admin(self, **options: Any) -> AIOKafkaAdminClient:
-        """An admin client (topic creation, metadata) with the same connection and security."""
+    def admin(self, **options: Any) -> ClusterAdmin:
+        """An admin client (topic creation, metadata) with the same connection and security.
+
+        It retries on another broker what a dead one could not take (``admin_client.ClusterAdmin``).
+        """
         settings: dict[str, Any] = dict(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
         settings.update(self.security)
         settings.update(options)
-        return AIOKafkaAdminClient(**settings)
+        return ClusterAdmin(**settings)
 
     def faust_credentials(self) -> Any:
         """The security settings as faust's ``broker_credentials`` (None for a plaintext cluster)."""

@@ -42,7 +42,7 @@ from streams.transport.settings import KafkaSettings
 from streams.transport.tail import TopicTail
 from workflows import Item, ModelRegistry, Outcome, sample_items
 
-__all__ = ["Env", "Tally", "SCENARIOS", "free_port_pair"]
+__all__ = ["Env", "Tally", "SCENARIOS", "free_port_pair", "free_port_run"]
 
 REQUESTS = 240
 """Requests per scenario: enough for batches on both sides of the fault, small enough for 2 cores."""
@@ -92,6 +92,8 @@ class Tally:
     """Duplicates naming another model than their original, or results for ids never sent."""
     recovery_s: float | None = None
     """From the fault to the first result of a request sent after it."""
+    longest_gap_s: float | None = None
+    """The longest a client waited between two replies while the stream ran (the cluster scenarios)."""
     statuses: dict[str, int] = field(default_factory=dict)
     note: str = ""
 
@@ -363,6 +365,15 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port pair")
 
 
+def free_port_run(n: int, host: str = "127.0.0.1") -> int:
+    """A port p with p .. p + n - 1 all free (a local cluster's client and controller ports)."""
+    for _ in range(200):
+        port = free_port_pair(host)
+        if port + n < 65000 and all(_free(host, p) for p in range(port, port + n)):
+            return port
+    raise RuntimeError(f"no run of {n} free ports")
+
+
 def _free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -542,13 +553,16 @@ def check(tally: Tally) -> list[str]:
 
 def markdown(tallies: Sequence[Tally]) -> str:
     """The per-scenario table of ``docs/reliability.md``."""
-    lines = ["| scenario | fault | requests | answered | dead letters | lost | duplicated | recovery (s) | outcomes |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    gaps = any(t.longest_gap_s is not None for t in tallies)
+    lines = ["| scenario | fault | requests | answered | dead letters | lost | duplicated | recovery (s) | "
+             + ("longest gap (s) | " if gaps else "") + "outcomes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if gaps else "") + "---|"]
     for t in tallies:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(t.statuses.items())) + (f"; {t.note}" if t.note else "")
         recovery = "—" if t.recovery_s is None else f"{t.recovery_s:.1f}"
+        gap = ("—" if t.longest_gap_s is None else f"{t.longest_gap_s:.1f}") + " | " if gaps else ""
         lines.append(f"| {t.scenario} | {t.fault} | {t.requests} | {t.results} | {t.dead_letters} | {t.lost} "
-                     f"| {t.duplicated} | {recovery} | {outcomes} |")
+                     f"| {t.duplicated} | {recovery} | {gap}{outcomes} |")
     return "\n".join(lines)
 
 
