@@ -10,8 +10,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.transport.admin_client import ClusterAdmin
+from streams.transport.aiokafka_fixes import install as _install_aiokafka_fixes
 
 __all__ = ["KafkaSettings", "SASL_MECHANISMS"]
+
+_install_aiokafka_fixes()  # every consumer scoreline makes is built here (aiokafka_fixes.py says why)
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 """The SASL mechanisms scoreline's clients (aiokafka and faust) speak."""

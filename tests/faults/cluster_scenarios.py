@@ -29,6 +29,7 @@ from streams.broker.cluster import LocalCluster, active_controller, leader_count
 from streams.client.score_client import ScoreClient
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.settings import KafkaSettings
+from streams.transport.tail import TopicTail
 from workflows import ModelRegistry
 
 __all__ = ["CLUSTER_SCENARIOS", "ClusterEnv", "restore"]
@@ -172,17 +173,42 @@ async def _run(cenv: ClusterEnv, scenario: str, fault_text: str, fault: Callable
             await p.wait_ready()
             if worker_process is not None:
                 await worker_process.start()
-            async with watching(env, ledger) as tail:
+            async with watching(env, ledger) as tail, \
+                    TopicTail(env.kafka, [env.layout.shadow_results], on_record=ledger.on_side) as sides:
                 await steady_stream(env, ledger, fault)
                 await settle(tail, ledger, timeout=180.0)
+                # A shadowed request's primary side is written with its reply; its shadow side may come later.
+                await sides.wait_for(lambda: not _unpaired(ledger), timeout=60.0)
             failed = [s.role for s in p.services if s.failed]
+            lag = await _lag(env, f"{env.layout.prefix}shadow", env.layout.shadow) if _unpaired(ledger) else None
     finally:
         if worker_process is not None:
             worker_process.stop_all()
         await restore(cenv.cluster)
-    tally = ledger.tally(scenario, fault_text, note=f"services failed: {failed}" if failed else "")
+    notes = [f"services failed: {failed}" if failed else "", f"shadow group lag per partition: {lag}" if lag else ""]
+    tally = ledger.tally(scenario, fault_text, note="; ".join(n for n in notes if n))
     tally.longest_gap_s = longest_gap(ledger)
+    tally.shadowed, tally.shadow_unpaired = len(ledger.sides), _unpaired(ledger)
     return tally
+
+
+async def _lag(env: Env, group: str, topic: str) -> dict[int, tuple[int | None, int]]:
+    """``group``'s committed offset and the end offset of each partition of ``topic``: why a side is missing."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=env.kafka.bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(parts)
+        return {tp.partition: (await consumer.committed(tp), ends[tp]) for tp in parts}
+    finally:
+        await consumer.stop()
+
+
+def _unpaired(ledger: Ledger) -> int:
+    """Shadowed requests (a primary side written) whose shadow copy was not scored."""
+    return sum(1 for roles in ledger.sides.values() if roles != {"primary", "shadow"})
 
 
 async def kill_leader(cenv: ClusterEnv) -> Tally:

@@ -94,6 +94,10 @@ class Tally:
     """From the fault to the first result of a request sent after it."""
     longest_gap_s: float | None = None
     """The longest a client waited between two replies while the stream ran (the cluster scenarios)."""
+    shadowed: int | None = None
+    """Requests copied to a shadow candidate (the cluster scenarios)."""
+    shadow_unpaired: int | None = None
+    """Of those, how many have no shadow side: a shadow copy lost or not scored."""
     statuses: dict[str, int] = field(default_factory=dict)
     note: str = ""
 

@@ -82,6 +82,7 @@ def _passes(tally) -> None:
     # Nothing here is bad input or a slow model: every request is scored, none dead-lettered.
     assert set(tally.statuses) == {Status.OK} and tally.dead_letters == 0, tally.statuses
     assert tally.longest_gap_s is not None
+    assert tally.shadowed and tally.shadow_unpaired == 0  # every shadow copy scored too
 
 
 @pytest.mark.parametrize("scenario", sorted(CLUSTER_SCENARIOS))

@@ -48,3 +48,31 @@ def test_text_format_appends_extras_and_honours_the_level():
     logging.getLogger("x").error("shown", extra={"request_id": "r-2"})
     assert stream.getvalue().count("\n") == 1
     assert stream.getvalue().rstrip().endswith("shown request_id=r-2")
+
+
+def test_a_client_librarys_repeats_are_held_back_and_counted():
+    stream = io.StringIO()
+    logging_setup.configure("INFO", stream=stream, fmt="json")
+    kafka, ours = logging.getLogger("aiokafka.client"), logging.getLogger("streams.services.worker")
+    for _ in range(50):  # a broker down: aiokafka logs every reconnect
+        kafka.error("Unable connect to node with id %d", 1)
+        ours.warning("still waiting")
+    kafka.error("Unable connect to node with id %d", 2)  # another message is news
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["msg"] for line in lines if line["logger"] == "aiokafka.client"] == [
+        "Unable connect to node with id 1", "Unable connect to node with id 2"]
+    assert sum(line["logger"] == "streams.services.worker" for line in lines) == 50  # ours are never held back
+
+
+def test_a_repeat_after_the_window_says_how_many_were_held_back():
+    flt = logging_setup.RepeatFilter(window_s=10.0)
+
+    def record(at: float) -> logging.LogRecord:
+        r = logging.LogRecord("aiokafka", logging.ERROR, "", 0, "Failed fetch messages from %d", (3,), None)
+        r.created = at
+        return r
+
+    assert flt.filter(record(100.0))
+    assert not any(flt.filter(record(100.0 + i)) for i in range(1, 10))
+    later = record(111.0)
+    assert flt.filter(later) and later.repeated == 9
