@@ -42,4 +42,4 @@ def install() -> None:
             raise
 
     proc_offset_request._scoreline_fix = True  # type: ignore[attr-defined]
-    Fetcher._proc_offset_request = proc_offset_request  # type: ignore[method-assign]
+    Fetcher._proc_offset_request = proc_offset_request
