@@ -71,3 +71,22 @@ async def test_slow_workflow(env):
     assert set(tally.statuses) <= {Status.OK, Status.EXPIRED}
     assert tally.statuses.get(Status.EXPIRED, 0) > 0  # the deadlines were really missed
     assert tally.results == tally.requests  # an expired request is answered, not dropped
+
+
+async def test_a_start_on_a_fresh_broker_logs_no_error(tmp_path, registry, caplog):
+    """The first start on a new broker (no offsets topic yet) waits for the group coordinator, printing no ERROR."""
+    import logging
+
+    from fault_scenarios import Env, private_broker
+
+    from streams.services.pipeline import Pipeline, PipelineOptions
+    from streams.transport.settings import KafkaSettings
+
+    async with private_broker(tmp_path) as broker:
+        env = Env.make(KafkaSettings(bootstrap=broker.settings.bootstrap), "fresh.", tmp_path, registry)
+        caplog.set_level(logging.WARNING)
+        async with Pipeline(env.kafka, env.layout, env.rules, env.registry,
+                            PipelineOptions(roles=("router", "worker", "shadow"))) as p:
+            await p.wait_ready()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors  # before the wait: four GroupCoordinatorNotAvailableError lines
