@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -22,7 +21,15 @@ import time
 from pathlib import Path
 
 from streams.broker.config import BrokerSettings, ClusterStatus, NodeStatus
-from streams.broker.local import LocalBroker, Progress, _is_alive, _quiet, _run_to_completion, new_cluster_id
+from streams.broker.local import (
+    LocalBroker,
+    Progress,
+    _is_alive,
+    _quiet,
+    _run_to_completion,
+    dir_lock,
+    new_cluster_id,
+)
 from streams.errors import BrokerError
 
 __all__ = ["LocalCluster", "active_controller", "leader_counts"]
@@ -160,12 +167,8 @@ class LocalCluster:
                                                  "bootstrap": self.bootstrap}))
         return cluster_id
 
-    @contextlib.contextmanager
-    def _lock(self):
-        self.cluster_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.cluster_dir / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return dir_lock(self.cluster_dir)
 
 
 def active_controller(nodes: list[LocalBroker]) -> int | None:

@@ -306,13 +306,18 @@ class LocalBroker:
         except (FileNotFoundError, ValueError):
             return {}
 
-    @contextlib.contextmanager
-    def _lock(self):
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
         # Two commands starting the broker at once (a test run and the demo) must not race.
-        self.broker_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.broker_dir / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+        return dir_lock(self.broker_dir)
+
+
+@contextlib.contextmanager
+def dir_lock(directory: Path):
+    """Hold an exclusive lock on ``directory`` (made if missing) across processes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def new_cluster_id() -> str:

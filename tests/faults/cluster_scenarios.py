@@ -211,24 +211,28 @@ def _unpaired(ledger: Ledger) -> int:
     return sum(1 for roles in ledger.sides.values() if roles != {"primary", "shadow"})
 
 
-async def kill_leader(cenv: ClusterEnv) -> Tally:
-    """kill -9 the broker leading the most request and shard partitions; start it again after ``DOWN_S``."""
+def _kill_for_a_while(cenv: ClusterEnv, which: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+    """The fault: kill -9 the node ``which`` names, start it again after ``DOWN_S``."""
     async def fault() -> None:
-        node = await cenv.busiest_leader()
+        node = await which()
         cenv.kill(node)
         await asyncio.sleep(DOWN_S)
         await cenv.start(node)
-    return await _run(cenv, "kill_leader", f"kill -9 the busiest leader; start it after {DOWN_S:.0f} s", fault)
+    return fault
+
+
+async def kill_leader(cenv: ClusterEnv) -> Tally:
+    """kill -9 the broker leading the most request and shard partitions; start it again after ``DOWN_S``."""
+    return await _run(cenv, "kill_leader", f"kill -9 the busiest leader; start it after {DOWN_S:.0f} s",
+                      _kill_for_a_while(cenv, cenv.busiest_leader))
 
 
 async def kill_controller(cenv: ClusterEnv) -> Tally:
     """kill -9 the active controller (the quorum elects another); start it again after ``DOWN_S``."""
-    async def fault() -> None:
-        node = cenv.controller()
-        cenv.kill(node)
-        await asyncio.sleep(DOWN_S)
-        await cenv.start(node)
-    return await _run(cenv, "kill_controller", f"kill -9 the active controller; start it after {DOWN_S:.0f} s", fault)
+    async def controller() -> int:
+        return cenv.controller()
+    return await _run(cenv, "kill_controller", f"kill -9 the active controller; start it after {DOWN_S:.0f} s",
+                      _kill_for_a_while(cenv, controller))
 
 
 async def pause_leader(cenv: ClusterEnv) -> Tally:
