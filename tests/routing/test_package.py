@@ -9,7 +9,8 @@ import routing
 
 PACKAGE = Path(routing.__file__).resolve().parent
 ALLOWED_STDLIB = {
-    "__future__", "bisect", "collections", "dataclasses", "hashlib", "json", "math", "os", "re", "types", "typing",
+    "__future__", "bisect", "collections", "dataclasses", "enum", "hashlib", "json", "math", "os", "re", "types",
+    "typing",
 }
 
 
