@@ -23,9 +23,13 @@ async def env(kafka_bootstrap, kafka_admin, unique, registry, tmp_path) -> Env:
     kafka_admin.created.extend(topics)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_cluster(tmp_path_factory):
-    """A local three-node cluster (RF 3, min ISR 2) on free ports, shared by the cluster scenarios; stopped at the end.
+    """A local three-node cluster (RF 3, min ISR 2) on free ports, shared by the cluster scenarios.
+
+    Every cluster test lives in ``test_cluster_faults.py``: one cluster serves them all and is
+    stopped when that module ends, so its three JVMs do not load the machine for the rest of
+    the suite.
 
     It has a home of its own (the jars linked from the cached ones), so its state never mixes
     with the shared broker's; it starts only when a cluster test runs.
