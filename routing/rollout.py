@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,7 +30,8 @@ from routing.rules import Canary, Rules
 __all__ = [
     "Arm", "DEFAULT_STEPS", "ErrorRateGuard", "LatencyGuard", "AgreementGuard", "Guard", "Verdict", "Judgement",
     "StepAction", "StepDecision", "decide_step", "wilson", "rate_difference", "quantile_interval", "canary_rules",
-    "promoted_rules", "rolled_back_rules",
+    "promoted_rules", "rolled_back_rules", "parse_guard", "guard_text", "GUARD_SYNTAX", "DEFAULT_GUARDS",
+    "plan_steps", "judge_agreement", "agreement_values",
 ]
 
 Z95 = 1.959963984540054
@@ -174,6 +176,94 @@ class AgreementGuard:
 
 
 Guard = ErrorRateGuard | LatencyGuard
+
+
+def agreement_values(values: Sequence[object]) -> tuple[int, float, tuple[float, float]] | None:
+    """How many values, their mean and its 95 % interval: a rate (Wilson) for booleans, else a normal mean."""
+    kept = [v for v in values if isinstance(v, (bool, int, float)) and not isinstance(v, str)]
+    if not kept:
+        return None
+    n = len(kept)
+    if all(isinstance(v, bool) for v in kept):
+        agreeing = sum(1 for v in kept if v)
+        return n, agreeing / n, wilson(agreeing, n)
+    floats = [float(v) for v in kept]
+    mean = sum(floats) / n
+    if n < 2:
+        return n, mean, (-math.inf, math.inf)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in floats) / (n - 1))
+    half = Z95 * sd / math.sqrt(n)
+    return n, mean, (mean - half, mean + half)
+
+
+def judge_agreement(guard: AgreementGuard, values: Sequence[object]) -> Judgement:
+    """``guard`` on one agreement measure's values (booleans: the share agreeing; numbers: their mean)."""
+    label = f"{guard.name}:{guard.metric}"
+    summary = agreement_values(values)
+    if summary is None:
+        return Judgement(label, Verdict.PASS, None, None, guard.minimum, 0,
+                         f"no shadow comparisons of {guard.metric}: not judged")
+    n, mean, (low, high) = summary
+    verdict = Verdict.FAIL if high < guard.minimum else Verdict.PASS if low >= guard.minimum else Verdict.WAIT
+    return Judgement(label, verdict, mean, (low, high), guard.minimum, n,
+                     f"{guard.metric} {mean:.3f} over {n} shadow comparisons (95% CI {low:.3f} to {high:.3f}), "
+                     f"required {guard.minimum:.3f}")
+
+
+GUARD_SYNTAX = "error_rate<=MARGIN, latency_pQQ<=RATIO (e.g. latency_p99<=1.5), agreement:METRIC>=MINIMUM"
+_GUARD = re.compile(r"^\s*(?:(error_rate)|latency_p(\d{1,2}(?:\.\d+)?)|agreement:([A-Za-z_][\w]*))\s*"
+                    r"(<=|>=)\s*([0-9]*\.?[0-9]+)\s*$")
+
+
+def parse_guard(text: str) -> Guard | AgreementGuard:
+    """A guard from its command-line form (see :data:`GUARD_SYNTAX`); raises ``ValueError`` saying why not."""
+    match = _GUARD.match(text)
+    if match is None:
+        raise ValueError(f"guard {text!r}: expected one of {GUARD_SYNTAX}")
+    error_rate, quantile, metric, op, number = match.groups()
+    value = float(number)
+    if metric is not None:
+        if op != ">=":
+            raise ValueError(f"guard {text!r}: an agreement guard is a minimum (agreement:{metric}>=X)")
+        return AgreementGuard(metric, value)
+    if op != "<=":
+        raise ValueError(f"guard {text!r}: an error-rate or latency guard is a maximum (<=)")
+    if error_rate is not None:
+        if not 0 <= value < 1:
+            raise ValueError(f"guard {text!r}: the error-rate margin is a share in [0, 1)")
+        return ErrorRateGuard(margin=value)
+    q = float(quantile) / 100
+    if not 0.5 <= q < 1:
+        raise ValueError(f"guard {text!r}: the latency quantile is between p50 and p99.9")
+    if value < 1:
+        raise ValueError(f"guard {text!r}: the latency ratio is at least 1 (the candidate no slower)")
+    return LatencyGuard(max_ratio=value, quantile=q, name=f"latency_p{quantile}")
+
+
+def guard_text(guard: Guard | AgreementGuard) -> str:
+    """The command-line form of ``guard``: ``parse_guard(guard_text(g)) == g``."""
+    if isinstance(guard, ErrorRateGuard):
+        return f"error_rate<={guard.margin:g}"
+    if isinstance(guard, LatencyGuard):
+        return f"{guard.name}<={guard.max_ratio:g}"
+    return f"agreement:{guard.metric}>={guard.minimum:g}"
+
+
+DEFAULT_GUARDS: tuple[Guard, ...] = (ErrorRateGuard(), LatencyGuard())
+"""The guards of a rollout started without ``--guard``: error rate at most +1 point, p99 at most 1.5x."""
+
+
+def plan_steps(steps: Sequence[float], current: float | None) -> tuple[float, ...]:
+    """The steps a rollout walks: increasing, ending at 100 (the promotion); those below ``current`` (the
+    candidate's canary percentage already in force) are replaced by it, so no step moves users off the candidate."""
+    plan = tuple(float(s) for s in steps)
+    if not plan or any(not 0 < s <= 100 for s in plan) or any(b <= a for a, b in zip(plan, plan[1:])):
+        raise ValueError(f"steps {list(steps)}: percentages in (0, 100], increasing")
+    if plan[-1] != 100:
+        plan += (100.0,)
+    if current:
+        plan = (current,) + tuple(s for s in plan if s > current) if current < 100 else (100.0,)
+    return plan
 
 
 class StepAction(StrEnum):

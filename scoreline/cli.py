@@ -19,6 +19,7 @@ from scoreline.commands import (
     models,
     placement,
     replay,
+    rollout,
     rules,
     run,
     send,
@@ -27,7 +28,7 @@ from scoreline.commands import (
 )
 
 COMMANDS = [broker, init, run, send, demo, rules, bench, backfill, replay, models, placement, facts, lineage, shadow,
-            top]
+            rollout, top]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,6 +76,11 @@ class TopicLayout:
         """The model repository: published packages in chunks, compacted (``streams.repository``)."""
         return f"{self.prefix}models"
 
+    @property
+    def rollouts(self) -> str:
+        """The state of guarded rollouts, one key per objective, compacted (``streams.rollouts``)."""
+        return f"{self.prefix}rollouts"
+
     def replies(self, client: str) -> str:
         return f"{self.prefix}replies.{client}"
 
@@ -94,6 +99,7 @@ class TopicLayout:
             TopicSpec(self.shadow_comparisons, self.shard_partitions),
             TopicSpec(self.deadletter, 1),
             TopicSpec(self.rules, 1, (("cleanup.policy", "compact"),)),
+            TopicSpec(self.rollouts, 1, (("cleanup.policy", "compact"),)),
         ]
         for shard in shards:
             specs.append(TopicSpec(self.shard(shard), self.shard_partitions))

@@ -63,6 +63,7 @@ __all__ = [
     "RulesWatcher",
     "UnknownRulesVersion",
     "decode_record",
+    "operator_name",
     "encode_record",
     "version_key",
 ]
@@ -101,7 +102,7 @@ class RulesPublisher:
         self.kafka = kafka
         self.layout = layout
         self.topic = layout.rules
-        self.published_by = published_by or _who()
+        self.published_by = published_by or operator_name()
         self.timeout = timeout
 
     async def read(self) -> RulesLog:
@@ -185,7 +186,8 @@ class RulesPublisher:
         return next(s for s in self.layout.specs(()) if s.name == self.topic)
 
 
-def _who() -> str:
+def operator_name() -> str:
+    """``user@host`` of whoever runs this process: who publishes, unless told otherwise."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

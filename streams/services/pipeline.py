@@ -15,6 +15,7 @@ from streams.facts.topic import worker_fact_source
 from streams.ops.http import MetricsServer
 from streams.ops.metrics import PipelineMetrics
 from streams.repository import ModelRepository
+from streams.rollouts.controller import RolloutController
 from streams.rules.holder import RulesHolder
 from streams.rules.publisher import RulesWatcher
 from streams.services.batch import BatchService
@@ -30,7 +31,7 @@ __all__ = ["Pipeline", "PipelineOptions", "ROLES"]
 
 log = logging.getLogger(__name__)
 
-ROLES = ("router", "worker", "shadow", "comparator")
+ROLES = ("router", "worker", "shadow", "comparator", "rollout")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class PipelineOptions:
     """Which roles run here, and how."""
 
     roles: Sequence[str] = ROLES
-    """Roles to run in this process: any of ``router``, ``worker``, ``shadow``, ``comparator``."""
+    """Roles to run in this process: any of ``router``, ``worker``, ``shadow``, ``comparator``, ``rollout``
+    (the rollout controller: one is active per topic prefix, any others stand by)."""
     shards: Sequence[str] | None = None
     """Shards whose workers run here; None means every shard in the rules."""
     max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES
@@ -129,6 +131,9 @@ class Pipeline:
         if "comparator" in roles:
             self.services.append(Comparator(self.kafka, self.layout,  # type: ignore[arg-type]
                                             app_id=self._group("comparator")))
+        if "rollout" in roles:
+            self.services.append(RolloutController(self.kafka, self.layout, self.rules,  # type: ignore[arg-type]
+                                                   group_id=self._group("rollout")))
         self.metrics.bind()
         await self._serve_metrics(self.options.metrics_port)
         await asyncio.gather(*(s.start() for s in self.services))

@@ -1,0 +1,108 @@
+"""What ``scoreline rollout`` does on Kafka: read the rollouts topic, write a command, wait for the controller."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiokafka.errors import KafkaError
+
+from routing import Rules
+from routing.rollout import parse_guard, plan_steps
+from streams.errors import KafkaUnavailable
+from streams.rollouts.records import (
+    Command,
+    Rollout,
+    RolloutLog,
+    RolloutRefused,
+    RolloutSpec,
+    command_key,
+    encode,
+    fold,
+)
+from streams.rules.log import PARTITION, quietly, read_to_end
+from streams.rules.publisher import RulesPublisher, operator_name
+from streams.topics import TopicLayout
+from streams.transport.admin import ensure_topics
+from streams.transport.settings import KafkaSettings
+
+__all__ = ["RolloutClient", "RolloutRefused"]
+
+
+class RolloutClient:
+    """Reads rollouts and sends commands to whichever controller is active on the topic."""
+
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, timeout: float = 15.0) -> None:
+        self.kafka, self.layout, self.timeout = kafka, layout, timeout
+        self.topic = layout.rollouts
+
+    async def read(self) -> RolloutLog:
+        """The topic read to its end (empty if it does not exist yet)."""
+        return fold(await read_to_end(self.kafka, self.topic, self.timeout))
+
+    async def check_start(self, spec: RolloutSpec, fallback: Rules) -> tuple[Rules, tuple[float, ...]]:
+        """Refuse a start that cannot run, saying why; return the rules it starts from and its steps."""
+        for guard in spec.guards:
+            try:
+                parse_guard(guard)
+            except ValueError as exc:
+                raise RolloutRefused(str(exc)) from None
+        current = (await self.read()).active(spec.objective)
+        if current is not None:
+            raise RolloutRefused(f"{spec.objective} already has a rollout ({current.id}: {current.candidate}, "
+                                 f"{current.state} at {current.percent:g}%); one rollout per objective at a "
+                                 f"time: `scoreline rollout abort --objective {spec.objective}` first")
+        latest = await RulesPublisher(self.kafka, self.layout, timeout=self.timeout).latest()
+        rules = latest.rules() if latest is not None else fallback
+        if spec.objective not in rules.objectives:
+            raise RolloutRefused(f"rules version {rules.version} has no objective {spec.objective!r} "
+                                 f"(objectives: {', '.join(sorted(rules.objectives))})")
+        objective = rules.objective(spec.objective)
+        if spec.candidate not in rules.models:
+            raise RolloutRefused(f"{spec.candidate} is not placed on a shard in rules version {rules.version}: "
+                                 "place it (rules `models`, or `scoreline placement plan --apply`) and publish first")
+        if objective.default == spec.candidate:
+            raise RolloutRefused(f"{spec.candidate} already is {spec.objective}'s default")
+        canary = objective.canary
+        try:
+            steps = plan_steps(spec.steps, canary.percent if canary is not None and canary.model == spec.candidate
+                               else None)
+        except ValueError as exc:
+            raise RolloutRefused(str(exc)) from None
+        return rules, steps
+
+    async def send(self, action: str, objective: str, spec: RolloutSpec | None = None,
+                   by: str | None = None) -> Command:
+        """Write a command for the controller."""
+        command = Command(id=uuid.uuid4().hex[:12], action=action, objective=objective, by=by or operator_name(),
+                          at_ms=int(time.time() * 1000), spec=spec)
+        await ensure_topics(self.kafka.bootstrap, [s for s in self.layout.specs(()) if s.name == self.topic],
+                            replication_factor=self.layout.replication_factor, **self.kafka.security)
+        producer = self.kafka.producer("rollout-cli", linger_ms=0)
+        try:
+            await asyncio.wait_for(producer.start(), self.timeout)
+            await producer.send_and_wait(self.topic, encode(command), key=command_key(command.id).encode(),
+                                         partition=PARTITION)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise KafkaUnavailable(f"cannot write to {self.topic} at {self.kafka.bootstrap}: {exc!r}") from exc
+        finally:
+            await quietly(producer.stop())
+        return command
+
+    async def wait_applied(self, command: Command, timeout: float) -> tuple[bool, Rollout | None]:
+        """Wait until a controller has dealt with ``command``: (applied?, the objective's rollout).
+
+        ``(False, ...)`` after the controller refused it (it deletes the command without applying
+        it), or when no controller took it within ``timeout`` (the command then stays queued).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            log = await self.read()
+            applied = log.applied(command.id)
+            if applied is not None:
+                return True, applied
+            if command.id not in log.commands or time.monotonic() >= deadline:
+                return False, log.current.get(command.objective)
+            await asyncio.sleep(0.5)
+
