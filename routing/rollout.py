@@ -254,14 +254,15 @@ DEFAULT_GUARDS: tuple[Guard, ...] = (ErrorRateGuard(), LatencyGuard())
 
 
 def plan_steps(steps: Sequence[float], current: float | None) -> tuple[float, ...]:
-    """The steps a rollout walks: increasing, ending at 100 (the promotion); those below ``current`` (the
-    candidate's canary percentage already in force) are replaced by it, so no step moves users off the candidate."""
+    """The steps a rollout walks: increasing, ending at 100 (the promotion). Steps below ``current`` (the
+    candidate's canary percentage already in force) are replaced by one step at it, so no step moves users off
+    the candidate."""
     plan = tuple(float(s) for s in steps)
     if not plan or any(not 0 < s <= 100 for s in plan) or any(b <= a for a, b in zip(plan, plan[1:])):
         raise ValueError(f"steps {list(steps)}: percentages in (0, 100], increasing")
     if plan[-1] != 100:
         plan += (100.0,)
-    if current:
+    if current and any(s < current for s in plan):
         plan = (current,) + tuple(s for s in plan if s > current) if current < 100 else (100.0,)
     return plan
 

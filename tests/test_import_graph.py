@@ -24,7 +24,9 @@ STREAMS_LAYERS = {
     "streams.broker": set(),
     "streams.client": {"streams.transport"},
     "streams.repository": {"streams.transport"},
-    "streams.services": {"streams.transport", "streams.ops", "streams.rules", "streams.facts", "streams.repository"},
+    "streams.rollouts": {"streams.transport", "streams.rules"},
+    "streams.services": {"streams.transport", "streams.ops", "streams.rules", "streams.facts", "streams.repository",
+                         "streams.rollouts"},
     "streams.bench": {"streams.transport", "streams.services", "streams.broker"},
 }
 STREAMS_TOP = {"streams.errors", "streams.topics"}

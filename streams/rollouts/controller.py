@@ -172,9 +172,9 @@ class RolloutController:
                 log.info("rollout controller active on %s; rollouts in progress: %s", self.topic,
                          ", ".join(running) or "none")
 
-    async def _took_lease(self, end: int) -> None:
+    def _took_lease(self) -> None:
         self.log, self.windows, self.shadow = RolloutLog(), {}, {}
-        self._catch_up_to, self.active = end, False
+        self._catch_up_to, self.active = None, False
 
     def _lost_lease(self) -> None:
         self.active, self._catch_up_to = False, None
@@ -216,8 +216,11 @@ class RolloutController:
             elif command.action == "resume":
                 if rollout.state == State.PAUSED:
                     rollout.state, rollout.reason = State.RUNNING, f"resumed by {command.by}"
-                    rollout.current.rules_version = None  # the step again, over the version in force
-                    rollout.current.started_ms = None
+                    paused = rollout.current
+                    if paused.rules_version is not None:  # the step again, over the version in force
+                        paused.decision, paused.ended_ms = paused.decision or "pause", paused.ended_ms or now
+                        rollout.steps.insert(rollout.step + 1, Step(paused.percent))
+                        rollout.step += 1
             elif command.action == "abort":
                 await self._end_with_rollback(rollout, State.ABORTED, f"aborted by {command.by}")
             else:
@@ -320,6 +323,8 @@ class RolloutController:
             if conflict:
                 await self._pause(rollout, conflict)
                 return
+            _adopt_canary(rollout, latest)
+            step = rollout.current
             published = await self._publish(rollout, canary_rules(latest, rollout.objective, rollout.candidate,
                                                                   step.percent), f"step {step.percent:g}%")
             step.rules_version, step.started_ms = published.version, self._now_ms()
@@ -358,8 +363,10 @@ class RolloutController:
 
     def _conflict(self, rollout: Rollout, rules: Rules, *, before_step: bool = False) -> str | None:
         """Why the rules in force no longer are what this rollout last published for its objective, if so."""
-        step = rollout.current
-        last = rollout.steps[rollout.step - 1] if before_step and rollout.step > 0 else None if before_step else step
+        last: Step | None = rollout.current
+        if before_step:  # the step that advanced to this one (not one resumed over a hand-made change)
+            previous = rollout.steps[rollout.step - 1] if rollout.step > 0 else None
+            last = previous if previous is not None and previous.decision == StepAction.ADVANCE.value else None
         if last is None or last.rules_version is None or rules.version < last.rules_version:
             return None  # nothing published yet, or the rules topic not yet read up to it
         if rollout.objective not in rules.objectives:
@@ -462,12 +469,25 @@ class _Lease(ConsumerRebalanceListener):
         tp = TopicPartition(controller.topic, PARTITION)
         if tp in assigned:
             consumer = controller._consumer
+            controller._took_lease()  # before the seek: the loop may fold records while this awaits
             await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            await controller._took_lease(end)
+            controller._catch_up_to = (await consumer.end_offsets([tp]))[tp]
         elif assigned is not None:
             log.info("rollout controller: standing by (another controller holds %s)", controller.topic)
         controller._joined.set()
+
+
+def _adopt_canary(rollout: Rollout, rules: Rules) -> None:
+    """If ``rules`` hold the candidate at a higher canary than the step about to begin (set by hand, then
+    resumed), the step begins there instead: a step never moves users off the candidate."""
+    canary = rules.objective(rollout.objective).canary
+    step = rollout.current
+    if canary is None or canary.model != rollout.candidate or canary.percent <= step.percent:
+        return
+    later = [s for s in rollout.steps[rollout.step + 1:] if s.percent > canary.percent]
+    rollout.steps[rollout.step:] = [Step(canary.percent)] + later
+    log.info("rollout of %s on %s: the rules in force hold it at %g%%; the step begins there", rollout.candidate,
+             rollout.objective, canary.percent)
 
 
 def _judgement(j: Judgement) -> dict[str, Any]:

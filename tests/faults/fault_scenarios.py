@@ -251,8 +251,9 @@ async def settle(tail: TopicTail, ledger: Ledger, timeout: float = SETTLE_TIMEOU
 class Role:
     """``scoreline run --role <role>`` as a separate process, as an operator runs it."""
 
-    def __init__(self, env: Env, role: str, rules: Rules | None = None, name: str | None = None) -> None:
-        self.env, self.role, self.rules = env, role, rules
+    def __init__(self, env: Env, role: str, rules: Rules | None = None, name: str | None = None,
+                 args: Sequence[str] = ()) -> None:
+        self.env, self.role, self.rules, self.args = env, role, rules, tuple(args)
         self.log = env.tmp / f"{name or role}.log"
         self.procs: list[subprocess.Popen] = []
 
@@ -261,7 +262,7 @@ class Role:
         before = self.log.read_text(errors="replace").count("scoreline running on") if self.log.exists() else 0
         proc = subprocess.Popen(
             [sys.executable, "-m", "scoreline", "run", "--role", self.role, "--bootstrap", self.env.kafka.bootstrap,
-             "--prefix", self.env.layout.prefix, "--rules", str(self.env.rules_file(self.rules))],
+             "--prefix", self.env.layout.prefix, "--rules", str(self.env.rules_file(self.rules)), *self.args],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
             env={**os.environ, "SCORELINE_LOG_LEVEL": "INFO", "SCORELINE_METRICS_PORT": "0",
                  "SCORELINE_SHARD_PARTITIONS": str(self.env.layout.shard_partitions),

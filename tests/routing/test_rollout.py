@@ -17,6 +17,10 @@ from routing.rollout import (
     Verdict,
     canary_rules,
     decide_step,
+    guard_text,
+    judge_agreement,
+    parse_guard,
+    plan_steps,
     promoted_rules,
     quantile_interval,
     rate_difference,
@@ -116,3 +120,46 @@ def test_canary_steps_keep_users_on_the_candidate_and_end_as_the_default():
     assert back.objective("title-ranking").default == objective.default
     with pytest.raises(RulesError, match="not placed"):
         canary_rules(rules, "title-ranking", "title-ranking@v9", 5)
+
+
+@pytest.mark.parametrize("text", ["error_rate<=0.01", "latency_p99<=1.5", "latency_p90<=2",
+                                  "agreement:top_k_overlap>=0.6", "agreement:band_agrees>=0.95"])
+def test_a_guard_reads_back_from_its_command_line_form(text):
+    guard = parse_guard(text)
+    assert parse_guard(guard_text(guard)) == guard
+    assert guard_text(parse_guard(" " + text.replace("<=", " <= ") + " ")) == guard_text(guard)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("error_rate>=0.01", "maximum"), ("latency_p99<=0.9", "at least 1"), ("latency_p30<=2", "p50"),
+    ("agreement:top_k_overlap<=0.6", "minimum"), ("error_rate<=1.5", "share"), ("p99 under 2", "expected one of"),
+])
+def test_a_bad_guard_says_what_is_wrong(text, why):
+    with pytest.raises(ValueError, match=why):
+        parse_guard(text)
+
+
+def test_steps_start_at_the_candidates_canary_and_end_in_the_promotion():
+    assert plan_steps([5, 25, 50, 100], None) == (5, 25, 50, 100)
+    assert plan_steps([5, 25, 50], None) == (5, 25, 50, 100)
+    assert plan_steps([5, 25, 50, 100], 10) == (10, 25, 50, 100)  # a 5 % step would move users off it
+    assert plan_steps([5, 25, 50, 100], 25) == (25, 50, 100)
+    assert plan_steps([5, 25], 100) == (100,)
+    assert plan_steps([20, 60], 10) == (20, 60, 100)  # every step above the canary: as asked
+    for bad in ([], [25, 5], [0, 50], [50, 150], [5, 5]):
+        with pytest.raises(ValueError, match="increasing"):
+            plan_steps(bad, None)
+
+
+def test_agreement_is_judged_on_its_interval_for_booleans_and_for_means():
+    guard = AgreementGuard("band_agrees", 0.9)
+    assert judge_agreement(guard, [True] * 190 + [False] * 10).verdict is Verdict.PASS
+    assert judge_agreement(guard, [True] * 60 + [False] * 40).verdict is Verdict.FAIL
+    assert judge_agreement(guard, [True] * 9 + [False] * 1).verdict is Verdict.WAIT
+    assert judge_agreement(guard, []).verdict is Verdict.PASS  # never shadowed: said, not judged
+    overlap = AgreementGuard("top_k_overlap", 0.6)
+    rng = random.Random(3)
+    assert judge_agreement(overlap, [rng.uniform(0.7, 0.9) for _ in range(100)]).verdict is Verdict.PASS
+    assert judge_agreement(overlap, [rng.uniform(0.2, 0.4) for _ in range(100)]).verdict is Verdict.FAIL
+    assert judge_agreement(overlap, [0.9]).verdict is Verdict.WAIT
+    assert judge_agreement(overlap, [None, "x"]).samples == 0

@@ -1,0 +1,87 @@
+"""Guarded rollouts end to end on a real broker: promoted, rolled back on errors and on latency, resumed after a
+``kill -9`` of the controller, paused by a hand-published rules version; no request lost in any."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+from rollout_scenarios import (
+    CANDIDATE,
+    INCUMBENT,
+    RolloutOutcome,
+    failing_third,
+    hand_published_rules,
+    healthy_with_controller_killed,
+    three_times_slower,
+)
+
+from streams.rollouts.records import RolloutRefused
+
+pytestmark = pytest.mark.kafka
+
+
+def _delivered(outcome: RolloutOutcome) -> None:
+    tally = outcome.tally
+    assert tally.requests > 0 and tally.lost == 0, tally
+    assert tally.inconsistent == 0, tally
+    assert outcome.unversioned == 0  # every result names the rules version that routed it
+    published = {s["rules_version"] for s in outcome.steps if s["rules_version"] is not None}
+    assert published <= set(outcome.versions_seen), (published, outcome.versions_seen)
+
+
+async def test_a_healthy_candidate_is_promoted_and_survives_its_controller_killed(env):
+    outcome = await healthy_with_controller_killed(env)
+    assert outcome.state == "promoted", outcome.reason
+    assert [s["percent"] for s in outcome.steps] == [10, 50, 100]  # it starts at the canary's 10 %, never 5 %
+    assert [s["decision"] for s in outcome.steps] == ["advance", "advance", "promoted"]
+    versions = [s["rules_version"] for s in outcome.steps]
+    assert versions == sorted(set(versions)), "a step was published twice or out of order"
+    assert "killed" in outcome.tally.note and str(versions[1]) in outcome.tally.note  # killed mid-step, resumed
+    assert all(s["candidate"] >= 80 for s in outcome.steps[:2])
+    rules = env.rules  # the example: v1 the default, v2 the canary
+    assert rules.objective("title-ranking").default == INCUMBENT
+    final = outcome.rollout["final_rules_version"]
+    assert final == versions[-1] and max(outcome.versions_seen) == final
+    _delivered(outcome)
+
+
+async def test_a_candidate_failing_a_third_of_its_requests_is_rolled_back_in_its_first_step(env):
+    outcome = await failing_third(env)
+    assert outcome.state == "rolled_back"
+    first, *rest = outcome.steps
+    assert first["decision"] == "roll_back" and first["failed"] == ["error_rate"]
+    assert all(s["rules_version"] is None for s in rest)  # no second step was ever published
+    assert "error_rate failed" in outcome.reason
+    _delivered(outcome)
+    assert outcome.tally.statuses.get("error", 0) > 0 and outcome.tally.dead_letters > 0
+
+
+async def test_a_candidate_three_times_slower_is_rolled_back_on_latency(env):
+    outcome = await three_times_slower(env)
+    assert outcome.state == "rolled_back", outcome.reason
+    assert outcome.steps[0]["failed"] == ["latency_p90"], outcome.steps
+    assert "latency_p90 failed" in outcome.reason
+    _delivered(outcome)
+
+
+async def test_hand_published_rules_pause_a_rollout_and_a_second_start_is_refused(env):
+    seen = await hand_published_rules(env)
+    paused = seen["paused"]
+    assert f"rules version {seen['hand_version']} changed title-ranking" in paused.reason
+    assert isinstance(seen["second_start"], RolloutRefused) and "already has a rollout" in str(seen["second_start"])
+    resumed = seen["resumed"]
+    # The hand-made 35 % is kept: the step begins there rather than move users off the candidate.
+    assert resumed.current.percent == 35 and resumed.current.rules_version > seen["hand_version"]
+    aborted = seen["aborted"]
+    assert aborted.state == "aborted" and aborted.reason == "aborted by test"
+    assert seen["rules"].objective("title-ranking").canary is None  # every user back on the incumbent
+    assert seen["rules"].version == aborted.final_rules_version
+    status = subprocess.run([sys.executable, "-m", "scoreline", "rollout", "status", "--objective", "title-ranking",
+                             "--bootstrap", env.kafka.bootstrap, "--prefix", env.layout.prefix, "--json"],
+                            capture_output=True, timeout=60, check=True)
+    doc = orjson.loads(status.stdout)
+    assert (doc["state"], doc["percent"], doc["candidate"]) == ("aborted", 0.0, CANDIDATE)
+    assert [s["percent"] for s in doc["steps"]] == [20, 35, 60, 100]
