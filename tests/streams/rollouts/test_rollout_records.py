@@ -70,8 +70,8 @@ def test_the_log_keeps_commands_until_their_tombstone_and_finished_rollouts_for_
 def _result(model: str, status: str = "ok", version: int = 4, total: float = 5.0, request_id: str | None = None,
             **fields) -> dict:
     return {"request_id": request_id or f"{model}-{status}-{version}-{total}-{len(fields)}",
-            "objective": "title-ranking", "model": model, "status": status, "rules_version": version, "cell": None, "traffic": "live",
-            "timings_ms": {"total": total}} | fields
+            "objective": "title-ranking", "model": model, "status": status, "rules_version": version, "cell": None,
+            "traffic": "live", "timings_ms": {"total": total}} | fields
 
 
 def test_a_window_counts_the_steps_results_of_both_models_once():
