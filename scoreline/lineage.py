@@ -22,7 +22,7 @@ from schemas.errors import ErrorCode, ScorelineError
 from workflows import Manifest
 
 __all__ = ["FactSource", "Lineage", "LineageError", "ModelUse", "build_lineage", "model_uses", "parse_target",
-           "shard_key_fields"]
+           "rollout_edges", "shard_key_fields"]
 
 
 class LineageError(ScorelineError):
@@ -87,6 +87,9 @@ class Lineage:
     """Fact -> ``{"key", "scope", "topic", "file", "models"}``."""
     problems: dict[str, str] = field(default_factory=dict)
     "Packages whose manifest could not be read, with why."
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    """Guarded rollouts (``streams.rollouts`` records as JSON), when read from the cluster: each judged step is
+    an evaluation between its candidate model and the rules version its evidence led to."""
 
     def edges(self) -> list[dict[str, str]]:
         """The graph as edges ``{"from", "to", "label"}`` between typed node ids (``kind:name``)."""
@@ -105,12 +108,13 @@ class Lineage:
             out.append({"from": f"fact:{name}", "to": f"topic:{fact['topic']}", "label": f"kafka ({fact['scope']})"})
             if fact["file"]:
                 out.append({"from": f"fact:{name}", "to": f"file:{fact['file']}", "label": "dataset"})
-        return out
+        return out + rollout_edges(self.rollouts)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole graph as one JSON-able object."""
         return {"rules_version": self.rules_version, "objectives": self.objectives, "models": self.models,
-                "facts": self.facts, "edges": self.edges(), "problems": self.problems}
+                "facts": self.facts, "edges": self.edges(), "problems": self.problems,
+                "rollouts": [_rollout_summary(r) for r in self.rollouts]}
 
     def impact(self, kind: str, name: str) -> dict[str, Any]:
         """What depends on ``fact:<name>`` or ``model:<id>``: the models, and the objectives routing to them.
@@ -154,6 +158,13 @@ class Lineage:
                 self._render_model(lines, "    ", model_id, "", j == len(unrouted) - 1)
         for model_id, why in sorted(self.problems.items()):
             lines.append(f"!   {model_id}: {why}")
+        for rollout in self.rollouts:
+            lines.append(f"rollout {rollout['id']}: {rollout['candidate']} on {rollout['objective']}, "
+                         f"{rollout['state']}")
+            for step in rollout["steps"]:
+                if step.get("rules_version") is not None:
+                    lines.append(f"    {step['percent']:g}% in rules v{step['rules_version']}: "
+                                 f"{step.get('decision') or 'running'}")
         return "\n".join(lines)
 
     def _unrouted(self) -> list[str]:
@@ -182,6 +193,32 @@ class Lineage:
             sources += [f"file {f['file']}"] if f.get("file") else ["file - (no dataset file)"]
             for s, source in enumerate(sources):
                 lines.append(f"{sub}{_branch(s == len(sources) - 1)}{source}")
+
+
+def rollout_edges(rollouts: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Each rollout step as ``model -> evidence -> rules version``: the candidate was judged on the step's
+    evidence, which led to the next version (the next step's, the promotion or the rollback)."""
+    out = []
+    for rollout in rollouts:
+        steps = [s for s in rollout["steps"] if s.get("rules_version") is not None]
+        for i, step in enumerate(steps):
+            if step.get("decision") in (None, "promoted"):
+                continue
+            node = f"evidence:{rollout['id']}@{step['percent']:g}%"
+            judged = ", ".join(f"{j['guard']} {j['verdict']}" for j in step.get("judgements", ()))
+            out.append({"from": f"model:{rollout['candidate']}", "to": node,
+                        "label": f"{rollout['objective']}: judged at {step['percent']:g}% ({judged or 'no guard'})"})
+            out.append({"from": f"rules:v{step['rules_version']}", "to": node, "label": "routed the evidence"})
+            after = steps[i + 1]["rules_version"] if i + 1 < len(steps) else rollout.get("final_rules_version")
+            if after is not None:
+                out.append({"from": node, "to": f"rules:v{after}", "label": step["decision"]})
+    return out
+
+
+def _rollout_summary(rollout: Mapping[str, Any]) -> dict[str, Any]:
+    keep = ("id", "objective", "candidate", "incumbent", "state", "percent", "reason", "final_rules_version")
+    return {k: rollout.get(k) for k in keep} | {"steps": [
+        {k: s.get(k) for k in ("percent", "rules_version", "decision", "evidence")} for s in rollout["steps"]]}
 
 
 def _branch(last: bool) -> str:

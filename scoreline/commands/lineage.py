@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 from pathlib import Path
 
 from scoreline import settings
 from scoreline.lineage import FactSource, Lineage, build_lineage, parse_target
 from scoreline.output import emit_json
+from streams.rollouts.client import RolloutClient
 from workflows import InMemoryFactStore, ModelRegistry, ModelUnavailable, package_sha256
 
 
@@ -26,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_source_arguments(parser)
     parser.add_argument("--impact", metavar="fact:NAME|model:ID",
                         help="list the models and objectives that depend on this fact or model")
+    parser.add_argument("--bootstrap", default=os.environ.get("SCORELINE_BOOTSTRAP"),
+                        help="also read the guarded rollouts from this cluster (default SCORELINE_BOOTSTRAP; "
+                             "without one the lineage is drawn offline, rollouts left out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -60,6 +65,9 @@ def load_lineage(args: argparse.Namespace, registry: ModelRegistry | None = None
 
 def run(args: argparse.Namespace) -> int:
     lineage = load_lineage(args)
+    if args.bootstrap:
+        client = RolloutClient(settings.kafka_settings(args), settings.layout(args))
+        lineage.rollouts = [r.to_json() for r in asyncio.run(client.read()).history()]
     if args.impact:
         impact = lineage.impact(*parse_target(args.impact))
         if args.json:

@@ -85,3 +85,9 @@ async def test_hand_published_rules_pause_a_rollout_and_a_second_start_is_refuse
     doc = orjson.loads(status.stdout)
     assert (doc["state"], doc["percent"], doc["candidate"]) == ("aborted", 0.0, CANDIDATE)
     assert [s["percent"] for s in doc["steps"]] == [20, 35, 60, 100]
+    lineage = subprocess.run([sys.executable, "-m", "scoreline", "lineage", "--bootstrap", env.kafka.bootstrap,
+                              "--prefix", env.layout.prefix, "--json"], capture_output=True, timeout=60, check=True)
+    edges = orjson.loads(lineage.stdout)["edges"]
+    step = f"evidence:{aborted.id}@20%"
+    assert {"from": f"model:{CANDIDATE}", "to": step} in [{k: e[k] for k in ("from", "to")} for e in edges]
+    assert {"from": step, "to": f"rules:v{seen['hand_version'] + 1}", "label": "pause"} in edges

@@ -111,3 +111,22 @@ def test_model_uses_and_shard_key_fields(rules) -> None:
     doc = {"shards": {"s": {}}, "models": {"m@1": {"shard": "s"}}, "clients": {},
            "objectives": {"o": {"shard_key": "context.account", "default": "m@1"}}}
     assert shard_key_fields(parse_rules(doc)) == {"account"}
+
+
+def test_each_judged_rollout_step_is_model_to_evidence_to_rules_version(lineage) -> None:
+    from scoreline.lineage import rollout_edges
+
+    rollout = {"id": "r1", "objective": "title-ranking", "candidate": "title-ranking@v2", "state": "promoted",
+               "final_rules_version": 9, "steps": [
+                   {"percent": 10, "rules_version": 7, "decision": "advance",
+                    "judgements": [{"guard": "error_rate", "verdict": "pass"}]},
+                   {"percent": 50, "rules_version": 8, "decision": "advance", "judgements": []},
+                   {"percent": 100, "rules_version": 9, "decision": "promoted", "judgements": []}]}
+    edges = {(e["from"], e["to"], e["label"]) for e in rollout_edges([rollout])}
+    assert ("model:title-ranking@v2", "evidence:r1@10%", "title-ranking: judged at 10% (error_rate pass)") in edges
+    assert ("rules:v7", "evidence:r1@10%", "routed the evidence") in edges
+    assert ("evidence:r1@10%", "rules:v8", "advance") in edges and ("evidence:r1@50%", "rules:v9", "advance") in edges
+    assert not any(e[1] == "evidence:r1@100%" for e in edges)  # the promotion is a version, not evidence
+    lineage.rollouts = [rollout]
+    assert "rollout r1: title-ranking@v2 on title-ranking, promoted" in lineage.render()
+    assert lineage.to_dict()["rollouts"][0]["final_rules_version"] == 9
