@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Scrape", "View", "ModelRow", "parse", "merge", "summarise", "agreement", "render", "quantile"]
+__all__ = ["Scrape", "View", "ModelRow", "parse", "merge", "summarise", "agreement", "render", "quantile",
+           "rollout_lines"]
 
 Key = tuple[str, str, tuple[tuple[str, str], ...]]
 """(source, sample name, sorted label pairs)."""
@@ -238,8 +239,27 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "-"
 
 
+def rollout_lines(rollouts: Iterable[Mapping]) -> list[str]:
+    """The guarded rollouts in progress (records of ``streams.rollouts`` as JSON), one line each."""
+    lines = [f"{'ROLLOUT':<7} {'OBJECTIVE':<16} {'CANDIDATE':<22} {'STATE':<8} {'NOW':>5} {'STEP':>9} "
+             f"{'CAND N':>7} {'INC N':>7}  GUARDS"]
+    for r in rollouts:
+        steps = r.get("steps") or []
+        step = steps[min(r.get("step", 0), len(steps) - 1)] if steps else {}
+        evidence = step.get("evidence") or {}
+        guards = " ".join(f"{j['guard']}={j['verdict']}" for j in step.get("judgements") or ())
+        position = f"{r.get('step', 0) + 1}/{len(steps)}"
+        lines.append(f"{'':<7} {str(r.get('objective'))[:16]:<16} {str(r.get('candidate'))[:22]:<22} "
+                     f"{str(r.get('state')):<8} {r.get('percent', 0):>4g}% {position:>9} "
+                     f"{(evidence.get('candidate') or {}).get('results', 0):>7} "
+                     f"{(evidence.get('incumbent') or {}).get('results', 0):>7}  {guards or '-'}")
+        if r.get("state") == "paused" and r.get("reason"):
+            lines.append(f"{'':<7}   paused: {r['reason'][:110]}")
+    return lines
+
+
 def render(view: View, shadow: Mapping[tuple[str, str, str], Mapping] | None = None, *,
-           title: str = "scoreline top") -> str:
+           title: str = "scoreline top", rollouts: Iterable[Mapping] | None = None) -> str:
     """The frame as text: a header, then models, routing, dead letters, lag and shadow agreement."""
     lines = []
     versions = ", ".join(f"v{v}×{n}" for v, n in view.rules_versions.items()) or "-"
@@ -289,4 +309,8 @@ def render(view: View, shadow: Mapping[tuple[str, str, str], Mapping] | None = N
             lines.append(f"{'':<7} {objective[:16]:<16} {pair[:40]:<40} {pair_row['n']:>7.0f} "
                          f"{pair_row['matched']:>8.0f} {_num(None if agree is None else 100 * agree, '{:.1f}%'):>7} "
                          f"{_num(pair_row['overlap'], '{:.3f}'):>8} {_num(pair_row['abs_diff'], '{:.4f}'):>7}")
+    rollouts = list(rollouts or ())
+    if rollouts:
+        lines.append("")
+        lines.extend(rollout_lines(rollouts))
     return "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@
 Scrapes every ``--metrics`` endpoint each ``--interval`` seconds and redraws: throughput and
 p50/p99 per objective and model, error and expiry rates, routing shares per cell (watch a
 canary grow), dead letters per code, lag per shard partition, the rules versions in force and,
-when the comparator has written any, shadow agreement. ``--once`` prints a single frame (two
+when the comparator has written any, shadow agreement; with a cluster named, the guarded rollouts in
+progress (step, samples, each guard's verdict). ``--once`` prints a single frame (two
 scrapes an interval apart) and exits; ``--json`` prints that frame's figures as one JSON object.
 """
 
@@ -20,9 +21,12 @@ import urllib.request
 
 import orjson
 
+from schemas.errors import ScorelineError
 from scoreline import settings, top_view
 from scoreline.output import emit_json, progress
 from streams.ops.http import DEFAULT_METRICS_PORT
+from streams.rollouts.client import RolloutClient
+from streams.rollouts.records import ACTIVE
 from streams.transport.settings import KafkaSettings
 from streams.transport.tail import TopicTail
 
@@ -119,11 +123,23 @@ class _Comparisons:
             await self.tail.stop()
 
 
+async def _rollouts(kafka: KafkaSettings | None, layout) -> list[dict]:
+    """The rollouts in progress on the cluster (none without one, or when it cannot be read)."""
+    if kafka is None:
+        return []
+    try:
+        log = await RolloutClient(kafka, layout, timeout=3.0).read()
+    except ScorelineError:
+        return []
+    return [r.to_json() for r in sorted(log.current.values(), key=lambda r: r.objective) if r.state in ACTIVE]
+
+
 async def _top(args: argparse.Namespace) -> int:
     urls = [endpoint_url(s) for s in (args.metrics or [DEFAULT_ENDPOINT])]
     # Only a cluster named explicitly: top must never start a local broker just to look.
     bootstrap = args.bootstrap or os.environ.get("SCORELINE_BOOTSTRAP")
-    kafka = KafkaSettings.from_env(bootstrap) if bootstrap and not args.no_shadow else None
+    cluster = KafkaSettings.from_env(bootstrap) if bootstrap else None
+    kafka = cluster if not args.no_shadow else None
     comparisons = _Comparisons(kafka, settings.layout(args).shadow_comparisons)
     comparisons.start()
     try:
@@ -134,17 +150,19 @@ async def _top(args: argparse.Namespace) -> int:
             await comparisons.ready(timeout=10.0)
             view = top_view.summarise(before, after)
             shadow = comparisons.agreement()
+            rollouts = await _rollouts(cluster, settings.layout(args))
             if args.json:
-                emit_json(_as_json(view, shadow))
+                emit_json(_as_json(view, shadow) | {"rollouts": rollouts})
             else:
-                sys.stdout.write(top_view.render(view, shadow))
+                sys.stdout.write(top_view.render(view, shadow, rollouts=rollouts))
             return 0 if len(after.errors) < len(urls) else 1
         clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else "\n"
         progress(f"scoreline top: reading {', '.join(urls)} every {args.interval}s; Ctrl-C stops")
         while True:
             await asyncio.sleep(args.interval)
             after = await scrape(urls)
-            frame = top_view.render(top_view.summarise(before, after), comparisons.agreement())
+            frame = top_view.render(top_view.summarise(before, after), comparisons.agreement(),
+                                    rollouts=await _rollouts(cluster, settings.layout(args)))
             sys.stdout.write(clear + frame)
             sys.stdout.flush()
             before = after

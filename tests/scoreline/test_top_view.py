@@ -137,3 +137,20 @@ def test_render_shows_every_section_and_na_without_comparisons():
 def test_endpoint_url():
     assert endpoint_url("w1:9464") == "http://w1:9464/metrics"
     assert endpoint_url("http://x:1/metrics") == "http://x:1/metrics"
+
+
+def test_a_rollout_in_progress_shows_its_step_samples_and_verdicts():
+    rollout = {"objective": "title-ranking", "candidate": "title-ranking@v2", "state": "running", "percent": 25.0,
+               "step": 1, "reason": "", "steps": [
+                   {"percent": 5, "decision": "advance"},
+                   {"percent": 25, "evidence": {"candidate": {"results": 412}, "incumbent": {"results": 1236}},
+                    "judgements": [{"guard": "error_rate", "verdict": "pass"},
+                                   {"guard": "latency_p99", "verdict": "wait"}]},
+                   {"percent": 100}]}
+    paused = rollout | {"objective": "fraud-score", "state": "paused", "reason": "rules version 9 changed it"}
+    frame = top_view.render(_view(), rollouts=[rollout, paused])
+    line = next(x for x in frame.splitlines() if "title-ranking@v2" in x and "running" in x)
+    assert "25%" in line and "2/3" in line and "412" in line and "1236" in line
+    assert "error_rate=pass latency_p99=wait" in line
+    assert "paused: rules version 9 changed it" in frame
+    assert "ROLLOUT" not in top_view.render(_view())
