@@ -32,14 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "faults")]
 
 from cluster_scenarios import CLUSTER_SCENARIOS, ClusterEnv, restore  # noqa: E402
-from fault_scenarios import SCENARIOS, Env, Tally, check, free_port_run, markdown  # noqa: E402
+from fault_scenarios import SCENARIOS, Env, Tally, check, drop_topics, free_port_run, markdown  # noqa: E402
 
 from streams.transport.settings import KafkaSettings  # noqa: E402
 from workflows import ModelRegistry  # noqa: E402
 
 
 async def run(bootstrap: str, names: list[str]) -> list[Tally]:
-    from aiokafka.admin import AIOKafkaAdminClient
 
     kafka = KafkaSettings.from_env(bootstrap)
     registry = ModelRegistry.default()
@@ -55,14 +54,7 @@ async def run(bootstrap: str, names: list[str]) -> list[Tally]:
             except NotImplementedError as exc:
                 tally = Tally(scenario=name, fault="not run", note=str(exc))
             finally:
-                admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka.security)
-                await admin.start()
-                try:
-                    mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-                    if mine:
-                        await admin.delete_topics(mine)
-                finally:
-                    await admin.close()
+                await drop_topics(kafka, prefix)
         problems = check(tally) if tally.fault != "not run" else []
         print(f"{name}: {tally.requests} requests, {tally.lost} lost, {tally.duplicated} duplicated "
               f"in {time.monotonic() - began:.0f}s {'; '.join(problems)}", file=sys.stderr)
@@ -72,7 +64,6 @@ async def run(bootstrap: str, names: list[str]) -> list[Tally]:
 
 async def run_cluster(names: list[str], runs: int) -> list[Tally]:
     """Each scenario ``runs`` times on a private three-node cluster."""
-    from aiokafka.admin import AIOKafkaAdminClient
 
     from streams.broker.cluster import LocalCluster
     from streams.broker.local import BrokerSettings, LocalBroker
@@ -93,12 +84,7 @@ async def run_cluster(names: list[str], runs: int) -> list[Tally]:
                     with tempfile.TemporaryDirectory(prefix="scoreline-faults-") as tmp:
                         await restore(cluster)
                         tally = await CLUSTER_SCENARIOS[name](ClusterEnv.make(cluster, prefix, Path(tmp), registry))
-                    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
-                    await admin.start()
-                    try:
-                        await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(prefix)])
-                    finally:
-                        await admin.close()
+                    await drop_topics(KafkaSettings.from_env(cluster.bootstrap), prefix)
                     print(f"{name} (run {run_number}): {tally.requests} requests, {tally.lost} lost, "
                           f"{tally.duplicated} duplicated, longest gap {tally.longest_gap_s} s "
                           f"in {time.monotonic() - began:.0f}s {'; '.join(check(tally))}", file=sys.stderr)

@@ -245,6 +245,18 @@ async def settle(tail: TopicTail, ledger: Ledger, timeout: float = SETTLE_TIMEOU
     await tail.wait_for(ledger.all_accounted, timeout=timeout)
 
 
+async def drop_topics(kafka: KafkaSettings, prefix: str) -> None:
+    """Delete every topic under ``prefix`` (what a scenario run by a script leaves behind)."""
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
 # -- processes ---------------------------------------------------------------------------------
 
 
