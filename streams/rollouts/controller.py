@@ -102,6 +102,7 @@ class RolloutController:
         self._joined = asyncio.Event()
         self._catch_up_to: int | None = None
         self._written_at: dict[str, float] = {}
+        self._unwritten: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
 
@@ -173,7 +174,7 @@ class RolloutController:
                          ", ".join(running) or "none")
 
     def _took_lease(self) -> None:
-        self.log, self.windows, self.shadow = RolloutLog(), {}, {}
+        self.log, self.windows, self.shadow, self._unwritten = RolloutLog(), {}, {}, set()
         self._catch_up_to, self.active = None, False
 
     def _lost_lease(self) -> None:
@@ -189,15 +190,22 @@ class RolloutController:
         self.records += len(results) + len(comparisons)
 
     async def _tick(self) -> None:
+        # Kafka away or a publish fenced: the next tick tries again. Every step keeps what it has
+        # done in the rollout it changes (a published version is never published twice).
+        for objective in sorted(self._unwritten):
+            await self._write(self.log.current[objective])
         for command in list(self.log.commands.values()):
-            await self._apply(command)
+            try:
+                await self._apply(command)
+            except (ScorelineError, KafkaError) as exc:
+                log.warning("rollout command %s %s: %s; retrying", command.action, command.objective, exc)
         for rollout in list(self.log.current.values()):
             if rollout.state == State.RUNNING:
                 try:
                     await self._advance(rollout)
                 except RulesError as exc:  # e.g. the candidate taken off its shard by hand: never guess
                     await self._pause(rollout, f"the next rules version would be invalid: {exc}")
-                except ScorelineError as exc:  # Kafka away, a publish fenced: the next tick tries again
+                except (ScorelineError, KafkaError) as exc:
                     log.warning("rollout of %s on %s: %s; retrying", rollout.candidate, rollout.objective, exc)
 
     # -- commands ------------------------------------------------------------------------------
@@ -436,10 +444,18 @@ class RolloutController:
     # -- the topic -----------------------------------------------------------------------------
 
     async def _write(self, rollout: Rollout) -> None:
+        """Write the rollout's state; if Kafka refuses, keep it to write again at the next tick."""
         self.log.current[rollout.objective] = rollout
-        await self._send(rollout.objective, encode(rollout))
-        if rollout.state not in ACTIVE:
-            await self._send(done_key(rollout.id), encode(rollout))
+        try:
+            await self._send(rollout.objective, encode(rollout))
+            if rollout.state not in ACTIVE:
+                await self._send(done_key(rollout.id), encode(rollout))
+        except KafkaError as exc:
+            self._unwritten.add(rollout.objective)
+            log.warning("rollout of %s on %s: writing its state failed (%r); the next tick writes it",
+                        rollout.candidate, rollout.objective, exc)
+            return
+        self._unwritten.discard(rollout.objective)
         self._written_at[rollout.objective] = time.monotonic()
 
     async def _send(self, key: str, value: bytes | None) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fault_scenarios import Env, Ledger, Role, Tally, _submit, watching
 
 from streams.client.score_client import ScoreClient
@@ -266,10 +267,47 @@ async def hand_published_rules(env: Env) -> dict[str, Any]:
     return seen
 
 
-async def _wait(client: RolloutClient, condition, timeout: float = 60.0) -> Rollout:
+async def shadow_gate(env: Env) -> dict[str, Any]:
+    """Agreement guards judge the candidate's shadow comparisons before any live traffic reaches it.
+
+    title-ranking@v2's comparisons disagree (top-k overlap about 0.4, the guard wants 0.8): its
+    rollout ends before its first step. fraud-score@v2's agree (bands in 196 of 200): its first
+    step is published, beside the other objective's rollout.
+    """
+    client = RolloutClient(env.kafka, env.layout)
+    producer = env.kafka.producer("test-comparisons", linger_ms=5)
+    await producer.start()
+    try:
+        for i in range(200):
+            for objective, model, agreement in (
+                    ("title-ranking", CANDIDATE, {"kind": "ranking", "top_k_overlap": 0.3 + 0.2 * (i % 2)}),
+                    ("fraud-score", "fraud-score@v2", {"kind": "probability", "band_agrees": i % 50 != 0})):
+                doc = {"request_id": f"{objective}-{i}", "objective": objective, "primary_model": "x",
+                       "shadow_model": model, "matched": True, "agreement": agreement}
+                await producer.send(env.layout.shadow_comparisons, orjson.dumps(doc), key=doc["request_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    async with Pipeline(env.kafka, env.layout, env.rules, env.registry,
+                        PipelineOptions(roles=("router", "worker", "rollout"))) as pipeline:
+        await pipeline.wait_ready()
+        gated = spec(guards=("agreement:top_k_overlap>=0.8",))
+        agreeing = dataclasses.replace(spec(steps=(25, 100), guards=("agreement:band_agrees>=0.9",),
+                                            min_samples=10**6), objective="fraud-score", candidate="fraud-score@v2")
+        for rollout_spec in (gated, agreeing):
+            command = await client.send("start", rollout_spec.objective, rollout_spec, by="test")
+            assert (await client.wait_applied(command, 60))[0]
+        seen: dict[str, Any] = {"gated": await _wait(client, lambda r: r.state in FINISHED),
+                                "agreeing": await _wait(client, lambda r: r.current.rules_version is not None,
+                                                        objective="fraud-score")}
+        seen["rules"] = (await RulesPublisher(env.kafka, env.layout).latest()).rules()  # type: ignore[union-attr]
+    return seen
+
+
+async def _wait(client: RolloutClient, condition, timeout: float = 60.0, objective: str = "title-ranking") -> Rollout:
     deadline = time.monotonic() + timeout
     while True:
-        rollout = (await client.read()).current.get("title-ranking")
+        rollout = (await client.read()).current.get(objective)
         if rollout is not None and condition(rollout):
             return rollout
         assert time.monotonic() < deadline, f"rollout never got there: {rollout}"

@@ -15,6 +15,7 @@ from rollout_scenarios import (
     failing_third,
     hand_published_rules,
     healthy_with_controller_killed,
+    shadow_gate,
     three_times_slower,
 )
 
@@ -91,3 +92,15 @@ async def test_hand_published_rules_pause_a_rollout_and_a_second_start_is_refuse
     step = f"evidence:{aborted.id}@20%"
     assert {"from": f"model:{CANDIDATE}", "to": step} in [{k: e[k] for k in ("from", "to")} for e in edges]
     assert {"from": step, "to": f"rules:v{seen['hand_version'] + 1}", "label": "pause"} in edges
+
+
+async def test_shadow_agreement_gates_a_candidate_before_any_live_traffic(env):
+    seen = await shadow_gate(env)
+    gated = seen["gated"]
+    assert gated.state == "rolled_back" and "before any live traffic" in gated.reason
+    assert "agreement:top_k_overlap failed" in gated.reason and "over 200 shadow comparisons" in gated.reason
+    assert all(step.rules_version is None for step in gated.steps)  # no step was ever published
+    assert seen["rules"].objective("title-ranking").canary is None  # and the example's 10 % canary is gone
+    agreeing = seen["agreeing"]
+    assert agreeing.state == "running" and agreeing.current.percent == 25  # beside the other rollout
+    assert seen["rules"].objective("fraud-score").canary.model == "fraud-score@v2"
