@@ -119,6 +119,13 @@ class RolloutController:
         self._consumer.subscribe([self.topic], listener=_Lease(self))
         self._task = asyncio.create_task(self._run(), name="rollout-controller")
 
+    async def __aenter__(self) -> RolloutController:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def wait_assigned(self, timeout: float = 60.0) -> None:
         """Return once the group has been joined (as the active controller or a standby)."""
         await asyncio.wait_for(self._joined.wait(), timeout)

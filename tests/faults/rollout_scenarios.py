@@ -106,7 +106,10 @@ async def _run_rollout(env: Env, scenario: str, rollout_spec: RolloutSpec, *, du
                 await asyncio.sleep(0.5)
                 rollout = (await client.read()).current[rollout_spec.objective]
             seconds = time.monotonic() - began
-            await asyncio.sleep(1.0)  # a second of traffic on the final version too
+            final = rollout.final_rules_version
+            if final is not None:  # traffic on the final version too: the routers followed it
+                assert await tail.wait_for(lambda: any(r.rules_version == final for _, r in ledger.results),
+                                           timeout=30), f"no result routed by the final version {final}"
         finally:
             stop.set()
             await load
