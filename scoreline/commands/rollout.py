@@ -125,14 +125,14 @@ async def _send_and_report(args: argparse.Namespace, client: RolloutClient, acti
                if queued else "the controller refused it (its log says why); the rollout is as shown")
         progress(f"{action} {objective}: {why}")
         if args.json:
-            emit_json({"applied": False, "queued": queued, "command": command.to_json(),
+            emit_json({"command_applied": False, "queued": queued, "command": command.to_json(),
                        "rollout": rollout.to_json() if rollout else None})
         return 0 if queued else 1
     assert rollout is not None
     if getattr(args, "follow", False):
         rollout = await _follow(client, rollout.objective, rollout.id)
     if args.json:
-        emit_json({"applied": True, "command": command.to_json(), **rollout.to_json()})
+        emit_json({"command_applied": True, "command": command.to_json(), **rollout.to_json()})
     else:
         print(describe(rollout))
     return 0
@@ -203,6 +203,8 @@ def describe(rollout: Rollout, *, steps: bool = False) -> str:
 
 
 def _step(step: Any, *, current: bool) -> str:
+    if step.rules_version is None and step.decision is None:
+        return f"{'>' if current else ' '} {step.percent:g}%: not yet published"
     version = f"v{step.rules_version}" if step.rules_version is not None else "not published"
     cand = step.evidence.get("candidate", {}) if step.evidence else {}
     inc = step.evidence.get("incumbent", {}) if step.evidence else {}

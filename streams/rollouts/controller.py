@@ -362,6 +362,10 @@ class RolloutController:
 
     async def _end_with_rollback(self, rollout: Rollout, state: str, reason: str) -> None:
         """Take the canary away (if the candidate still holds it), then end the rollout in ``state``."""
+        step = rollout.current
+        if step.rules_version is not None and step.decision is None:  # the step in force ends here too
+            step.decision, step.ended_ms = ("abort" if state == State.ABORTED else StepAction.ROLL_BACK.value,
+                                            self._now_ms())
         latest = await self._latest_rules()
         canary = latest.objective(rollout.objective).canary
         if canary is not None and canary.model == rollout.candidate:

@@ -78,6 +78,7 @@ async def test_hand_published_rules_pause_a_rollout_and_a_second_start_is_refuse
     assert resumed.current.percent == 35 and resumed.current.rules_version > seen["hand_version"]
     aborted = seen["aborted"]
     assert aborted.state == "aborted" and aborted.reason == "aborted by test"
+    assert aborted.current.decision == "abort" and aborted.current.ended_ms is not None
     assert seen["rules"].objective("title-ranking").canary is None  # every user back on the incumbent
     assert seen["rules"].version == aborted.final_rules_version
     status = subprocess.run([sys.executable, "-m", "scoreline", "rollout", "status", "--objective", "title-ranking",
@@ -86,6 +87,10 @@ async def test_hand_published_rules_pause_a_rollout_and_a_second_start_is_refuse
     doc = orjson.loads(status.stdout)
     assert (doc["state"], doc["percent"], doc["candidate"]) == ("aborted", 0.0, CANDIDATE)
     assert [s["percent"] for s in doc["steps"]] == [20, 35, 60, 100]
+    refused = subprocess.run([sys.executable, "-m", "scoreline", "rollout", "pause", "--objective", "title-ranking",
+                              "--bootstrap", env.kafka.bootstrap, "--prefix", env.layout.prefix],
+                             capture_output=True, timeout=60)
+    assert refused.returncode == 2 and b"[rollout_refused]: no rollout of title-ranking is running" in refused.stderr
     lineage = subprocess.run([sys.executable, "-m", "scoreline", "lineage", "--bootstrap", env.kafka.bootstrap,
                               "--prefix", env.layout.prefix, "--json"], capture_output=True, timeout=60, check=True)
     edges = orjson.loads(lineage.stdout)["edges"]
