@@ -347,6 +347,25 @@ class _LiveState(Collector):
         yield events
         yield seconds
         yield measured
+        yield from _rollout_families(pipeline.services)
+
+
+def _rollout_families(services: Any) -> Iterator[Metric]:
+    """The rollout controller's figures, from any role that has them (``rollout_figures()``)."""
+    controllers = [s for s in services if callable(getattr(s, "rollout_figures", None))]
+    if not controllers:
+        return
+    lease = GaugeMetricFamily("scoreline_rollout_controller_active", "1 if this process is the active rollout "
+                              "controller (holds the rollouts partition), 0 if it stands by.")
+    percent = GaugeMetricFamily("scoreline_rollout_percent", "Each objective's latest rollout: the candidate's "
+                                "share of traffic in percent, by state (reported by the active controller).",
+                                labels=["objective", "candidate", "state"])
+    for controller in controllers:
+        lease.add_metric([], 1 if controller.active else 0)
+        for objective, candidate, state, share in controller.rollout_figures():
+            percent.add_metric([objective, candidate, state], share)
+    yield lease
+    yield percent
 
 
 def _lag(consumer: Consumer, tp: Any, position: int | None) -> int | None:

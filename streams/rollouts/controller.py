@@ -126,6 +126,13 @@ class RolloutController:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    def rollout_figures(self) -> list[tuple[str, str, str, float]]:
+        """``(objective, candidate, state, percent)`` of each objective's latest rollout (none while standing by)."""
+        if not self.active:
+            return []
+        return [(r.objective, r.candidate, r.state, r.percent) for r in sorted(self.log.current.values(),
+                                                                                key=lambda r: r.objective)]
+
     async def wait_assigned(self, timeout: float = 60.0) -> None:
         """Return once the group has been joined (as the active controller or a standby)."""
         await asyncio.wait_for(self._joined.wait(), timeout)

@@ -255,6 +255,7 @@ async def hand_published_rules(env: Env) -> dict[str, Any]:
             "canary": {"model": CANDIDATE, "percent": 35}}
         seen["hand_version"] = (await publisher.publish_version(doc)).record.version
         seen["paused"] = await _wait(client, lambda r: r.state == "paused")
+        seen["metrics"] = pipeline.metrics.exposition().decode()
         try:
             await client.check_start(slow, env.rules)
         except Exception as exc:  # noqa: BLE001 - the refusal is what is checked

@@ -71,6 +71,9 @@ async def test_a_candidate_three_times_slower_is_rolled_back_on_latency(env):
 async def test_hand_published_rules_pause_a_rollout_and_a_second_start_is_refused(env):
     seen = await hand_published_rules(env)
     paused = seen["paused"]
+    assert "scoreline_rollout_controller_active 1.0" in seen["metrics"]
+    assert ('scoreline_rollout_percent{candidate="title-ranking@v2",objective="title-ranking",state="paused"} 20.0'
+            in seen["metrics"])
     assert f"rules version {seen['hand_version']} changed title-ranking" in paused.reason
     assert isinstance(seen["second_start"], RolloutRefused) and "already has a rollout" in str(seen["second_start"])
     resumed = seen["resumed"]
@@ -109,3 +112,21 @@ async def test_shadow_agreement_gates_a_candidate_before_any_live_traffic(env):
     agreeing = seen["agreeing"]
     assert agreeing.state == "running" and agreeing.current.percent == 25  # beside the other rollout
     assert seen["rules"].objective("fraud-score").canary.model == "fraud-score@v2"
+
+
+async def test_a_command_with_no_controller_running_stays_queued_and_says_so(env):
+    import dataclasses
+
+    from rollout_scenarios import spec
+
+    from streams.rollouts.client import RolloutClient
+
+    client = RolloutClient(env.kafka, env.layout)
+    start = dataclasses.replace(spec(), guards=())
+    command = await client.send("start", "title-ranking", start, by="test")
+    applied, rollout = await client.wait_applied(command, timeout=1.0)
+    assert (applied, rollout) == (False, None)
+    assert command.id in (await client.read()).commands  # queued for whichever controller starts
+    cli = subprocess.run([sys.executable, "-m", "scoreline", "rollout", "status", "--bootstrap", env.kafka.bootstrap,
+                          "--prefix", env.layout.prefix, "--json"], capture_output=True, timeout=60, check=True)
+    assert orjson.loads(cli.stdout)["rollouts"] == []
