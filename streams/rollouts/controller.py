@@ -67,7 +67,7 @@ from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
 from streams.transport.settings import KafkaSettings
 
-__all__ = ["RolloutController", "SHADOW_LOOKBACK_S"]
+__all__ = ["RolloutController", "SHADOW_LOOKBACK_S", "adopt_canary", "rules_conflict"]
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,7 @@ class RolloutController:
                         paused.decision, paused.ended_ms = paused.decision or "pause", paused.ended_ms or now
                         rollout.steps.insert(rollout.step + 1, Step(paused.percent))
                         rollout.step += 1
+                    rollout.current.resumed = True
             elif command.action == "abort":
                 await self._end_with_rollback(rollout, State.ABORTED, f"aborted by {command.by}")
             else:
@@ -265,6 +266,8 @@ class RolloutController:
             raise RolloutCommandRefused(f"rollout {current.id} of {current.candidate} on {spec.objective} is "
                                         f"{current.state}")
         rules = await self._latest_rules()
+        if spec.objective not in rules.objectives:
+            raise RolloutCommandRefused(f"rules version {rules.version} has no objective {spec.objective!r}")
         objective = rules.objective(spec.objective)
         if spec.candidate not in rules.models:
             raise RolloutCommandRefused(f"{spec.candidate} is not placed on a shard in rules version {rules.version}")
@@ -286,7 +289,7 @@ class RolloutController:
         if step.rules_version is None:
             await self._begin_step(rollout)
             return
-        conflict = self._conflict(rollout, self.rules())
+        conflict = rules_conflict(rollout, self.rules())
         if conflict:
             await self._pause(rollout, conflict)
             return
@@ -341,11 +344,11 @@ class RolloutController:
             await self._promote(rollout)
         else:
             latest = await self._latest_rules()
-            conflict = self._conflict(rollout, latest, before_step=True)
+            conflict = rules_conflict(rollout, latest, before_step=True)
             if conflict:
                 await self._pause(rollout, conflict)
                 return
-            _adopt_canary(rollout, latest)
+            adopt_canary(rollout, latest)
             step = rollout.current
             published = await self._publish(rollout, canary_rules(latest, rollout.objective, rollout.candidate,
                                                                   step.percent), f"step {step.percent:g}%")
@@ -359,6 +362,10 @@ class RolloutController:
     async def _promote(self, rollout: Rollout) -> None:
         step = rollout.current
         latest = await self._latest_rules()
+        conflict = rules_conflict(rollout, latest, before_step=True)
+        if conflict:
+            rollout.state, rollout.reason = State.PAUSED, conflict
+            return
         published = await self._publish(rollout, promoted_rules(latest, rollout.objective, rollout.candidate),
                                          "promoted")
         step.rules_version, step.started_ms = published.version, self._now_ms()
@@ -374,7 +381,7 @@ class RolloutController:
             step.decision, step.ended_ms = ("abort" if state == State.ABORTED else StepAction.ROLL_BACK.value,
                                             self._now_ms())
         latest = await self._latest_rules()
-        canary = latest.objective(rollout.objective).canary
+        canary = latest.objective(rollout.objective).canary if rollout.objective in latest.objectives else None
         if canary is not None and canary.model == rollout.candidate:
             published = await self._publish(rollout, rolled_back_rules(latest, rollout.objective), state)
             rollout.final_rules_version = published.version
@@ -386,25 +393,6 @@ class RolloutController:
         rollout.state, rollout.reason, rollout.updated_ms = State.PAUSED, reason, self._now_ms()
         log.warning("rollout of %s on %s paused: %s", rollout.candidate, rollout.objective, reason)
         await self._write(rollout)
-
-    def _conflict(self, rollout: Rollout, rules: Rules, *, before_step: bool = False) -> str | None:
-        """Why the rules in force no longer are what this rollout last published for its objective, if so."""
-        last: Step | None = rollout.current
-        if before_step:  # the step that advanced to this one (not one resumed over a hand-made change)
-            previous = rollout.steps[rollout.step - 1] if rollout.step > 0 else None
-            last = previous if previous is not None and previous.decision == StepAction.ADVANCE.value else None
-        if last is None or last.rules_version is None or rules.version < last.rules_version:
-            return None  # nothing published yet, or the rules topic not yet read up to it
-        if rollout.objective not in rules.objectives:
-            return f"rules version {rules.version} has no objective {rollout.objective}"
-        objective = rules.objective(rollout.objective)
-        expected = Canary(rollout.candidate, last.percent)
-        if objective.default == rollout.incumbent and objective.canary == expected:
-            return None
-        return (f"rules version {rules.version} changed {rollout.objective} during the rollout (default "
-                f"{objective.default}, canary {_canary(objective.canary)}; the rollout had published "
-                f"{_canary(expected)} in version {last.rules_version}): paused. `scoreline rollout resume` "
-                f"re-applies the step over version {rules.version}; `scoreline rollout abort` ends it")
 
     async def _publish(self, rollout: Rollout, rules: Rules, what: str):
         publisher = RulesPublisher(self.kafka, self.layout,
@@ -511,7 +499,26 @@ class _Lease(ConsumerRebalanceListener):
         controller._joined.set()
 
 
-def _adopt_canary(rollout: Rollout, rules: Rules) -> None:
+def rules_conflict(rollout: Rollout, rules: Rules, *, before_step: bool = False) -> str | None:
+    """Why the rules in force no longer are what this rollout last published for its objective, if so."""
+    last: Step | None = rollout.current
+    if before_step:  # the step before this one, unless this one was resumed over a hand-made change
+        last = rollout.steps[rollout.step - 1] if rollout.step > 0 and not rollout.current.resumed else None
+    if last is None or last.rules_version is None or rules.version < last.rules_version:
+        return None  # nothing published yet, or the rules topic not yet read up to it
+    if rollout.objective not in rules.objectives:
+        return f"rules version {rules.version} has no objective {rollout.objective}"
+    objective = rules.objective(rollout.objective)
+    expected = Canary(rollout.candidate, last.percent)
+    if objective.default == rollout.incumbent and objective.canary == expected:
+        return None
+    return (f"rules version {rules.version} changed {rollout.objective} during the rollout (default "
+            f"{objective.default}, canary {_canary(objective.canary)}; the rollout had published "
+            f"{_canary(expected)} in version {last.rules_version}): paused. `scoreline rollout resume` "
+            f"re-applies the step over version {rules.version}; `scoreline rollout abort` ends it")
+
+
+def adopt_canary(rollout: Rollout, rules: Rules) -> None:
     """If ``rules`` hold the candidate at a higher canary than the step about to begin (set by hand, then
     resumed), the step begins there instead: a step never moves users off the candidate."""
     canary = rules.objective(rollout.objective).canary

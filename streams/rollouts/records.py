@@ -89,6 +89,8 @@ class Step:
     """``candidate`` and ``incumbent``: results, errors, error rate and latency quantiles in the step's window."""
     judgements: list[dict[str, Any]] = field(default_factory=list)
     """Each guard's latest judgement: guard, verdict, value, interval, threshold, samples, reason."""
+    resumed: bool = False
+    """Begun by ``rollout resume``: over the rules in force then, whatever changed them by hand."""
 
 
 @dataclass
