@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", required=True)
     p.add_argument("--candidate", required=True, metavar="MODEL", help="name@version, placed on a shard")
     p.add_argument("--steps", default=",".join(f"{s:g}" for s in DEFAULT_STEPS),
-                   help="canary percentages, increasing; the last (100) makes the candidate the default "
+                   help="canary percentages, increasing; the last, 100 (added if missing), makes the candidate the "
+                        "default "
                         f"(default {','.join(f'{s:g}' for s in DEFAULT_STEPS)}); steps below the candidate's "
                         "current canary percentage are skipped")
     p.add_argument("--step-seconds", type=float, default=300.0,
@@ -216,4 +217,5 @@ def _step(step: Any, *, current: bool) -> str:
 
 
 def _step_line(rollout: Rollout) -> str:
-    return f"{rollout.objective} {rollout.state} at {rollout.percent:g}%: " + _step(rollout.current, current=True)
+    line = f"{rollout.objective} {rollout.state} at {rollout.percent:g}%: " + _step(rollout.current, current=True)
+    return line + (f"\n  {rollout.reason}" if rollout.state != "running" and rollout.reason else "")
