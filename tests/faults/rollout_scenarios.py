@@ -210,7 +210,7 @@ async def failing_third(env: Env) -> RolloutOutcome:
         return await _run_rollout(env, "failing_third", spec())
 
 
-SLOW_S = 0.012
+SLOW_S = 0.015
 """The slow candidate's extra time per request: about three times the incumbent's total here."""
 
 
