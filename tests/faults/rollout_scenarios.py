@@ -34,8 +34,8 @@ RATE = 80.0
 """Requests per second of the steady stream."""
 STEPS = (10.0, 50.0, 100.0)
 GUARDS = ("error_rate<=0.05", "latency_p90<=2")
-"""Guards a test-sized stream can decide in seconds: a p99 interval needs ~500 samples per side, and an
-error-rate margin of one point ~400 candidate results (the defaults, for production rates)."""
+"""Guards a test-sized stream can decide in seconds: a p99 interval needs 381 results per side, and passing
+an error-rate margin of one point 381 candidate results (the defaults, for production rates)."""
 STEP_S = 3.0
 MIN_SAMPLES = 80
 MAX_SAMPLES = 3000
