@@ -9,7 +9,6 @@ import uuid
 from aiokafka.errors import KafkaError
 
 from routing import Rules
-from routing.rollout import parse_guard, plan_steps
 from streams.errors import KafkaUnavailable
 from streams.rollouts.records import (
     Command,
@@ -21,6 +20,7 @@ from streams.rollouts.records import (
     encode,
     fold,
 )
+from streams.rollouts.steps import check_start
 from streams.rules.log import PARTITION, quietly, read_to_end
 from streams.rules.publisher import RulesPublisher, operator_name
 from streams.topics import TopicLayout
@@ -42,35 +42,12 @@ class RolloutClient:
         return fold(await read_to_end(self.kafka, self.topic, self.timeout))
 
     async def check_start(self, spec: RolloutSpec, fallback: Rules) -> tuple[Rules, tuple[float, ...]]:
-        """Refuse a start that cannot run, saying why; return the rules it starts from and its steps."""
-        for guard in spec.guards:
-            try:
-                parse_guard(guard)
-            except ValueError as exc:
-                raise RolloutRefused(str(exc)) from None
+        """Refuse a start that cannot run, saying why (:func:`~streams.rollouts.steps.check_start`, over the
+        rules in force: the latest published, else ``fallback``); return those rules and the steps."""
         current = (await self.read()).active(spec.objective)
-        if current is not None:
-            raise RolloutRefused(f"{spec.objective} already has a rollout ({current.id}: {current.candidate}, "
-                                 f"{current.state} at {current.percent:g}%); one rollout per objective at a "
-                                 f"time: `scoreline rollout abort --objective {spec.objective}` first")
         latest = await RulesPublisher(self.kafka, self.layout, timeout=self.timeout).latest()
         rules = latest.rules() if latest is not None else fallback
-        if spec.objective not in rules.objectives:
-            raise RolloutRefused(f"rules version {rules.version} has no objective {spec.objective!r} "
-                                 f"(objectives: {', '.join(sorted(rules.objectives))})")
-        objective = rules.objective(spec.objective)
-        if spec.candidate not in rules.models:
-            raise RolloutRefused(f"{spec.candidate} is not placed on a shard in rules version {rules.version}: "
-                                 "place it (rules `models`, or `scoreline placement plan --apply`) and publish first")
-        if objective.default == spec.candidate:
-            raise RolloutRefused(f"{spec.candidate} already is {spec.objective}'s default")
-        canary = objective.canary
-        try:
-            steps = plan_steps(spec.steps, canary.percent if canary is not None and canary.model == spec.candidate
-                               else None)
-        except ValueError as exc:
-            raise RolloutRefused(str(exc)) from None
-        return rules, steps
+        return rules, check_start(spec, rules, current)
 
     async def send(self, action: str, objective: str, spec: RolloutSpec | None = None,
                    by: str | None = None) -> Command:

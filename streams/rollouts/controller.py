@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
-from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -34,32 +32,29 @@ from routing import Rules, rules_to_doc
 from routing.errors import RulesError
 from routing.rollout import (
     AgreementGuard,
-    Guard,
     Judgement,
     StepAction,
     Verdict,
     canary_rules,
     decide_step,
     judge_agreement,
-    parse_guard,
-    plan_steps,
     promoted_rules,
     rolled_back_rules,
 )
-from routing.rules import Canary
 from schemas.errors import ScorelineError
-from streams.rollouts.evidence import EvidenceReader, Window, reply_topic_pattern
+from streams.rollouts.evidence import Evidence, Window
 from streams.rollouts.records import (
     ACTIVE,
     Command,
     Rollout,
     RolloutLog,
+    RolloutRefused,
     State,
-    Step,
     command_key,
     done_key,
     encode,
 )
+from streams.rollouts.steps import adopt_canary, guards_of, judgement_doc, new_rollout, resume, rules_conflict
 from streams.rules.holder import RulesHolder
 from streams.rules.log import PARTITION, quietly
 from streams.rules.publisher import RulesPublisher
@@ -67,7 +62,7 @@ from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
 from streams.transport.settings import KafkaSettings
 
-__all__ = ["RolloutController", "SHADOW_LOOKBACK_S", "adopt_canary", "rules_conflict"]
+__all__ = ["RolloutController", "SHADOW_LOOKBACK_S"]
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +87,12 @@ class RolloutController:
         self.log = RolloutLog()
         self.active = False
         """Whether this controller holds the rollouts partition and has read it to its end."""
-        self.windows: dict[str, Window] = {}
-        self.shadow: dict[str, Window] = {}
+        self.evidence = Evidence(kafka, layout.prefix, layout.shadow_comparisons, self._reply_topics)
+        """Each running rollout's step window and shadow comparisons, read from the reply and comparison topics."""
         self.batches = self.records = self.dead_letters = 0
         self._consumer = kafka.consumer(group_id=group_id, role="rollout", auto_offset_reset="earliest",
                                         session_timeout_ms=10_000)
         self._producer = kafka.producer("rollout", linger_ms=0)
-        self._reader = EvidenceReader(kafka, layout.shadow_comparisons)
         self._joined = asyncio.Event()
         self._catch_up_to: int | None = None
         self._written_at: dict[str, float] = {}
@@ -114,7 +108,7 @@ class RolloutController:
         await ensure_topics(self.kafka.bootstrap, [s for s in self.layout.specs(()) if s.name == self.topic],
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
         await self._producer.start()
-        await self._reader.start()
+        await self.evidence.start()
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_Lease(self))
         self._task = asyncio.create_task(self._run(), name="rollout-controller")
@@ -143,7 +137,7 @@ class RolloutController:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await quietly(self._consumer.stop())
-        await self._reader.stop()
+        await self.evidence.stop()
         await quietly(self._producer.stop())
 
     # -- the loop ----------------------------------------------------------------------------
@@ -156,8 +150,7 @@ class RolloutController:
                 if self.active and time.monotonic() - last_tick >= self.tick_s:
                     last_tick = time.monotonic()
                     await self._tick()
-                results, comparisons = await self._reader.poll(0.2)
-                self._absorb(results, comparisons)
+                self.records += await self.evidence.poll(0.2)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -188,20 +181,12 @@ class RolloutController:
                          ", ".join(running) or "none")
 
     def _took_lease(self) -> None:
-        self.log, self.windows, self.shadow, self._unwritten = RolloutLog(), {}, {}, set()
+        self.log, self._unwritten = RolloutLog(), set()
+        self.evidence.clear()
         self._catch_up_to, self.active = None, False
 
     def _lost_lease(self) -> None:
         self.active, self._catch_up_to = False, None
-
-    def _absorb(self, results: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> None:
-        for window in self.windows.values():
-            for doc in results:
-                window.absorb_result(doc)
-        for window in self.shadow.values():
-            for doc in comparisons:
-                window.absorb_comparison(doc)
-        self.records += len(results) + len(comparisons)
 
     async def _tick(self) -> None:
         # Kafka away or a publish fenced: the next tick tries again. Every step keeps what it has
@@ -231,56 +216,28 @@ class RolloutController:
             if command.action == "start":
                 rollout = await self._start(command, rollout)
             elif rollout is None or rollout.state not in ACTIVE:
-                raise RolloutCommandRefused(f"no rollout of {command.objective} is running or paused")
+                raise RolloutRefused(f"no rollout of {command.objective} is running or paused")
             elif command.action == "pause":
                 if rollout.state != State.PAUSED:
                     rollout.state, rollout.reason = State.PAUSED, f"paused by {command.by}"
             elif command.action == "resume":
-                if rollout.state == State.PAUSED:
-                    rollout.state, rollout.reason = State.RUNNING, f"resumed by {command.by}"
-                    paused = rollout.current
-                    if paused.rules_version is not None:  # the step again, over the version in force
-                        paused.decision, paused.ended_ms = paused.decision or "pause", paused.ended_ms or now
-                        rollout.steps.insert(rollout.step + 1, Step(paused.percent))
-                        rollout.step += 1
-                    rollout.current.resumed = True
+                resume(rollout, command.by, now)
             elif command.action == "abort":
                 await self._end_with_rollback(rollout, State.ABORTED, f"aborted by {command.by}")
             else:
-                raise RolloutCommandRefused(f"unknown action {command.action!r}")
+                raise RolloutRefused(f"unknown action {command.action!r}")
             rollout.applied = (rollout.applied + [command.id])[-KEEP_APPLIED:]
             rollout.updated_ms = now
             await self._write(rollout)
             log.info("rollout command %s %s applied: %s is %s", command.action, command.objective,
                      rollout.candidate, rollout.state)
-        except (RolloutCommandRefused, RulesError, ValueError) as exc:
+        except (RolloutRefused, RulesError, ValueError) as exc:
             log.warning("rollout command %s %s (%s) refused: %s", command.action, command.objective, command.id, exc)
         await self._send(command_key(command.id), None)
         self.log.commands.pop(command.id, None)
 
     async def _start(self, command: Command, current: Rollout | None) -> Rollout:
-        spec = command.spec
-        if spec is None:
-            raise RolloutCommandRefused("a start command without its spec")
-        if current is not None and current.state in ACTIVE:
-            raise RolloutCommandRefused(f"rollout {current.id} of {current.candidate} on {spec.objective} is "
-                                        f"{current.state}")
-        rules = await self._latest_rules()
-        if spec.objective not in rules.objectives:
-            raise RolloutCommandRefused(f"rules version {rules.version} has no objective {spec.objective!r}")
-        objective = rules.objective(spec.objective)
-        if spec.candidate not in rules.models:
-            raise RolloutCommandRefused(f"{spec.candidate} is not placed on a shard in rules version {rules.version}")
-        if objective.default == spec.candidate:
-            raise RolloutCommandRefused(f"{spec.candidate} is already {spec.objective}'s default")
-        for guard in spec.guards:
-            parse_guard(guard)
-        canary = objective.canary
-        plan = plan_steps(spec.steps, canary.percent if canary is not None and canary.model == spec.candidate
-                          else None)
-        return Rollout(id=command.id, spec=dataclasses.replace(spec, steps=plan), incumbent=objective.default,
-                       state=State.RUNNING, steps=[Step(p) for p in plan], started_ms=self._now_ms(),
-                       updated_ms=self._now_ms(), started_by=command.by)
+        return new_rollout(command, await self._latest_rules(), current, self._now_ms())
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -293,16 +250,16 @@ class RolloutController:
         if conflict:
             await self._pause(rollout, conflict)
             return
-        window = self.windows.get(rollout.objective)
+        window = self.evidence.window(rollout.objective)
         if window is None or window.since_version != step.rules_version:
             window = await self._open_window(rollout)
-        guards, agreement = self._guards(rollout)
+        guards, agreement = guards_of(rollout)
         decision = decide_step(window.candidate_arm, window.incumbent_arm, guards,
                                elapsed_s=(self._now_ms() - (step.started_ms or 0)) / 1000,
                                step_s=rollout.spec.step_seconds, min_samples=rollout.spec.min_samples,
                                max_samples=rollout.spec.max_samples,
                                agreement=self._agreement(rollout, agreement))
-        step.evidence, step.judgements = window.summary(), [_judgement(j) for j in decision.judgements]
+        step.evidence, step.judgements = window.summary(), [judgement_doc(j) for j in decision.judgements]
         step.reason = decision.reason
         if decision.action is StepAction.WAIT:
             if time.monotonic() - self._written_at.get(rollout.objective, 0.0) >= PROGRESS_EVERY_S:
@@ -326,15 +283,14 @@ class RolloutController:
     async def _begin_step(self, rollout: Rollout) -> None:
         """Publish the current step's rules version (or promote, at 100 %), after the shadow gate on step one."""
         step = rollout.current
-        _, agreement = self._guards(rollout)
+        _, agreement = guards_of(rollout)
         if agreement and rollout.step == 0:
-            shadow = await self._open_shadow(rollout)
-            if not await self._reader.comparisons_read():
+            await self._open_shadow(rollout)
+            if not await self.evidence.comparisons_read():
                 return  # still reading the candidate's shadow comparisons: judge them before any live traffic
-            failed = [j for j in (judge_agreement(g, shadow.agreement[g.metric]) for g in agreement)
-                      if j.verdict is Verdict.FAIL]
+            failed = [j for j in self._agreement(rollout, agreement) if j.verdict is Verdict.FAIL]
             if failed:
-                step.judgements = [_judgement(j) for j in failed]
+                step.judgements = [judgement_doc(j) for j in failed]
                 step.decision, step.ended_ms = StepAction.ROLL_BACK.value, self._now_ms()
                 await self._end_with_rollback(rollout, State.ROLLED_BACK, "before any live traffic, "
                                               + "; ".join(f"{j.guard} failed: {j.reason}" for j in failed))
@@ -349,6 +305,9 @@ class RolloutController:
                 await self._pause(rollout, conflict)
                 return
             adopt_canary(rollout, latest)
+            if rollout.current.percent != step.percent:
+                log.info("rollout of %s on %s: the rules in force hold it at %g%%; the step begins there",
+                         rollout.candidate, rollout.objective, rollout.current.percent)
             step = rollout.current
             published = await self._publish(rollout, canary_rules(latest, rollout.objective, rollout.candidate,
                                                                   step.percent), f"step {step.percent:g}%")
@@ -372,7 +331,7 @@ class RolloutController:
         step.ended_ms, step.decision = self._now_ms(), "promoted"
         rollout.state, rollout.final_rules_version = State.PROMOTED, published.version
         rollout.reason = f"every step passed: {rollout.candidate} is {rollout.objective}'s default"
-        self._forget(rollout)
+        self.evidence.forget(rollout.objective)
 
     async def _end_with_rollback(self, rollout: Rollout, state: str, reason: str) -> None:
         """Take the canary away (if the candidate still holds it), then end the rollout in ``state``."""
@@ -387,7 +346,7 @@ class RolloutController:
             rollout.final_rules_version = published.version
         rollout.state, rollout.reason = state, reason
         log.warning("rollout of %s on %s %s: %s", rollout.candidate, rollout.objective, state, reason)
-        self._forget(rollout)
+        self.evidence.forget(rollout.objective)
 
     async def _pause(self, rollout: Rollout, reason: str) -> None:
         rollout.state, rollout.reason, rollout.updated_ms = State.PAUSED, reason, self._now_ms()
@@ -408,44 +367,26 @@ class RolloutController:
 
     # -- evidence ------------------------------------------------------------------------------
 
-    def _guards(self, rollout: Rollout) -> tuple[list[Guard], list[AgreementGuard]]:
-        parsed = [parse_guard(g) for g in rollout.spec.guards]
-        return ([g for g in parsed if not isinstance(g, AgreementGuard)],
-                [g for g in parsed if isinstance(g, AgreementGuard)])
-
     def _agreement(self, rollout: Rollout, guards: list[AgreementGuard]) -> list[Judgement]:
-        shadow = self.shadow.get(rollout.objective)
-        return [judge_agreement(g, shadow.agreement[g.metric] if shadow else []) for g in guards]
+        return [judge_agreement(g, self.evidence.agreement(rollout.objective, g.metric)) for g in guards]
 
     async def _open_window(self, rollout: Rollout) -> Window:
         step = rollout.current
         assert step.rules_version is not None and step.started_ms is not None
-        window = Window(rollout.objective, rollout.candidate, rollout.incumbent, step.rules_version)
-        self.windows[rollout.objective] = window
-        _, agreement = self._guards(rollout)
-        if agreement and rollout.objective not in self.shadow:
+        _, agreement = guards_of(rollout)
+        if agreement:
             await self._open_shadow(rollout)
-        # A second back: the publish time is the controller's clock, the records' the producers'.
-        await self._reader.follow(self._reply_topics(), step.started_ms - 1000)
-        return window
+        return await self.evidence.open_window(rollout.objective, rollout.candidate, rollout.incumbent,
+                                               rules_version=step.rules_version, started_ms=step.started_ms)
 
-    async def _open_shadow(self, rollout: Rollout) -> Window:
-        shadow = self.shadow.get(rollout.objective)
-        if shadow is None:
-            _, agreement = self._guards(rollout)
-            shadow = Window(rollout.objective, rollout.candidate, rollout.incumbent, 0, {g.metric for g in agreement})
-            self.shadow[rollout.objective] = shadow
-            await self._reader.follow(self._reply_topics(), self._now_ms(),
-                                      comparisons_since_ms=rollout.started_ms - int(SHADOW_LOOKBACK_S * 1000))
-        return shadow
+    async def _open_shadow(self, rollout: Rollout) -> None:
+        _, agreement = guards_of(rollout)
+        await self.evidence.open_shadow(rollout.objective, rollout.candidate, rollout.incumbent,
+                                        {g.metric for g in agreement},
+                                        since_ms=rollout.started_ms - int(SHADOW_LOOKBACK_S * 1000))
 
-    def _reply_topics(self):
-        rules = self.rules()
-        return reply_topic_pattern(self.layout.prefix, {t for c in rules.clients.values() for t in c.reply_topics})
-
-    def _forget(self, rollout: Rollout) -> None:
-        self.windows.pop(rollout.objective, None)
-        self.shadow.pop(rollout.objective, None)
+    def _reply_topics(self) -> set[str]:
+        return {t for c in self.rules().clients.values() for t in c.reply_topics}
 
     # -- the topic -----------------------------------------------------------------------------
 
@@ -471,10 +412,6 @@ class RolloutController:
         return int(self.clock() * 1000)
 
 
-class RolloutCommandRefused(Exception):
-    """A command the controller does not apply (logged; the command line says why before it writes one)."""
-
-
 class _Lease(ConsumerRebalanceListener):
     """The rollouts partition as a lease: whoever holds it runs the rollouts."""
 
@@ -497,46 +434,3 @@ class _Lease(ConsumerRebalanceListener):
         elif assigned is not None:
             log.info("rollout controller: standing by (another controller holds %s)", controller.topic)
         controller._joined.set()
-
-
-def rules_conflict(rollout: Rollout, rules: Rules, *, before_step: bool = False) -> str | None:
-    """Why the rules in force no longer are what this rollout last published for its objective, if so."""
-    last: Step | None = rollout.current
-    if before_step:  # the step before this one, unless this one was resumed over a hand-made change
-        last = rollout.steps[rollout.step - 1] if rollout.step > 0 and not rollout.current.resumed else None
-    if last is None or last.rules_version is None or rules.version < last.rules_version:
-        return None  # nothing published yet, or the rules topic not yet read up to it
-    if rollout.objective not in rules.objectives:
-        return f"rules version {rules.version} has no objective {rollout.objective}"
-    objective = rules.objective(rollout.objective)
-    expected = Canary(rollout.candidate, last.percent)
-    if objective.default == rollout.incumbent and objective.canary == expected:
-        return None
-    return (f"rules version {rules.version} changed {rollout.objective} during the rollout (default "
-            f"{objective.default}, canary {_canary(objective.canary)}; the rollout had published "
-            f"{_canary(expected)} in version {last.rules_version}): paused. `scoreline rollout resume` "
-            f"re-applies the step over version {rules.version}; `scoreline rollout abort` ends it")
-
-
-def adopt_canary(rollout: Rollout, rules: Rules) -> None:
-    """If ``rules`` hold the candidate at a higher canary than the step about to begin (set by hand, then
-    resumed), the step begins there instead: a step never moves users off the candidate."""
-    canary = rules.objective(rollout.objective).canary
-    step = rollout.current
-    if canary is None or canary.model != rollout.candidate or canary.percent <= step.percent:
-        return
-    later = [s for s in rollout.steps[rollout.step + 1:] if s.percent > canary.percent]
-    rollout.steps[rollout.step:] = [Step(canary.percent)] + later
-    log.info("rollout of %s on %s: the rules in force hold it at %g%%; the step begins there", rollout.candidate,
-             rollout.objective, canary.percent)
-
-
-def _judgement(j: Judgement) -> dict[str, Any]:
-    doc = dataclasses.asdict(j)
-    doc["verdict"] = j.verdict.value
-    doc["interval"] = list(j.interval) if j.interval is not None else None
-    return doc
-
-
-def _canary(canary: Canary | None) -> str:
-    return f"{canary.model} at {canary.percent:g}%" if canary is not None else "none"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ from schemas.messages import Status, Traffic
 from streams.rules.log import quietly
 from streams.transport.settings import KafkaSettings
 
-__all__ = ["EvidenceReader", "Window", "reply_topic_pattern"]
+__all__ = ["Evidence", "EvidenceReader", "Window", "reply_topic_pattern"]
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +144,14 @@ class EvidenceReader:
             await quietly(self.consumer.stop())
             self.started = False
 
-    async def follow(self, pattern: re.Pattern[str], results_since_ms: int,
+    async def follow(self, pattern: re.Pattern[str], results_since_ms: int | None,
                      comparisons_since_ms: int | None = None) -> None:
-        """Read every topic ``pattern`` matches from ``results_since_ms`` on, and the comparison topic from
-        ``comparisons_since_ms`` (when given and not read yet; once read, it is followed where it is)."""
+        """Read every topic ``pattern`` matches, and the comparison topic when ``comparisons_since_ms`` is given.
+
+        Result partitions read from ``results_since_ms``; with None, those already read stay where they
+        are and new ones start at their end. The comparison topic starts at ``comparisons_since_ms`` once;
+        after that it is followed where it is.
+        """
         reading_comparisons = any(tp.topic == self.comparisons_topic for tp in self.assigned)
         admin = self.kafka.admin()
         await admin.start()
@@ -160,17 +164,22 @@ class EvidenceReader:
             await admin.close()
         wanted = {TopicPartition(d["topic"], p["partition"]) for d in described if not d["error_code"]
                   for p in d["partitions"]}
+        new = wanted - self.assigned
         self.assigned |= wanted
         self.consumer.assign(sorted(self.assigned))
-        since = {tp: results_since_ms for tp in self.assigned if tp.topic != self.comparisons_topic}
+        ends = await self.consumer.end_offsets(list(self.assigned))
+        since = {tp: results_since_ms for tp in self.assigned
+                 if tp.topic != self.comparisons_topic and results_since_ms is not None}
         if comparisons_since_ms is not None and not reading_comparisons:
             since |= {tp: comparisons_since_ms for tp in self.assigned if tp.topic == self.comparisons_topic}
-        offsets = await self.consumer.offsets_for_times(since)
-        ends = await self.consumer.end_offsets(list(self.assigned))
+        offsets = await self.consumer.offsets_for_times(since) if since else {}
         for tp in since:
             found = offsets.get(tp)
             self.consumer.seek(tp, found.offset if found is not None else ends[tp])
-        self.comparison_ends = {tp: end for tp, end in ends.items() if tp.topic == self.comparisons_topic}
+        for tp in new - set(since):
+            self.consumer.seek(tp, ends[tp])
+        if comparisons_since_ms is not None:
+            self.comparison_ends = {tp: end for tp, end in ends.items() if tp.topic == self.comparisons_topic}
 
     async def comparisons_read(self) -> bool:
         """Whether the comparison topic has been read up to where it ended when :meth:`follow` last looked."""
@@ -202,3 +211,76 @@ class EvidenceReader:
                 if isinstance(doc, dict):
                     into.append(doc)
         return results, comparisons
+
+
+class Evidence:
+    """Every running rollout's evidence: its step's :class:`Window`, its shadow comparisons, one reader for all.
+
+    ``reply_topics`` gives the reply topics the rules in force let clients name (read again at each
+    window, so a client added meanwhile is followed too).
+    """
+
+    def __init__(self, kafka: KafkaSettings, prefix: str, comparisons_topic: str,
+                 reply_topics: Callable[[], Iterable[str]]) -> None:
+        self.reader = EvidenceReader(kafka, comparisons_topic)
+        self.prefix, self.reply_topics = prefix, reply_topics
+        self.windows: dict[str, Window] = {}
+        self.shadow: dict[str, Window] = {}
+
+    async def start(self) -> None:
+        await self.reader.start()
+
+    async def stop(self) -> None:
+        await self.reader.stop()
+
+    def clear(self) -> None:
+        """Forget every window (a controller taking the lease rebuilds them from the topics)."""
+        self.windows, self.shadow = {}, {}
+
+    def window(self, objective: str) -> Window | None:
+        return self.windows.get(objective)
+
+    async def open_window(self, objective: str, candidate: str, incumbent: str, *, rules_version: int,
+                          started_ms: int) -> Window:
+        """A new window for a step put in force by ``rules_version`` at ``started_ms``, read from then on."""
+        window = Window(objective, candidate, incumbent, rules_version)
+        self.windows[objective] = window
+        # A second back: the publish time is the controller's clock, the records' the producers'.
+        await self.reader.follow(self._pattern(), started_ms - 1000)
+        return window
+
+    async def open_shadow(self, objective: str, candidate: str, incumbent: str, metrics: Iterable[str], *,
+                          since_ms: int) -> Window:
+        """The candidate's shadow comparisons since ``since_ms`` (read once; then followed)."""
+        shadow = self.shadow.get(objective)
+        if shadow is None:
+            shadow = Window(objective, candidate, incumbent, 0, metrics)
+            self.shadow[objective] = shadow
+            await self.reader.follow(self._pattern(), None, comparisons_since_ms=since_ms)
+        return shadow
+
+    async def comparisons_read(self) -> bool:
+        """Whether the comparisons up to the time the last shadow was opened have all been read."""
+        return await self.reader.comparisons_read()
+
+    def agreement(self, objective: str, metric: str) -> list[Any]:
+        shadow = self.shadow.get(objective)
+        return shadow.agreement.get(metric, []) if shadow is not None else []
+
+    def forget(self, objective: str) -> None:
+        self.windows.pop(objective, None)
+        self.shadow.pop(objective, None)
+
+    async def poll(self, timeout_s: float) -> int:
+        """Read for up to ``timeout_s`` and give each window what is its; return the records read."""
+        results, comparisons = await self.reader.poll(timeout_s)
+        for window in self.windows.values():
+            for doc in results:
+                window.absorb_result(doc)
+        for window in self.shadow.values():
+            for doc in comparisons:
+                window.absorb_comparison(doc)
+        return len(results) + len(comparisons)
+
+    def _pattern(self) -> re.Pattern[str]:
+        return reply_topic_pattern(self.prefix, self.reply_topics())

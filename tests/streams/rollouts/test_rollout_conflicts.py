@@ -8,8 +8,8 @@ from routing import load_rules
 from routing.rollout import canary_rules, promoted_rules
 from routing.rules import Canary
 from scoreline.settings import EXAMPLES_DIR
-from streams.rollouts.controller import adopt_canary, rules_conflict
 from streams.rollouts.records import Rollout, RolloutSpec, State, Step
+from streams.rollouts.steps import adopt_canary, rules_conflict
 
 RULES = load_rules(EXAMPLES_DIR / "rules.json")  # title-ranking@v2 a 10 % canary over v1
 SPEC = RolloutSpec("title-ranking", "title-ranking@v2", (10.0, 50.0, 100.0), 60.0, 100, 5000, ())
