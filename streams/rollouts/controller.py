@@ -59,7 +59,7 @@ from streams.rules.holder import RulesHolder
 from streams.rules.log import PARTITION, quietly
 from streams.rules.publisher import RulesPublisher
 from streams.topics import TopicLayout
-from streams.transport.admin import ensure_topics
+from streams.transport.admin import ensure_topics, wait_for_coordinator
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["RolloutController", "SHADOW_LOOKBACK_S"]
@@ -107,6 +107,7 @@ class RolloutController:
     async def start(self) -> None:
         await ensure_topics(self.kafka.bootstrap, [s for s in self.layout.specs(()) if s.name == self.topic],
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
+        await wait_for_coordinator(self.kafka, self.group_id)  # a fresh cluster: the group's lease needs one
         await self._producer.start()
         await self.evidence.start()
         await self._consumer.start()
