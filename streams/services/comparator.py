@@ -84,6 +84,7 @@ class Comparator:
         self.ticks_topic = f"{self.app_id}-ticks"
         self.drain_s = drain_s
         self._next: dict[int, int] = {}
+        self._first: dict[int, int] = {}
         self._seen_ms: dict[int, int] = {}
         self.app: Any = None
         self._datadir: tempfile.TemporaryDirectory | None = None
@@ -154,7 +155,9 @@ class Comparator:
             parts = [TopicPartition(self.layout.shadow_results, p)
                      for p in sorted(probe.partitions_for_topic(self.layout.shadow_results) or ())]
             starts = await probe.beginning_offsets(parts) if parts else {}
-            return {tp.partition: (await probe.committed(tp)) or starts[tp] for tp in parts}
+            positions = {tp.partition: (await probe.committed(tp)) or starts[tp] for tp in parts}
+            log.info("comparator %s resumes %s at %s", self.app_id, self.layout.shadow_results, positions)
+            return positions
         finally:
             await probe.stop()
 
@@ -238,6 +241,10 @@ class Comparator:
                     self._crashed = exc
                     raise
                 if message.topic != self.ticks_topic:
+                    if message.partition not in self._first:
+                        self._first[message.partition] = message.offset
+                        log.info("comparator: first side read on %s:%s at offset %s", message.topic,
+                                 message.partition, message.offset)
                     self._next[message.partition] = message.offset + 1
                 event.ack()
                 self.records += 1

@@ -25,9 +25,11 @@ offset yet (a comparator killed before its first commit): it stays where it
 is, past records never processed.
 
 :class:`TableManager` swaps in a :class:`Recovery` that clears the queues
-first, seeks every stream partition while it is still paused (to its committed
+first, seeks every stream partition while it is still paused, in faust and in
+aiokafka (the same empty-set fetch would otherwise take the records again from
+the new position while the seek awaits the consumer thread), to its committed
 offset, or without one to where ``consumer_auto_offset_reset`` says a new group
-starts), and only then resumes them, so the first record fetched is the one at
+starts, and only then resumes them, so the first record fetched is the one at
 the committed offset and nothing fetched is cleared. It goes through faust's own
 extension point, ``faust.App(..., TableManager=TableManager)``.
 """
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+from aiokafka import TopicPartition
 from faust.tables import TableManager as _TableManager
 from faust.tables.recovery import Recovery as _Recovery
 
@@ -68,11 +71,16 @@ class Recovery(_Recovery):
         consumer.resume_flow()
         streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
         if streams:
+            # Paused in aiokafka too while they seek: faust's fetch of an empty active set would
+            # otherwise take their records from the new position and skip them as paused.
+            await _in_aiokafka(consumer, "pause", streams)
             self.log.info("Seek stream partitions to committed offsets.")
             await self._wait(self._seek_to_start(streams), timeout=app.conf.broker_request_timeout)
         # Only now can records arrive, from the committed offsets on, into queues nobody clears.
         self.log.dev("Resume stream partitions")
         consumer.resume_partitions(streams)
+        if streams:
+            await _in_aiokafka(consumer, "resume", streams)
         self.completed.set()
         await cast(Any, app)._fetcher.maybe_start()
         self.tables.on_actives_ready()
@@ -100,7 +108,20 @@ class Recovery(_Recovery):
         # Through the consumer's own thread: faust's Consumer.seek calls aiokafka's seek from this one,
         # racing the fetcher there (seen as a KeyError in Fetcher.fetched_records that stops the
         # comparator for good). seek_wait sets faust's read offsets as Consumer.seek does.
-        await consumer._thread.seek_wait({tp: committed.get(tp) or starts[tp] for tp in tps})
+        positions = {tp: committed.get(tp) or starts[tp] for tp in tps}
+        self.log.info("Stream partitions start at %s",
+                      {f"{tp.topic}:{tp.partition}": offset for tp, offset in sorted(positions.items())})
+        await consumer._thread.seek_wait(positions)
+
+
+async def _in_aiokafka(consumer: Any, action: str, tps: set) -> None:
+    """``pause`` or ``resume`` ``tps`` in faust's aiokafka consumer, on the thread that owns it."""
+    thread = consumer._thread
+
+    async def call(aio: Any) -> None:
+        getattr(aio, action)(*(TopicPartition(tp.topic, tp.partition) for tp in tps))  # aiokafka's own type
+
+    await thread.call_thread(call, thread._ensure_consumer())
 
 
 class TableManager(_TableManager):
