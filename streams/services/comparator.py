@@ -148,12 +148,13 @@ class Comparator:
         from aiokafka import TopicPartition
 
         await wait_for_coordinator(self.kafka, self.app_id)  # committed offsets come from the coordinator
+        partitions, _ = await _topic_shape(self.kafka, self.layout.shadow_results)
         probe = self.kafka.consumer(group_id=self.app_id, role="comparator-start")  # never joins: no subscribe
         await probe.start()
         try:
-            await probe.topics()  # metadata, so the partitions are known
-            parts = [TopicPartition(self.layout.shadow_results, p)
-                     for p in sorted(probe.partitions_for_topic(self.layout.shadow_results) or ())]
+            # From the admin's description: this client's metadata has not the topic yet (the probe
+            # never subscribes), and an empty list here left every partition without a position.
+            parts = [TopicPartition(self.layout.shadow_results, p) for p in range(partitions)]
             starts = await probe.beginning_offsets(parts) if parts else {}
             positions = {tp.partition: (await probe.committed(tp)) or starts[tp] for tp in parts}
             log.info("comparator %s resumes %s at %s", self.app_id, self.layout.shadow_results, positions)
