@@ -163,16 +163,8 @@ class AgreementGuard:
     name: str = "agreement"
 
     def judge_counts(self, agreeing: int, compared: int) -> Judgement:
-        label = f"{self.name}:{self.metric}"
-        if compared == 0:
-            return Judgement(label, Verdict.PASS, None, None, self.minimum, 0,
-                             f"no shadow comparisons of {self.metric}: not judged")
-        low, high = wilson(agreeing, compared)
-        rate = agreeing / compared
-        verdict = Verdict.FAIL if high < self.minimum else Verdict.PASS if low >= self.minimum else Verdict.WAIT
-        return Judgement(label, verdict, rate, (low, high), self.minimum, compared,
-                         f"{self.metric} agrees in {rate:.3f} of {compared} comparisons (95% CI {low:.3f} to "
-                         f"{high:.3f}), required {self.minimum:.3f}")
+        """:func:`judge_agreement` on ``agreeing`` of ``compared`` boolean comparisons."""
+        return judge_agreement(self, [True] * agreeing + [False] * (compared - agreeing))
 
 
 Guard = ErrorRateGuard | LatencyGuard

@@ -45,6 +45,7 @@ from schemas.errors import ScorelineError
 from streams.rollouts.evidence import Evidence, Window
 from streams.rollouts.records import (
     ACTIVE,
+    COMMAND_PREFIX,
     Command,
     Rollout,
     RolloutLog,
@@ -170,7 +171,7 @@ class RolloutController:
                 key = record.key.decode("utf-8", "replace") if record.key is not None else ""
                 # Once active this controller is the only writer of the state keys, and holds the
                 # newest state itself: its own records coming back would only be older.
-                if not self.active or key.startswith("command."):
+                if not self.active or key.startswith(COMMAND_PREFIX):
                     self.log.take(key, record.value, record.offset)
         if self._catch_up_to is not None:
             tp = TopicPartition(self.topic, PARTITION)
