@@ -87,6 +87,9 @@ class ErrorCode:
     WORKFLOW_ERROR = "workflow_error"
     "The workflow failed while scoring; a bug or a broken fact source, not the client's fault."
 
+    WORKFLOW_TIMEOUT = "workflow_timeout"
+    "The workflow call ran past its model's time limit (``serving.time_limit_ms``); the worker went on without it."
+
     DEADLINE_EXPIRED = "deadline_expired"
     "``deadline_ms`` passed before the request was scored."
 

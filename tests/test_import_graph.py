@@ -22,11 +22,12 @@ STREAMS_LAYERS = {
     "streams.rules": {"streams.transport"},
     "streams.facts": {"streams.transport"},
     "streams.broker": set(),
+    "streams.scoring": set(),
     "streams.client": {"streams.transport"},
     "streams.repository": {"streams.transport"},
     "streams.rollouts": {"streams.transport", "streams.rules"},
     "streams.services": {"streams.transport", "streams.ops", "streams.rules", "streams.facts", "streams.repository",
-                         "streams.rollouts"},
+                         "streams.rollouts", "streams.scoring"},
     "streams.bench": {"streams.transport", "streams.services", "streams.broker"},
 }
 STREAMS_TOP = {"streams.errors", "streams.topics"}
@@ -138,6 +139,15 @@ def test_streams_sub_packages_import_one_way():
             if room in STREAMS_TOP or _room(target) not in STREAMS_LAYERS.get(room, set()):
                 wrong.append(f"{module} -> {target}")
     assert wrong == []
+
+
+def test_the_scoring_room_imports_no_kafka_client():
+    """Compute (the scoring threads) is tested without a broker and keeps services/ about moving records."""
+    import re
+    files = sorted((ROOT / "streams" / "scoring").glob("*.py"))
+    kafka = [f.name for f in files
+             if re.search(r"^\s*(import|from)\s+(aiokafka|faust|mode|streams\.transport)\b", f.read_text(), re.M)]
+    assert files and kafka == []
 
 
 def test_streams_keeps_at_most_four_top_level_modules_and_twelve_per_room():

@@ -34,6 +34,7 @@ __all__ = [
     "MANIFEST_FILE",
     "WEIGHTS_FILE",
     "Manifest",
+    "ServingSpec",
     "load_examples",
     "load_manifest",
     "load_weights",
@@ -56,6 +57,18 @@ class WeightSpec:
 
     dtype: str
     "numpy dtype name (``float64``, ``<U8``...); compared by kind (float, int, str)."
+
+
+DEFAULT_TIME_LIMIT_MS = 10_000
+"""How long one workflow call may run before its items get ``workflow_timeout`` (``serving.time_limit_ms``)."""
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """How the worker runs the model (the manifest's optional ``serving`` object)."""
+
+    time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
+    "The longest one workflow call (one batch) may take; past it the batch's items get ``workflow_timeout``."
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,9 @@ class Manifest:
     onnx: OnnxSpec | None = None
     "The package's ONNX model (file, inputs, outputs), if its workflow runs one (``workflows.onnx``)."
 
+    serving: ServingSpec = ServingSpec()
+    "How the worker runs it: the time limit of one call (defaults where the manifest says nothing)."
+
     @property
     def id(self) -> str:
         """``<name>@<version>``."""
@@ -117,6 +133,8 @@ class Manifest:
         doc = asdict(self)
         doc["facts"] = list(self.facts)
         doc["weights"] = {n: {"shape": list(w.shape), "dtype": w.dtype} for n, w in self.weights.items()}
+        if self.serving == ServingSpec():
+            del doc["serving"]
         if self.onnx is None:
             del doc["onnx"]
         else:
@@ -230,7 +248,23 @@ def load_manifest(directory: str | Path) -> Manifest:
         baseline=_field(doc, "baseline", str, directory),
         baseline_metrics=baseline_metrics,
         onnx=parse_onnx_spec(doc.get("onnx"), lambda message: _fail(directory, message)),
+        serving=_serving(doc.get("serving"), directory),
     )
+
+
+def _serving(doc: Any, directory: Path) -> ServingSpec:
+    """The manifest's ``serving`` object checked; the defaults where it is absent."""
+    if doc is None:
+        return ServingSpec()
+    if not isinstance(doc, dict):
+        raise _fail(directory, "manifest field 'serving' must be an object")
+    unknown = sorted(set(doc) - {"time_limit_ms"})
+    if unknown:
+        raise _fail(directory, f"manifest field 'serving' has unknown fields {unknown} (known: ['time_limit_ms'])")
+    limit = doc.get("time_limit_ms", DEFAULT_TIME_LIMIT_MS)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise _fail(directory, "manifest field serving.time_limit_ms must be a positive whole number of milliseconds")
+    return ServingSpec(time_limit_ms=limit)
 
 
 def load_weights(directory: str | Path, manifest: Manifest, *, verified: bool = False) -> dict[str, np.ndarray]:

@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --role worker: serve only this shard (repeatable); default: every shard")
     parser.add_argument("--workers-per-shard", type=int, default=1,
                         help="worker instances per shard in this process (default 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="scoring threads per process, shared by its workers: workflow calls run there, the "
+                             "event loop only moves records (default SCORELINE_SCORING_THREADS, else one per core)")
     parser.add_argument("--facts", choices=("files", "kafka"), default="files",
                         help="where workers find facts: the fact files (default) or the fact topics, "
                              "each worker reading only the partitions it owns (`scoreline facts publish` first)")
@@ -69,7 +72,7 @@ async def _run(args: argparse.Namespace) -> int:
                               workers_per_shard=args.workers_per_shard, max_request_bytes=args.max_request_bytes,
                               fact_source=args.facts, metrics_port=metrics_port(args.metrics_port),
                               trust_client_field=not args.untrusted_shared_topic,
-                              model_cache=settings.model_cache_dir())
+                              model_cache=settings.model_cache_dir(), scoring_threads=args.threads)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -130,7 +130,7 @@ class PipelineMetrics:
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready: live, every role has partitions assigned, and every model its shard serves loads."""
+        """Ready: live, every role has partitions assigned, and every model its shard serves has loaded."""
         live, why = self.health()
         if not live:
             return False, why
@@ -148,11 +148,16 @@ class PipelineMetrics:
             shard = getattr(service, "shard", None)
             wanted = [model for model, on in rules.models.items() if on == shard] if service.role == "worker" \
                 else _shadow_models(rules)
+            # Read state, never change it: no load, no use counted. The worker preloads its models as each
+            # rules version comes into force; one loaded once and evicted since by the budget still counts.
+            loaded, problems = set(registry.loaded()), registry.problems()
             for model in wanted:
-                try:
-                    registry.get(model)  # loads on first use: readiness doubles as the warm-up
-                except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported
-                    return False, f"model {model} unavailable: {exc}"
+                if model in loaded:
+                    continue
+                if model in problems:
+                    return False, f"model {model} unavailable: {problems[model]}"
+                if model not in registry.measured:
+                    return False, f"model {model} not loaded yet"
         return True, "ready"
 
 

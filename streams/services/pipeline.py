@@ -18,6 +18,7 @@ from streams.repository import ModelRepository
 from streams.rollouts.controller import RolloutController
 from streams.rules.holder import RulesHolder
 from streams.rules.publisher import RulesWatcher
+from streams.scoring import ScoringExecutor, default_threads
 from streams.services.batch import BatchService
 from streams.services.comparator import Comparator
 from streams.services.router import Router
@@ -63,6 +64,9 @@ class PipelineOptions:
     trust_client_field: bool = True
     """Whether requests on the shared request topics may name their own client. Turn off once every client
     publishes to its own topic under Kafka ACLs (docs/security.md)."""
+    scoring_threads: int | None = None
+    """Threads this process's workers run workflow calls on, shared by them (None: ``$SCORELINE_SCORING_THREADS``,
+    else one per core this process may use). The event loop only moves records."""
     model_cache: Path | None = None
     """Workers pull models that the local models directory lacks from the model repository topic into this
     cache (``scoreline models publish``); None: serve only what is on disk."""
@@ -84,6 +88,8 @@ class Pipeline:
         """This pipeline's Prometheus metrics, in a registry of its own."""
         self.metrics_server: MetricsServer | None = None
         """The HTTP port serving them, when ``metrics_port`` asks for one."""
+        self.executor: ScoringExecutor | None = None
+        """The scoring threads the workers of this process share (made on start when a worker role runs)."""
         self.repository = ModelRepository(kafka, layout, cache_dir=options.model_cache) \
             if options.model_cache is not None else None
         """The model repository the workers pull from (one per process: one read of the topic serves all)."""
@@ -116,6 +122,8 @@ class Pipeline:
             await ensure_topics(self.kafka.bootstrap, self.layout.specs(rules.shards, reply_topics, clients),
                                 replication_factor=self.layout.replication_factor, **self.kafka.security)
         roles = set(self.options.roles)
+        if roles & {"worker", "shadow"}:
+            self.executor = ScoringExecutor(self.options.scoring_threads or default_threads())
         if "router" in roles:
             self.services.append(Router(self.kafka, self.layout, self.rules, group_id=self._group("router"),
                                         max_request_bytes=self.options.max_request_bytes,
@@ -149,11 +157,13 @@ class Pipeline:
     def _facts(self) -> dict:
         """A worker's registry (and, with Kafka facts, its own store and the materialiser that fills it)."""
         if self.options.fact_source == "files":
-            return {"registry": self.registry, "repository": self.repository, "rules": self.rules}
+            return {"registry": self.registry, "repository": self.repository, "rules": self.rules,
+                    "executor": self.executor}
         if self.options.fact_source != "kafka":
             raise ValueError(f"fact_source must be 'files' or 'kafka', got {self.options.fact_source!r}")
         registry, facts = worker_fact_source(self.kafka, self.layout, self.registry)
-        return {"registry": registry, "facts": facts, "repository": self.repository, "rules": self.rules}
+        return {"registry": registry, "facts": facts, "repository": self.repository, "rules": self.rules,
+                "executor": self.executor}
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every role has partitions assigned."""
@@ -165,6 +175,9 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await service.stop()
         self.services.clear()
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
         if self.metrics_server is not None:
             await self.metrics_server.stop()
             self.metrics_server = None

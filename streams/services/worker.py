@@ -1,10 +1,12 @@
 """Workflow workers: routed work in, one result per request out.
 
 A shard worker consumes its shard's live and backfill work topics, scores each batch with
-one workflow call per model, replies on each request's ``reply_to`` and, for shadowed
-requests, records the primary side on ``shadow-results``. A shadow worker consumes the
-shadow topic in a consumer group of its own (shadow load never slows live work), scores
-the candidate model, records the shadow side, and never replies to a client.
+one workflow call per model (on the scoring threads of ``streams.scoring``, never on the event
+loop; the models of one batch side by side, each bounded by its manifest's time limit), replies on
+each request's ``reply_to`` and, for shadowed requests, records the primary side on
+``shadow-results``. A shadow worker consumes the shadow topic in a consumer group of its own
+(shadow load never slows live work), scores the candidate model, records the shadow side, and
+never replies to a client.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.json_body import partial_of_request
 from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
 from streams.ops.tracing import trace_headers
+from streams.scoring import ScoringExecutor
 from streams.services.batch import BatchService
 from streams.services.loading import ModelLoads
 from streams.services.waiting import WaitingRoom
@@ -31,7 +34,8 @@ from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
-from workflows import Item, ModelRegistry, Outcome
+from workflows import Item, ModelRegistry, ModelUnavailable, Outcome
+from workflows.packaging import DEFAULT_TIME_LIMIT_MS
 
 if TYPE_CHECKING:
     from routing import Rules
@@ -77,9 +81,15 @@ class Worker(BatchService):
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *, shard: str,
                  group_id: str | None = None,
                  facts: FactTopicMaterialiser | None = None, transport: Transport | None = None,
-                 repository: ModelRepository | None = None, rules: RulesHolder | None = None) -> None:
+                 repository: ModelRepository | None = None, rules: RulesHolder | None = None,
+                 executor: ScoringExecutor | None = None) -> None:
         super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
                          topics=self._topics(layout, shard), transport=transport)
+        self._own_executor = executor is None
+        self.executor = executor if executor is not None else ScoringExecutor(name=f"scoreline-{self.role}-scoring")
+        """Where workflow calls run (shared by the workers of a process; a worker given none has its own)."""
+        self.timeouts = 0
+        """Requests answered ``workflow_timeout`` (their model's call ran past its time limit)."""
         self.repository = repository
         """Where models that no local directory holds are pulled from (``streams.repository``), if anywhere."""
         self.shard = shard
@@ -116,6 +126,8 @@ class Worker(BatchService):
                 await self._preloading
         await super().stop()
         self._loads.cancel()
+        if self._own_executor:
+            self.executor.close()
         if self.facts is not None:
             await self.facts.stop()
 
@@ -160,16 +172,14 @@ class Worker(BatchService):
                 record = work.record
                 self._waiting.park(model_id, work, TopicPartition(record.topic, record.partition), record.offset,
                                    work.request.deadline_ms, now=now, now_ms=now_ms)
-        for model_id, works in by_model.items():
-            began = time.perf_counter()
-            outcomes = self._score(model_id, works)
-            scored_ms = (time.perf_counter() - began) * 1000
+        scored = await asyncio.gather(*(self._score_off_loop(m, works) for m, works in by_model.items()))
+        for (model_id, works), (outcomes, scored_ms) in zip(by_model.items(), scored):
             for work, outcome in zip(works, outcomes):
                 self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms,
                            partition=await self._reply_partition(work) if H.REPLY_PARTITION in work.headers else None)
-                if outcome.error is not None and outcome.error.code == ErrorCode.WORKFLOW_ERROR:
+                if outcome.error is not None and outcome.error.code in _DEAD_LETTERED:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
-                        ErrorCode.WORKFLOW_ERROR, outcome.error.message, partial=partial_of_request(work.request)))
+                        outcome.error.code, outcome.error.message, partial=partial_of_request(work.request)))
         if self._loads:
             self._loads.forget_finished(self._waiting)
 
@@ -263,8 +273,40 @@ class Worker(BatchService):
             self.results[Status.ERROR] += 1
             self.metrics.result(headers.get(H.OBJECTIVE), headers.get(H.MODEL), Status.ERROR)
 
+    async def _score_off_loop(self, model_id: str, works: list[Work]) -> tuple[list[Outcome], float]:
+        """:meth:`_score` on a scoring thread, bounded by the model's time limit; the outcomes and the milliseconds.
+
+        Past the limit every item gets ``workflow_timeout`` and the worker goes on (the call itself runs on,
+        on a thread the executor replaces): the loop keeps fetching, committing and heartbeating meanwhile.
+        """
+        limit_ms = self._time_limit_ms(model_id)
+        began = time.perf_counter()
+        call = self.executor.submit(self._score, model_id, works)
+        try:
+            outcomes = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(call)), limit_ms / 1000)
+        except TimeoutError:
+            self.executor.abandon(call)
+            self.timeouts += len(works)
+            log.error("%s: %s ran past its time limit of %d ms on a batch of %d; answering workflow_timeout",
+                      self.role, model_id, limit_ms, len(works))
+            error = ErrorInfo(ErrorCode.WORKFLOW_TIMEOUT, f"{model_id} ran past its time limit of {limit_ms} ms "
+                                                          f"(serving.time_limit_ms) on a batch of {len(works)}")
+            outcomes = [Outcome(None, error)] * len(works)
+        return outcomes, (time.perf_counter() - began) * 1000
+
+    def _time_limit_ms(self, model_id: str) -> int:
+        """The model's ``serving.time_limit_ms`` (its manifest is read once and cached), else the default."""
+        try:
+            return self.registry.manifest(model_id).serving.time_limit_ms
+        except ModelUnavailable:
+            return DEFAULT_TIME_LIMIT_MS  # scoring will say why it is unavailable
+
     def _score(self, model_id: str, works: list[Work]) -> list[Outcome]:
-        """One workflow call for the batch; if it raises, score one by one to isolate the poison."""
+        """One workflow call for the batch; if it raises, score one by one to isolate the poison.
+
+        Runs on a scoring thread: the registry's load (a model evicted since it was ready) happens here too,
+        never on the event loop.
+        """
         try:
             fresh = self._loads.take(model_id)
             model = fresh if fresh is not None else self.registry.get(model_id, uses=len(works))
@@ -332,9 +374,9 @@ class ShadowWorker(Worker):
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, registry: ModelRegistry, *,
                  group_id: str | None = None, facts: FactTopicMaterialiser | None = None,
                  transport: Transport | None = None, repository: ModelRepository | None = None,
-                 rules: RulesHolder | None = None) -> None:
+                 rules: RulesHolder | None = None, executor: ScoringExecutor | None = None) -> None:
         super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow",
-                         facts=facts, transport=transport, repository=repository, rules=rules)
+                         facts=facts, transport=transport, repository=repository, rules=rules, executor=executor)
 
     @staticmethod
     def _topics(layout: TopicLayout, shard: str) -> list[str]:
@@ -355,6 +397,10 @@ class ShadowWorker(Worker):
                                  shadow_models=shadows.split(",") if shadows else [model_id])
         outbox.put(self.layout.shadow_results, codec.encode(side), key=work.request.request_id.encode(),
                    headers=trace_headers(work.headers), tag=work.record)
+
+
+_DEAD_LETTERED = frozenset({ErrorCode.WORKFLOW_ERROR, ErrorCode.WORKFLOW_TIMEOUT})
+"""Outcomes that are the platform's fault, not the client's: kept on the dead-letter topic too, for operators."""
 
 
 def _check_agreement(headers: dict[str, str], request: Request) -> None:

@@ -54,8 +54,8 @@ def test_error_codes_are_the_contract() -> None:
         "malformed_json", "not_an_object", "missing_field", "wrong_type", "invalid_value",
         "payload_too_large", "unknown_objective", "unknown_client", "forbidden_objective",
         "forbidden_reply_to", "forbidden_override", "unknown_model", "header_mismatch",
-        "invalid_payload", "model_unavailable", "workflow_error", "deadline_expired", "rate_limited",
-        "invalid_rules", "output_refused", "identity_mismatch", "untrusted_client",
+        "invalid_payload", "model_unavailable", "workflow_error", "workflow_timeout", "deadline_expired",
+        "rate_limited", "invalid_rules", "output_refused", "identity_mismatch", "untrusted_client",
     }
 
 

@@ -1,0 +1,140 @@
+"""A worker scores on its scoring threads, on the in-memory transport: the loop runs on while a model computes,
+and a call past its model's time limit answers ``workflow_timeout`` (result and dead letter) while the rest flow on.
+
+The slow model's ``predict`` waits on a gate the test opens, so "still scoring" is a state the test holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import textwrap
+
+import orjson
+from streams_testing import eventually
+
+from routing import parse_rules
+from schemas.errors import ErrorCode
+from streams.rules.holder import RulesHolder
+from streams.services.router import Router
+from streams.services.worker import Worker
+from streams.topics import TopicLayout
+from streams.transport.memory import MemoryBroker, MemoryTransport
+from streams.transport.settings import KafkaSettings
+from workflows import InMemoryFactStore, ModelRegistry
+from workflows.loading import _package_module, package_sha256
+from workflows.skeleton import new_package
+
+KAFKA = KafkaSettings(bootstrap="127.0.0.1:1", fetch_max_records=1000)
+LAYOUT = TopicLayout(prefix="score.", request_partitions=1, shard_partitions=1, reply_partitions=1)
+REPLIES = LAYOUT.replies("demo")
+
+
+def slow_scoring(models, model_id: str, objective: str, *, time_limit_ms: int | None = None):
+    """A package whose ``predict`` waits until the test sets its module's ``GATE`` (at most 20 s); the module."""
+    package = new_package(models, model_id, objective)
+    if time_limit_ms is not None:
+        manifest = json.loads((package / "manifest.json").read_text())
+        manifest["serving"] = {"time_limit_ms": time_limit_ms}
+        (package / "manifest.json").write_text(json.dumps(manifest))
+    (package / "workflow.py").write_text((package / "workflow.py").read_text() + f"# {models}\n" + textwrap.dedent("""
+        import threading as _threading
+        GATE = _threading.Event()
+        _Base = Slow
+        class Slow(_Base):
+            def predict(self, features):
+                GATE.wait(20)
+                return super().predict(features)
+        """))
+    return _package_module(package, "workflow", model_id, package_sha256(package))
+
+
+def two_models(tmp_path, **slow):
+    models = tmp_path / "models"
+    module = slow_scoring(models, "slow@v1", "slow", **slow)
+    new_package(models, "fast@v1", "fast")
+    rules = dataclasses.replace(parse_rules({
+        "shards": {"s1": {}}, "models": {"slow@v1": {"shard": "s1"}, "fast@v1": {"shard": "s1"}},
+        "clients": {"demo": {"objectives": ["*"], "reply_topics": [REPLIES]}},
+        "objectives": {"slow": {"shard_key": "context.user_id", "default": "slow@v1"},
+                       "fast": {"shard_key": "context.user_id", "default": "fast@v1"}}}), version=1)
+    return rules, ModelRegistry(models, InMemoryFactStore()), module
+
+
+def request(broker: MemoryBroker, request_id: str, objective: str) -> None:
+    broker.produce(LAYOUT.requests, orjson.dumps({
+        "request_id": request_id, "objective": objective, "client": "demo", "reply_to": REPLIES,
+        "context": {"user_id": "u-1"}, "payload": {"x": 1}}))
+
+
+def replies(broker: MemoryBroker) -> dict[str, dict]:
+    return {r["request_id"]: r for r in map(orjson.loads, broker.values(REPLIES))}
+
+
+async def run(broker, rules, registry, check):
+    transport = MemoryTransport(broker)
+    running = [Router(KAFKA, LAYOUT, RulesHolder(rules), group_id="router", transport=transport),
+               Worker(KAFKA, LAYOUT, registry, shard="s1", group_id="worker.s1", transport=transport)]
+    for service in running:
+        await service.start()
+    try:
+        return await check(running[1])
+    finally:
+        for service in running:
+            await service.stop()
+
+
+async def test_a_call_past_its_time_limit_answers_workflow_timeout_and_the_worker_goes_on(tmp_path):
+    rules, registry, slow = two_models(tmp_path, time_limit_ms=300)
+    broker = MemoryBroker()
+    request(broker, "slow-1", "slow")
+    request(broker, "fast-1", "fast")
+
+    async def check(worker):
+        assert await eventually(lambda: {"slow-1", "fast-1"} <= set(replies(broker)), timeout=10)
+        request(broker, "fast-2", "fast")  # the stuck call holds no batch after it
+        assert await eventually(lambda: "fast-2" in replies(broker), timeout=10)
+        assert worker.timeouts == 1 and worker.failed is None
+        assert worker.executor.stuck == 1  # the call itself runs on, on a thread the pool replaced
+
+    try:
+        await run(broker, rules, registry, check)
+    finally:
+        slow.GATE.set()
+    answered = replies(broker)
+    assert answered["slow-1"]["status"] == "error"
+    assert answered["slow-1"]["error"]["code"] == ErrorCode.WORKFLOW_TIMEOUT
+    assert "300 ms" in answered["slow-1"]["error"]["message"]
+    assert (answered["fast-1"]["status"], answered["fast-2"]["status"]) == ("ok", "ok")
+    letters = [orjson.loads(v) for v in broker.values(LAYOUT.deadletter)]
+    assert [(d["request_id"], d["code"]) for d in letters] == [("slow-1", ErrorCode.WORKFLOW_TIMEOUT)]
+
+
+async def test_the_event_loop_runs_on_while_a_model_computes(tmp_path):
+    rules, registry, slow = two_models(tmp_path)
+    broker = MemoryBroker()
+    request(broker, "slow-1", "slow")
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def check(worker):
+        # While the slow call holds a scoring thread, the loop ticks on (on the loop, it could not tick at all).
+        before = ticks
+        assert await eventually(lambda: ticks >= before + 20, timeout=10)
+        assert "slow-1" not in replies(broker)
+        slow.GATE.set()
+        assert await eventually(lambda: "slow-1" in replies(broker), timeout=10)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        await run(broker, rules, registry, check)
+    finally:
+        slow.GATE.set()
+        tick.cancel()
+    assert replies(broker)["slow-1"]["status"] == "ok"
