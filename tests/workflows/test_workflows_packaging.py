@@ -11,7 +11,8 @@ import pytest
 
 from workflows.errors import ModelPackageError, ModelUnavailable
 from workflows.loading import validate_package
-from workflows.packaging import load_manifest
+from workflows.packaging import DEFAULT_TIME_LIMIT_MS, load_manifest
+from workflows.skeleton import new_package
 
 
 def edit_manifest(package: Path, **changes) -> None:
@@ -125,3 +126,19 @@ def test_a_verified_reload_reads_the_same_arrays_straight_into_place(tmp_path) -
                                        (tmp_path / "w.npz").read_bytes()[-400:])
     with pytest.raises((EOFError, ValueError, OSError, zipfile.BadZipFile)):
         _read_stored(tmp_path / "cut.npz")
+
+
+def test_the_serving_time_limit_defaults_and_is_checked(tmp_path):
+    package = new_package(tmp_path, "m@v1", "o")
+    assert load_manifest(package).serving.time_limit_ms == DEFAULT_TIME_LIMIT_MS
+    doc = json.loads((package / "manifest.json").read_text())
+    for serving, ok in (({"time_limit_ms": 250}, True), ({"time_limit_ms": 0}, False),
+                        ({"time_limit_ms": "1s"}, False), ({"max_batch": 4}, False), ([], False)):
+        (package / "manifest.json").write_text(json.dumps({**doc, "serving": serving}))
+        if ok:
+            manifest = load_manifest(package)
+            assert manifest.serving.time_limit_ms == 250
+            assert manifest.to_dict()["serving"] == {"time_limit_ms": 250}
+        else:
+            with pytest.raises(ModelPackageError, match="serving"):
+                load_manifest(package)
