@@ -24,10 +24,12 @@ Settings, each set the way Quix's documentation presents it for throughput at lo
   faust every 0.5 s. One second keeps a restart's replay short at a negligible cost (a commit is
   one round trip a second).
 - ``consumer_extra_config``: ``fetch.wait.max.ms=5`` (librdkafka's 500 ms default would add up
-  to half a second per hop at low load; 5 ms is scoreline's and the load generator's own),
+  to half a second per hop at low load; 5 ms is the load generator's; scoreline's service
+  consumers wait up to 50 ms, ``KafkaSettings.consumer``),
   ``fetch.min.bytes=1``, ``queued.max.messages.kbytes`` left at its default (64 MB of prefetch).
-- ``producer_extra_config``: ``linger.ms=2`` (librdkafka's default is 5; 2 is what scoreline,
-  faust and the load generator use), ``batch.size`` 512 KiB (as theirs), ``compression.type=none``
+- ``producer_extra_config``: ``linger.ms=2`` (librdkafka's default is 5; 2 is ``KafkaSettings``'
+  default and faust's; scoreline's service producers and the load generator use 0, since they
+  hand the producer whole batches), ``batch.size`` 512 KiB (as theirs), ``compression.type=none``
   (as theirs); Quix's producer is idempotent with ``acks=all`` already.
 - ``consumer_poll_timeout=0.1``: how long ``run`` blocks for a message when idle (1 s by default);
   it only matters for shutdown, not throughput.
