@@ -7,8 +7,9 @@ remembered as broken: later ``get`` calls raise the same
 :class:`~workflows.errors.ModelUnavailable` without touching the disk, until a
 retry is due (after 1 s, then twice as long each time, at most a minute), so a
 transient fault (facts not loaded yet) heals and a bad package costs a log line
-a minute, not a crash or a retry storm. With a ``memory_budget`` the registry
-keeps the most recently used models within it and evicts the least recently
+a minute, not a crash or a retry storm. A manifest that could not be read is read
+again on the same backoff (it may have been caught mid-write). With a
+``memory_budget`` the registry keeps the most recently used models within it and evicts the least recently
 used, but never for a model used less often lately than the ones it would evict
 (that one is served and dropped: a burst of rare models cannot flush the models
 in steady use). A model larger than the whole budget is refused, not loaded and
@@ -100,7 +101,9 @@ class ModelRegistry:
         self._ids: tuple[str, ...] | None = None
         self._id_set: frozenset[str] = frozenset()
         self._scanned_at = 0.0
-        self._manifests: dict[str, Manifest | ModelUnavailable] = {}
+        self._manifests: dict[str, Manifest] = {}
+        self._manifest_failed: dict[str, _Failure] = {}
+        """Manifests that could not be read, retried with the backoff of a failed load (never cached for good)."""
         self._models: OrderedDict[str, Model] = OrderedDict()  # least recently used first
         self._sizes: dict[str, int] = {}
         self._failed: dict[str, _Failure] = {}
@@ -180,15 +183,22 @@ class ModelRegistry:
         self._known(model_id)
         with self._lock:
             cached = self._manifests.get(model_id)
-            if cached is None:
-                try:
-                    cached = load_manifest(self.directory(model_id))
-                except ModelUnavailable as exc:
-                    cached = exc
-                self._manifests[model_id] = cached
-        if isinstance(cached, ModelUnavailable):
-            raise ModelUnavailable(str(cached)) from cached
-        return cached
+            if cached is not None:
+                return cached
+            failure = self._manifest_failed.get(model_id)
+            if failure is not None and time.monotonic() < failure.retry_at:
+                raise ModelUnavailable(str(failure.error)) from failure.error
+            try:
+                manifest = load_manifest(self.directory(model_id))
+            except ModelUnavailable as exc:
+                # A manifest being rewritten, a volume mounting late: read it again after the backoff.
+                attempts = failure.attempts + 1 if failure else 1
+                wait = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempts - 1))
+                self._manifest_failed[model_id] = _Failure(exc, attempts, time.monotonic() + wait)
+                raise ModelUnavailable(str(exc)) from exc
+            self._manifest_failed.pop(model_id, None)
+            self._manifests[model_id] = manifest
+            return manifest
 
     def get(self, model_id: str, *, uses: int = 1) -> Model:
         """The model ``model_id``, loaded and validated on first use, then kept while the budget allows.
@@ -352,7 +362,7 @@ class ModelRegistry:
     def problems(self) -> dict[str, str]:
         """Why each unreadable or unloadable package failed, by id (only packages tried so far)."""
         with self._lock:
-            failures = {i: e for i, e in self._manifests.items() if isinstance(e, ModelUnavailable)}
+            failures = {i: f.error for i, f in self._manifest_failed.items()}
             failures.update({i: f.error for i, f in self._failed.items()})
         return {i: str(e) for i, e in failures.items()}
 

@@ -150,6 +150,25 @@ def test_a_failed_load_is_retried_after_a_backoff_not_cached_for_ever(models_cop
     assert loads == ["fraud-score@v2", "fraud-score@v2"] and registry.problems() == {}
 
 
+def test_a_manifest_that_could_not_be_read_is_read_again_after_a_backoff(models_copy: Path, facts,
+                                                                        monkeypatch) -> None:
+    manifest = models_copy / "fraud-score@v2" / "manifest.json"
+    kept = manifest.read_bytes()
+    manifest.write_bytes(kept[: len(kept) // 2])  # caught mid-write
+    registry = ModelRegistry(models_copy, facts)
+    clock = [1000.0]
+    monkeypatch.setattr(registry_module.time, "monotonic", lambda: clock[0])
+    with pytest.raises(ModelUnavailable, match="not readable JSON"):
+        registry.manifest("fraud-score@v2")
+    manifest.write_bytes(kept)
+    with pytest.raises(ModelUnavailable):
+        registry.manifest("fraud-score@v2")  # not read again yet: no retry storm
+    assert "fraud-score@v2" in registry.problems()
+    clock[0] += registry_module.RETRY_FIRST_S
+    assert registry.manifest("fraud-score@v2").id == "fraud-score@v2"
+    assert "fraud-score@v2" not in registry.problems()
+
+
 def test_concurrent_first_requests_share_one_load_and_other_models_are_served_meanwhile(monkeypatch, facts) -> None:
     import threading
 
