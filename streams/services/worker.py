@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 LOAD_WAIT_S = 30.0
 """How long a request without a deadline waits for its model to load (``Worker.load_wait_s``)."""
+INLINE_WAIT_S = 0.05
+"""How long a batch waits for the calls it started before it is sent without the slower ones' answers."""
 RULES_CHECK_S = 0.25
 """How often a worker looks for a new rules version to preload the models of."""
 
@@ -68,6 +70,25 @@ class Work(NamedTuple):
     record: Record
     headers: dict[str, str]
     request: Request
+
+
+class _Call(NamedTuple):
+    """One model's workflow call in flight."""
+
+    task: asyncio.Task[tuple[list[Outcome], float]]
+    works: list[Work]
+    low: dict[TopicPartition, int]
+    "The lowest offset of its requests per partition: the commit stops there until they are answered."
+
+
+def _lowest(works: list[Work]) -> dict[TopicPartition, int]:
+    low: dict[TopicPartition, int] = {}
+    for work in works:
+        record = work.record
+        tp = TopicPartition(record.topic, record.partition)
+        if record.offset < low.get(tp, record.offset + 1):
+            low[tp] = record.offset
+    return low
 
 
 class Worker(BatchService):
@@ -103,6 +124,10 @@ class Worker(BatchService):
         """Requests waiting for their model to load (``load_wait_s`` at most, or until their deadline)."""
         self._loads = ModelLoads(registry, repository, role=self.role, waiting=self._waiting.count)
         self._preloading: asyncio.Task[None] | None = None
+        self._calls: dict[str, _Call] = {}
+        """Each model's workflow call in flight (one at a time per model, so its answers keep arrival order)."""
+        self._queued: dict[str, list[Work]] = {}
+        """Requests that arrived while their model's call was in flight: its next call takes them all."""
         self.load_waits = 0
         """Requests that had to wait for their model to be pulled or loaded (the rest found it loaded)."""
 
@@ -126,6 +151,8 @@ class Worker(BatchService):
                 await self._preloading
         await super().stop()
         self._loads.cancel()
+        for call in self._calls.values():
+            call.task.cancel()  # never answered, never committed: replayed by the next owner
         if self._own_executor:
             self.executor.close()
         if self.facts is not None:
@@ -151,6 +178,8 @@ class Worker(BatchService):
         # record is rejected or its client asked for a reply partition.
         if self._waiting:
             await self._unpark(by_model, outbox)
+        if self._calls:
+            await self._finish_calls(outbox, now_ms=now_ms)
         for tp in sorted(batch, key=lambda tp: tp.topic.endswith(".backfill")):
             for record in batch[tp]:
                 headers = headers_of(record.headers)
@@ -172,14 +201,18 @@ class Worker(BatchService):
                 record = work.record
                 self._waiting.park(model_id, work, TopicPartition(record.topic, record.partition), record.offset,
                                    work.request.deadline_ms, now=now, now_ms=now_ms)
-        scored = await asyncio.gather(*(self._score_off_loop(m, works) for m, works in by_model.items()))
-        for (model_id, works), (outcomes, scored_ms) in zip(by_model.items(), scored):
-            for work, outcome in zip(works, outcomes):
-                self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms,
-                           partition=await self._reply_partition(work) if H.REPLY_PARTITION in work.headers else None)
-                if outcome.error is not None and outcome.error.code in _DEAD_LETTERED:
-                    await self.dead_letter(outbox, work.record, InvalidMessage(
-                        outcome.error.code, outcome.error.message, partial=partial_of_request(work.request)))
+        started = []
+        for model_id, works in by_model.items():
+            if model_id in self._calls:  # one call per model at a time: the next takes all that queued meanwhile
+                self._queued.setdefault(model_id, []).extend(works)
+            else:
+                started.append(self._start_call(model_id, works))
+        if started:
+            # A model that scores within the patience is answered with this batch; a slower one is answered by
+            # a later batch when it returns (held back from the commit until then), and holds no other model.
+            await asyncio.wait(started, timeout=INLINE_WAIT_S)
+        if self._calls:
+            await self._finish_calls(outbox, now_ms=time.time() * 1000)
         if self._loads:
             self._loads.forget_finished(self._waiting)
 
@@ -193,8 +226,51 @@ class Worker(BatchService):
         self._waiting.wait_s = seconds
 
     def held(self) -> dict[TopicPartition, int]:
-        """The lowest offset per partition of a request waiting for its model to load."""
-        return self._waiting.held()
+        """The lowest offset per partition of a request not answered yet: waiting for its model to load, being
+        scored, or queued behind its model's call in flight."""
+        held = self._waiting.held()
+        if self._calls:
+            lows = [call.low for call in self._calls.values()] + [_lowest(w) for w in self._queued.values()]
+            for low in lows:
+                for tp, offset in low.items():
+                    if offset < held.get(tp, offset + 1):
+                        held[tp] = offset
+        return held
+
+    def _start_call(self, model_id: str, works: list[Work]) -> asyncio.Task[tuple[list[Outcome], float]]:
+        """Score ``works`` with ``model_id`` on the scoring threads; the task is this model's call in flight."""
+        task = asyncio.create_task(self._score_off_loop(model_id, works), name=f"scoreline-{self.role}-{model_id}")
+        self._calls[model_id] = _Call(task, works, _lowest(works))
+        return task
+
+    async def _finish_calls(self, outbox: Outbox, *, now_ms: float) -> None:
+        """Answer the requests of every call that returned; start each such model's next call with its queue."""
+        for model_id in [m for m, call in self._calls.items() if call.task.done()]:
+            call = self._calls.pop(model_id)
+            try:
+                outcomes, scored_ms = call.task.result()
+            except Exception as exc:  # noqa: BLE001 - a bug around the call: every request still gets its answer
+                log.exception("%s: scoring %s failed", self.role, model_id)
+                outcomes, scored_ms = [Outcome(None, ErrorInfo(ErrorCode.WORKFLOW_ERROR, f"{model_id} failed: "
+                                                               f"{type(exc).__name__}: {exc}"))] * len(call.works), 0.0
+            for work, outcome in zip(call.works, outcomes):
+                self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms,
+                           partition=await self._reply_partition(work) if H.REPLY_PARTITION in work.headers else None)
+                if outcome.error is not None and outcome.error.code in _DEAD_LETTERED:
+                    await self.dead_letter(outbox, work.record, InvalidMessage(
+                        outcome.error.code, outcome.error.message, partial=partial_of_request(work.request)))
+            queued = self._queued.pop(model_id, None)
+            if queued:
+                due = []
+                for work in queued:
+                    deadline = work.request.deadline_ms
+                    if deadline is not None and deadline < now_ms:
+                        await self._expire(outbox, work, f"deadline {deadline} passed while {model_id} scored "
+                                                         "the batch before it")
+                    else:
+                        due.append(work)
+                if due:
+                    self._start_call(model_id, due)
 
     async def _unpark(self, by_model: dict[str, list[Work]], outbox: Outbox) -> None:
         """Requests whose model is ready go to ``by_model``; past their deadline or the wait, they get an error."""

@@ -15,6 +15,7 @@ import orjson
 from streams_testing import eventually
 
 from routing import parse_rules
+from schemas import headers as H
 from schemas.errors import ErrorCode
 from streams.rules.holder import RulesHolder
 from streams.services.router import Router
@@ -60,6 +61,11 @@ def two_models(tmp_path, **slow):
         "objectives": {"slow": {"shard_key": "context.user_id", "default": "slow@v1"},
                        "fast": {"shard_key": "context.user_id", "default": "fast@v1"}}}), version=1)
     return rules, ModelRegistry(models, InMemoryFactStore()), module
+
+
+def work_offset(broker: MemoryBroker, request_id: str) -> int:
+    [record] = [r for r in broker.records(LAYOUT.shard("s1")) if (H.REQUEST_ID, request_id.encode()) in list(r.headers)]
+    return record.offset
 
 
 def request(broker: MemoryBroker, request_id: str, objective: str) -> None:
@@ -138,3 +144,32 @@ async def test_the_event_loop_runs_on_while_a_model_computes(tmp_path):
         slow.GATE.set()
         tick.cancel()
     assert replies(broker)["slow-1"]["status"] == "ok"
+
+
+async def test_a_slow_model_holds_back_neither_the_other_models_nor_their_commits_past_its_own_requests(tmp_path):
+    rules, registry, slow = two_models(tmp_path)
+    broker = MemoryBroker()
+    request(broker, "slow-1", "slow")
+
+    async def check(worker):
+        assert await eventually(lambda: "slow@v1" in worker._calls, timeout=10)
+        for i in range(3):  # batches after the slow one's, each answered while it computes
+            request(broker, f"fast-{i}", "fast")
+            assert await eventually(lambda i=i: f"fast-{i}" in replies(broker), timeout=10)
+        request(broker, "slow-2", "slow")  # queues behind the call in flight, for the model's next call
+        assert await eventually(lambda: broker.committed("worker.s1"), timeout=5)
+        held = work_offset(broker, "slow-1")
+        assert all(offset <= held for offset in broker.committed("worker.s1").values())
+        assert not {"slow-1", "slow-2"} & set(replies(broker))
+        slow.GATE.set()
+        assert await eventually(lambda: {"slow-1", "slow-2"} <= set(replies(broker)), timeout=10)
+        assert await eventually(lambda: sum(broker.committed("worker.s1").values()) == 5, timeout=5)
+
+    try:
+        await run(broker, rules, registry, check)
+    finally:
+        slow.GATE.set()
+    answered = broker.values(REPLIES)
+    order = [orjson.loads(v)["request_id"] for v in answered]
+    assert order.index("slow-1") < order.index("slow-2")  # one model's answers keep their arrival order
+    assert {r["status"] for r in replies(broker).values()} == {"ok"} and len(answered) == 5
