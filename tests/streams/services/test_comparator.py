@@ -193,13 +193,21 @@ class SideStream:
         self.kafka, self.layout, self.pairs = kafka, layout, pairs
         self.procs: list[subprocess.Popen] = []
 
-    async def send_all(self, producer) -> None:
+    async def send_all(self, producer, gates: dict[int, asyncio.Event] | None = None) -> None:
+        """Send every pair; before pair ``i`` of ``gates``, wait (bounded) until the test sets that gate.
+
+        The gates put a fault mid-stream by construction rather than by timing: the sender holds at
+        the gate until the fault has happened, so pairs are sent both before and after it.
+        """
         for i, (primary, shadow) in enumerate(self.pairs):
+            if gates and i in gates:
+                await producer.flush()
+                await asyncio.wait_for(gates[i].wait(), timeout=180)
             for s in ((primary, shadow) if i % 2 else (shadow, primary)):
                 await producer.send(self.layout.shadow_results, codec.encode(s), key=s.request_id.encode())
             if i % 10 == 9:
                 await producer.flush()
-                await asyncio.sleep(0.05)  # pacing, so faults land mid-stream: 0.5 s per 100 pairs
+                await asyncio.sleep(0.05)  # pacing: 0.5 s per 100 pairs
 
     async def every_pair_compared(self, out) -> None:
         ids = lambda: {codec.decode_comparison(r.value).request_id for r in out.records}  # noqa: E731
@@ -256,7 +264,8 @@ async def test_sigkill_loses_no_pair_and_repeats_only_identical_ones(kafka, layo
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
             producer = kafka.producer("test-sides")
             await producer.start()
-            sender = asyncio.create_task(sides.send_all(producer))
+            killed = asyncio.Event()
+            sender = asyncio.create_task(sides.send_all(producer, {len(sides.pairs) // 2: killed}))
             try:
                 assert await out.wait_for(lambda: len(out.records) >= 1, timeout=90)
                 if after_commit:
@@ -265,6 +274,7 @@ async def test_sigkill_loses_no_pair_and_repeats_only_identical_ones(kafka, layo
                 sides.procs[-1].send_signal(signal.SIGKILL)
                 sides.procs[-1].wait(timeout=30)
                 killed_at = len(out.records)
+                killed.set()
                 await sender
                 with log_path.open("a") as log_file:
                     sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
@@ -296,16 +306,21 @@ async def test_a_second_comparator_joining_then_the_first_leaving_loses_no_pair(
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
             producer = kafka.producer("test-sides")
             await producer.start()
-            sender = asyncio.create_task(sides.send_all(producer))
+            joined, left = asyncio.Event(), asyncio.Event()
+            third = len(sides.pairs) // 3
+            sender = asyncio.create_task(sides.send_all(producer, {third: joined, 2 * third: left}))
             try:
                 assert await out.wait_for(lambda: len(out.records) >= 100, timeout=60)
                 with logs[1].open("w") as log_file:
                     sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
                 await wait_for_log(logs[1], "scoreline running", 90, sides.procs[1])
                 joined_at = len(out.records)
+                joined.set()
+                assert await out.wait_for(lambda: len(out.records) >= joined_at + 100, timeout=60)  # both at work
                 sides.procs[0].send_signal(signal.SIGTERM)
                 assert sides.procs[0].wait(timeout=60) == 0, logs[0].read_text()[-3000:]
                 left_at = len(out.records)
+                left.set()
                 await sender
                 await sides.every_pair_compared(out)
             finally:
