@@ -146,7 +146,7 @@ async def _send_bad(client: ScoreClient, kafka: KafkaSettings, layout: TopicLayo
     producer = kafka.producer("demo-bad")
     await producer.start()
     try:
-        objective = "title-ranking"
+        objective = "title-ranking" if "title-ranking" in rules.objectives else sorted(rules.objectives)[0]
         for i in range(plan.bad_per_kind):
             base: dict[str, Any] = {"objective": objective, "client": client.client, "reply_to": client.reply_to,
                     "context": {"user_id": f"u-{i}", "country": "US"}, "payload": {"titles": ["t-1"]}}

@@ -25,6 +25,7 @@ from workflows.registry import EXAMPLES_DIR, FACTS_DIR_ENV, MODELS_DIR_ENV, defa
 
 __all__ = ["ConfigError", "EXAMPLES_DIR", "add_config_arguments", "add_connection_arguments", "facts_dir",
            "kafka_settings", "layout", "load_example_rules", "model_cache_dir", "model_registry", "models_dir",
+           "reference_dir", "reference_models",
            "resolve_bootstrap"]
 
 DEFAULT_PREFIX = "scoreline."
@@ -83,6 +84,35 @@ def facts_dir(args: argparse.Namespace) -> Path:
 def model_cache_dir() -> Path:
     """Where workers keep packages pulled from the model repository topic (under ``SCORELINE_HOME``)."""
     return scoreline_home() / "model-cache"
+
+
+def reference_dir() -> Path:
+    """Where ``scoreline models reference`` builds the reference models (under ``SCORELINE_HOME``, per build)."""
+    from workflows.training.reference import BUILD
+
+    return scoreline_home() / "reference" / f"build-{BUILD}"
+
+
+def reference_models(out: Path | None = None, *, rebuild: bool = False) -> Path:
+    """The reference models' directory (``models/`` and ``rules.json``), built first if it is not there yet.
+
+    Building needs the ``train`` extra; without it this is a ``ConfigError`` that says how to install it.
+    """
+    from workflows.training.reference import build
+
+    out = out or reference_dir()
+    done = out / ".built"
+    if done.is_file() and not rebuild:
+        return out
+    try:
+        import sklearn  # noqa: F401  # the ranker is trained with it
+    except ImportError as exc:
+        raise ConfigError("building the reference models needs scikit-learn and onnx: "
+                          "pip install 'scoreline[train]'") from exc
+    progress(f"building the reference models in {out} (about 10 s, once) ...")
+    build(out, progress=lambda line: progress(f"  {line}"))
+    done.write_text("complete\n", encoding="utf-8")
+    return out
 
 
 def parse_bytes(text: str) -> int:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,11 @@ def pytest_runtest_makereport(item, call):
     if IN_CI and report.skipped and item.get_closest_marker("kafka"):
         report.outcome = "failed"
         report.longrepr = f"broker test skipped in CI (not allowed): {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def reference_dir(tmp_path_factory) -> Path:
+    """The reference models, built once per session the way ``scoreline models reference`` builds them."""
+    from workflows.training.reference import build
+
+    return build(tmp_path_factory.mktemp("reference"), date="2026-12-03")

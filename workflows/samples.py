@@ -19,14 +19,16 @@ from workflows.registry import default_facts_dir
 from workflows.training.common import CURRENCY as _CURRENCY
 from workflows.training.common import FX_TO_USD as _FX_TO_USD
 from workflows.training.fraud_score import CATEGORIES as _CATEGORIES
+from workflows.training.reference import OBJECTIVES as _REFERENCE_OBJECTIVES
+from workflows.training.reference import reference_items
 
 __all__ = ["OBJECTIVES", "sample_items"]
 
 _PLANS = ("basic", "standard", "premium")
 _PRICE = {"basic": 9.0, "standard": 15.0, "premium": 22.0}
 
-OBJECTIVES = ("title-ranking", "fraud-score", "churn-risk")
-"The objectives :func:`sample_items` can make inputs for."
+OBJECTIVES = ("title-ranking", "fraud-score", "churn-risk", *_REFERENCE_OBJECTIVES)
+"The objectives :func:`sample_items` can make inputs for: the examples' and the reference models'."
 
 _SURFACES = ("home", "search", "detail")
 
@@ -59,13 +61,16 @@ def sample_items(
     unknown_rate: float = 0.03,
     facts_dir: str | Path | None = None,
 ) -> list[Item]:
-    """``n`` realistic items for ``objective`` (``title-ranking``, ``fraud-score`` or ``churn-risk``).
+    """``n`` realistic items for ``objective`` (one of :data:`OBJECTIVES`).
 
     Deterministic for a given ``seed``. About ``unknown_rate`` of the users
-    (and, for ranking, of the title ids) are not in the facts.
+    (and, for ranking, of the title ids) are not in the facts. The reference
+    objectives' items come from :func:`workflows.training.reference.reference_items`.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"no samples for objective {objective!r}; have {', '.join(OBJECTIVES)}")
+    if objective in _REFERENCE_OBJECTIVES:
+        return reference_items(objective, n, seed)
     users, country, device, titles, mean_amount = _population(Path(facts_dir or default_facts_dir()).resolve())
     rng = np.random.default_rng([seed, 7])
     picks = rng.integers(len(users), size=n)

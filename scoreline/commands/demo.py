@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from routing import parse_rules
 from scoreline import settings
 from scoreline.demo import DemoPlan, run_demo
 from scoreline.output import emit_json, progress
+from workflows.training.reference import reference_rules
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bad-per-kind", type=int, default=5, help="bad inputs of each kind (default 5)")
     parser.add_argument("--concurrency", type=int, default=200, help="requests in flight (default 200)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every outcome")
+    parser.add_argument("--models", choices=("examples", "reference"), default="examples",
+                        help="examples: the shipped example models (default); reference: the reference models of "
+                             "realistic size (built on first use, needs the train extra; see docs/workflows.md)")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     parser.add_argument("--metrics-port", type=int, default=0,
                         help="serve the demo pipeline's /metrics on this port while it runs, for "
@@ -28,8 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     plan = DemoPlan(requests=args.requests, bad_per_kind=args.bad_per_kind, concurrency=args.concurrency,
                     timeout=args.timeout, metrics_port=args.metrics_port or None)
-    summary = asyncio.run(run_demo(settings.kafka_settings(args), settings.layout(args),
-                                   settings.load_example_rules(args), settings.model_registry(args), plan, progress))
+    if args.models == "reference":
+        if args.models_dir or args.rules:
+            raise settings.ConfigError("--models reference brings its own models and rules: drop --models-dir "
+                                       "and --rules, or serve those without it")
+        args.models_dir = str(settings.reference_models() / "models")
+        rules = parse_rules(reference_rules(args.prefix))
+    else:
+        rules = settings.load_example_rules(args)
+    summary = asyncio.run(run_demo(settings.kafka_settings(args), settings.layout(args), rules,
+                                   settings.model_registry(args), plan, progress))
     if args.json:
         emit_json(summary)
     else:
@@ -44,7 +57,7 @@ def _print_table(summary: dict) -> None:
     for objective, entry in summary["by_objective"].items():
         counts = entry["results"]
         models = ", ".join(f"{model} {n}" for model, n in entry["models"].items())
-        print(f"  {objective:<17} {counts['ok']} ok, {counts['error']} error, {counts['expired']} expired  ({models})")
+        print(f"  {objective:<20} {counts['ok']} ok, {counts['error']} error, {counts['expired']} expired  ({models})")
     print(f"dead letters: {summary['dead_lettered']} {summary['dead_letters_by_code']}")
     shadow = summary["shadow_results"]
     print(f"shadow records: {shadow['primary']} primary, {shadow['shadow']} shadow")

@@ -1,4 +1,4 @@
-"""``scoreline models new / validate / list / describe``: make, check and inspect model packages."""
+"""``scoreline models new / validate / reference / list / describe``: make, check and inspect model packages."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--batch", type=int, default=100, help="items per timed batch (default 100)")
     validate.add_argument("--json", action="store_true", help="print one JSON object")
     validate.set_defaults(func=run_validate)
+
+    reference = actions.add_parser("reference", help="build the reference models (a GBDT ranker, an MLP, an "
+                                   "embedding table: realistic sizes, synthetic data) and their rules")
+    reference.add_argument("--out", type=Path, default=None,
+                           help="the directory to write models/ and rules.json in (default: under SCORELINE_HOME, "
+                                "where `scoreline demo --models reference` finds them)")
+    reference.add_argument("--json", action="store_true", help="print one JSON object")
+    reference.set_defaults(func=run_reference)
 
     publish = actions.add_parser("publish", help="validate a package and publish it to the model repository topic")
     settings.add_connection_arguments(publish, rules=False)
@@ -110,6 +118,20 @@ def run_validate(args: argparse.Namespace) -> int:
         for line in report["notes"]:
             print(f"  {line}")
     return 0 if report["valid"] else 1
+
+
+def run_reference(args: argparse.Namespace) -> int:
+    out = settings.reference_models(args.out, rebuild=True)
+    packages = sorted(p for p in (out / "models").iterdir() if p.is_dir())
+    sizes = {p.name: sum(f.stat().st_size for f in p.iterdir()) for p in packages}
+    if args.json:
+        emit_json({"path": str(out), "rules": str(out / "rules.json"), "packages": sizes})
+        return 0
+    for name, size in sizes.items():
+        print(f"{name:<26} {size / 2**20:6.1f} MiB")
+    print(f"serve them:  scoreline run --models-dir {out / 'models'} --rules {out / 'rules.json'}")
+    print("or see them end to end:  scoreline demo --models reference")
+    return 0
 
 
 def _repository(args: argparse.Namespace) -> ModelRepository:

@@ -106,3 +106,19 @@ async def test_bad_input_ends_where_the_contract_says(kafka, layout, rules, regi
     assert wrong_type.field == "context" and wrong_type.stage == "router"
     malformed = next(d for d in decoded if d.code == "malformed_json")
     assert malformed.original().startswith(b'{"request_id"')  # the original bytes, kept for replay
+
+
+async def test_the_reference_models_are_served_end_to_end(kafka, layout, reference_dir):
+    """What ``scoreline demo --models reference`` runs: the three models of realistic size, every request answered."""
+    from routing import parse_rules
+    from workflows import InMemoryFactStore, ModelRegistry
+    from workflows.training.reference import OBJECTIVES, reference_rules
+
+    rules = parse_rules(reference_rules(layout.prefix))
+    registry = ModelRegistry(reference_dir / "models", InMemoryFactStore())
+    await ensure_topics(kafka.bootstrap, layout.specs(rules.shards))
+    summary = await run_demo(kafka, layout, rules, registry, DemoPlan(requests=30, bad_per_kind=1, timeout=90))
+    assert summary["missing"] == 0 and summary["duplicates"] == 0, summary
+    assert {o: e["models"] for o, e in summary["by_objective"].items() if o in OBJECTIVES} == {
+        o: {f"{o}@v1": 30 + (o == "ranker-gbdt")} for o in OBJECTIVES}  # the bad inputs' expired one: the ranker's
+    assert summary["results"] == {"ok": 30 * len(OBJECTIVES), "error": 2, "expired": 1}
