@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,25 @@ class ServingSpec:
 
     time_limit_ms: int = DEFAULT_TIME_LIMIT_MS
     "The longest one workflow call (one batch) may take; past it the batch's items get ``workflow_timeout``."
+
+    max_batch_cost: int = 0
+    """The most one call may cost (see ``batch_cost``); 0: no bound, a call takes every request waiting.
+    One request that costs more than the bound is still scored, alone."""
+
+    max_queue_delay_us: int = 0
+    """How long a request may wait for a fuller batch when its model is idle, in microseconds; 0: never
+    (no added latency). A request never waits past its deadline less the model's usual call time."""
+
+    batch_cost: str = "items"
+    """What a request costs: ``items`` (one each), or ``payload.<field>``: the length of that array (the
+    candidates of a ranking request), 1 where it is absent or not an array."""
+
+    def cost(self, payload: Any) -> int:
+        """What one request with ``payload`` costs a call, by ``batch_cost``."""
+        if self.batch_cost == "items":
+            return 1
+        value = payload.get(self.batch_cost[8:]) if isinstance(payload, dict) else None
+        return len(value) if isinstance(value, list) and value else 1
 
 
 @dataclass(frozen=True)
@@ -133,7 +152,10 @@ class Manifest:
         doc = asdict(self)
         doc["facts"] = list(self.facts)
         doc["weights"] = {n: {"shape": list(w.shape), "dtype": w.dtype} for n, w in self.weights.items()}
-        if self.serving == ServingSpec():
+        default = ServingSpec()
+        doc["serving"] = {f.name: getattr(self.serving, f.name) for f in fields(ServingSpec)
+                          if getattr(self.serving, f.name) != getattr(default, f.name)}
+        if not doc["serving"]:
             del doc["serving"]
         if self.onnx is None:
             del doc["onnx"]
@@ -258,13 +280,23 @@ def _serving(doc: Any, directory: Path) -> ServingSpec:
         return ServingSpec()
     if not isinstance(doc, dict):
         raise _fail(directory, "manifest field 'serving' must be an object")
-    unknown = sorted(set(doc) - {"time_limit_ms"})
+    known = [f.name for f in fields(ServingSpec)]
+    unknown = sorted(set(doc) - set(known))
     if unknown:
-        raise _fail(directory, f"manifest field 'serving' has unknown fields {unknown} (known: ['time_limit_ms'])")
+        raise _fail(directory, f"manifest field 'serving' has unknown fields {unknown} (known: {known})")
     limit = doc.get("time_limit_ms", DEFAULT_TIME_LIMIT_MS)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         raise _fail(directory, "manifest field serving.time_limit_ms must be a positive whole number of milliseconds")
-    return ServingSpec(time_limit_ms=limit)
+    bounds = {}
+    for name in ("max_batch_cost", "max_queue_delay_us"):
+        value = doc.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(directory, f"manifest field serving.{name} must be a whole number, 0 or more")
+        bounds[name] = value
+    cost = doc.get("batch_cost", "items")
+    if not isinstance(cost, str) or not (cost == "items" or (cost.startswith("payload.") and len(cost) > 8)):
+        raise _fail(directory, "manifest field serving.batch_cost must be 'items' or 'payload.<array field>'")
+    return ServingSpec(time_limit_ms=limit, batch_cost=cost, **bounds)
 
 
 def load_weights(directory: str | Path, manifest: Manifest, *, verified: bool = False) -> dict[str, np.ndarray]:

@@ -173,7 +173,7 @@ class BatchService(ABC):
         limit = self.kafka.fetch_max_records
         assigned = consumer.assignment()
         backfill = [tp for tp in assigned if tp.topic.endswith(BACKFILL_SUFFIX)]
-        idle_ms = 10 if self.held() else 100  # work held back is looked at again soon
+        idle_ms = self._idle_ms()
         if not backfill:
             return await consumer.getmany(timeout_ms=idle_ms, max_records=limit)
         live = [tp for tp in assigned if not tp.topic.endswith(BACKFILL_SUFFIX)]
@@ -221,6 +221,10 @@ class BatchService(ABC):
         for tp, records in batch.items():
             with contextlib.suppress(PartitionRevoked):  # revoked meanwhile: the new owner replays
                 self.consumer.seek(tp, records[0].offset)
+
+    def _idle_ms(self) -> int:
+        """How long an empty poll waits: work held back is looked at again soon."""
+        return 10 if self.held() else 100
 
     def held(self) -> dict[TopicPartition, int]:
         """The lowest offset per partition whose output is not settled yet: work ``handle`` held back for a

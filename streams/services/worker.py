@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from routing.route import scalar_str
@@ -26,6 +27,7 @@ from schemas.json_body import partial_of_request
 from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Stage, Status, Traffic
 from streams.ops.tracing import trace_headers
 from streams.scoring import ScoringExecutor
+from streams.scoring.batcher import Lanes
 from streams.services.batch import BatchService
 from streams.services.loading import ModelLoads
 from streams.services.waiting import WaitingRoom
@@ -35,7 +37,7 @@ from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 from workflows import Item, ModelRegistry, ModelUnavailable, Outcome
-from workflows.packaging import DEFAULT_TIME_LIMIT_MS
+from workflows.packaging import ServingSpec
 
 if TYPE_CHECKING:
     from routing import Rules
@@ -72,16 +74,7 @@ class Work(NamedTuple):
     request: Request
 
 
-class _Call(NamedTuple):
-    """One model's workflow call in flight."""
-
-    task: asyncio.Task[tuple[list[Outcome], float]]
-    works: list[Work]
-    low: dict[TopicPartition, int]
-    "The lowest offset of its requests per partition: the commit stops there until they are answered."
-
-
-def _lowest(works: list[Work]) -> dict[TopicPartition, int]:
+def _lowest(works: Iterable[Work]) -> dict[TopicPartition, int]:
     low: dict[TopicPartition, int] = {}
     for work in works:
         record = work.record
@@ -124,10 +117,9 @@ class Worker(BatchService):
         """Requests waiting for their model to load (``load_wait_s`` at most, or until their deadline)."""
         self._loads = ModelLoads(registry, repository, role=self.role, waiting=self._waiting.count)
         self._preloading: asyncio.Task[None] | None = None
-        self._calls: dict[str, _Call] = {}
-        """Each model's workflow call in flight (one at a time per model, so its answers keep arrival order)."""
-        self._queued: dict[str, list[Work]] = {}
-        """Requests that arrived while their model's call was in flight: its next call takes them all."""
+        self._lanes: Lanes[Work, tuple[list[Outcome], float]] = Lanes(
+            self._serving, payload_of=lambda w: w.request.payload, deadline_of=lambda w: w.request.deadline_ms)
+        """Each model's queue and its one call in flight: the dynamic batcher (``streams.scoring.batcher``)."""
         self.load_waits = 0
         """Requests that had to wait for their model to be pulled or loaded (the rest found it loaded)."""
 
@@ -151,8 +143,7 @@ class Worker(BatchService):
                 await self._preloading
         await super().stop()
         self._loads.cancel()
-        for call in self._calls.values():
-            call.task.cancel()  # never answered, never committed: replayed by the next owner
+        self._lanes.cancel()  # never answered, never committed: replayed by the next owner
         if self._own_executor:
             self.executor.close()
         if self.facts is not None:
@@ -178,8 +169,8 @@ class Worker(BatchService):
         # record is rejected or its client asked for a reply partition.
         if self._waiting:
             await self._unpark(by_model, outbox)
-        if self._calls:
-            await self._finish_calls(outbox, now_ms=now_ms)
+        if self._lanes:
+            await self._finish_calls(outbox)
         for tp in sorted(batch, key=lambda tp: tp.topic.endswith(".backfill")):
             for record in batch[tp]:
                 headers = headers_of(record.headers)
@@ -201,18 +192,16 @@ class Worker(BatchService):
                 record = work.record
                 self._waiting.park(model_id, work, TopicPartition(record.topic, record.partition), record.offset,
                                    work.request.deadline_ms, now=now, now_ms=now_ms)
-        started = []
+        now = time.monotonic()
         for model_id, works in by_model.items():
-            if model_id in self._calls:  # one call per model at a time: the next takes all that queued meanwhile
-                self._queued.setdefault(model_id, []).extend(works)
-            else:
-                started.append(self._start_call(model_id, works))
+            self._lanes.add(model_id, works, now)
+        started = await self._start_due(outbox)
         if started:
             # A model that scores within the patience is answered with this batch; a slower one is answered by
             # a later batch when it returns (held back from the commit until then), and holds no other model.
             await asyncio.wait(started, timeout=INLINE_WAIT_S)
-        if self._calls:
-            await self._finish_calls(outbox, now_ms=time.time() * 1000)
+        if self._lanes:
+            await self._finish_calls(outbox)
         if self._loads:
             self._loads.forget_finished(self._waiting)
 
@@ -229,48 +218,54 @@ class Worker(BatchService):
         """The lowest offset per partition of a request not answered yet: waiting for its model to load, being
         scored, or queued behind its model's call in flight."""
         held = self._waiting.held()
-        if self._calls:
-            lows = [call.low for call in self._calls.values()] + [_lowest(w) for w in self._queued.values()]
-            for low in lows:
-                for tp, offset in low.items():
-                    if offset < held.get(tp, offset + 1):
-                        held[tp] = offset
+        if self._lanes:
+            for tp, offset in _lowest(self._lanes.works()).items():
+                if offset < held.get(tp, offset + 1):
+                    held[tp] = offset
         return held
+
+    def _idle_ms(self) -> int:
+        """A batch waiting for a fuller one (``serving.max_queue_delay_us``) wakes the loop when it is due."""
+        idle = super()._idle_ms()
+        due = self._lanes.next_due(time.monotonic(), time.time() * 1000) if self._lanes else None
+        return idle if due is None else max(1, min(idle, int(due * 1000) + 1))
+
+    def _serving(self, model_id: str) -> ServingSpec:
+        """The model's ``serving`` spec (its manifest is read once and cached), else the defaults."""
+        try:
+            return self.registry.manifest(model_id).serving
+        except ModelUnavailable:
+            return ServingSpec()  # scoring will say why it is unavailable
+
+    async def _start_due(self, outbox: Outbox) -> list[asyncio.Task[tuple[list[Outcome], float]]]:
+        """Answer the queued requests whose deadline passed; start every model's batch that is due."""
+        now_ms = time.time() * 1000
+        for model_id, work in self._lanes.expired(now_ms):
+            await self._expire(outbox, work, f"deadline {work.request.deadline_ms} passed while queued for "
+                                             f"{model_id}")
+        return self._lanes.start_due(self._start_call, time.monotonic(), now_ms)
 
     def _start_call(self, model_id: str, works: list[Work]) -> asyncio.Task[tuple[list[Outcome], float]]:
         """Score ``works`` with ``model_id`` on the scoring threads; the task is this model's call in flight."""
-        task = asyncio.create_task(self._score_off_loop(model_id, works), name=f"scoreline-{self.role}-{model_id}")
-        self._calls[model_id] = _Call(task, works, _lowest(works))
-        return task
+        return asyncio.create_task(self._score_off_loop(model_id, works), name=f"scoreline-{self.role}-{model_id}")
 
-    async def _finish_calls(self, outbox: Outbox, *, now_ms: float) -> None:
-        """Answer the requests of every call that returned; start each such model's next call with its queue."""
-        for model_id in [m for m, call in self._calls.items() if call.task.done()]:
-            call = self._calls.pop(model_id)
+    async def _finish_calls(self, outbox: Outbox) -> None:
+        """Answer the requests of every call that returned; start the batches that are due now."""
+        for model_id, works, task in self._lanes.returned():
             try:
-                outcomes, scored_ms = call.task.result()
+                outcomes, scored_ms = task.result()
             except Exception as exc:  # noqa: BLE001 - a bug around the call: every request still gets its answer
                 log.exception("%s: scoring %s failed", self.role, model_id)
                 outcomes, scored_ms = [Outcome(None, ErrorInfo(ErrorCode.WORKFLOW_ERROR, f"{model_id} failed: "
-                                                               f"{type(exc).__name__}: {exc}"))] * len(call.works), 0.0
-            for work, outcome in zip(call.works, outcomes):
+                                                               f"{type(exc).__name__}: {exc}"))] * len(works), 0.0
+            self._lanes.lane(model_id).observe(scored_ms)
+            for work, outcome in zip(works, outcomes):
                 self._emit(outbox, work, model_id, outcome, scored_ms=scored_ms,
                            partition=await self._reply_partition(work) if H.REPLY_PARTITION in work.headers else None)
                 if outcome.error is not None and outcome.error.code in _DEAD_LETTERED:
                     await self.dead_letter(outbox, work.record, InvalidMessage(
                         outcome.error.code, outcome.error.message, partial=partial_of_request(work.request)))
-            queued = self._queued.pop(model_id, None)
-            if queued:
-                due = []
-                for work in queued:
-                    deadline = work.request.deadline_ms
-                    if deadline is not None and deadline < now_ms:
-                        await self._expire(outbox, work, f"deadline {deadline} passed while {model_id} scored "
-                                                         "the batch before it")
-                    else:
-                        due.append(work)
-                if due:
-                    self._start_call(model_id, due)
+        await self._start_due(outbox)
 
     async def _unpark(self, by_model: dict[str, list[Work]], outbox: Outbox) -> None:
         """Requests whose model is ready go to ``by_model``; past their deadline or the wait, they get an error."""
@@ -355,7 +350,7 @@ class Worker(BatchService):
         Past the limit every item gets ``workflow_timeout`` and the worker goes on (the call itself runs on,
         on a thread the executor replaces): the loop keeps fetching, committing and heartbeating meanwhile.
         """
-        limit_ms = self._time_limit_ms(model_id)
+        limit_ms = self._lanes.lane(model_id).spec.time_limit_ms
         began = time.perf_counter()
         call = self.executor.submit(self._score, model_id, works)
         try:
@@ -369,13 +364,6 @@ class Worker(BatchService):
                                                           f"(serving.time_limit_ms) on a batch of {len(works)}")
             outcomes = [Outcome(None, error)] * len(works)
         return outcomes, (time.perf_counter() - began) * 1000
-
-    def _time_limit_ms(self, model_id: str) -> int:
-        """The model's ``serving.time_limit_ms`` (its manifest is read once and cached), else the default."""
-        try:
-            return self.registry.manifest(model_id).serving.time_limit_ms
-        except ModelUnavailable:
-            return DEFAULT_TIME_LIMIT_MS  # scoring will say why it is unavailable
 
     def _score(self, model_id: str, works: list[Work]) -> list[Outcome]:
         """One workflow call for the batch; if it raises, score one by one to isolate the poison.

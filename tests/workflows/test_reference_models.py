@@ -51,7 +51,7 @@ def test_the_ranker_answers_the_top_candidates_in_score_order(reference_dir):
     # Alone or in a batch with others: the same scores (rows never leak between requests).
     batch = model.score_batch([*reference_items("ranker-gbdt", 3, seed=10), unknown])
     assert batch[-1].value == outcome.value
-    assert model.workflow.cost(item) == len(candidates)
+    assert model.manifest.serving.cost(item.payload) == len(candidates)  # the batcher counts candidates
 
 
 def test_the_embedding_model_never_answers_the_history_itself(reference_dir):

@@ -133,7 +133,9 @@ def test_the_serving_time_limit_defaults_and_is_checked(tmp_path):
     assert load_manifest(package).serving.time_limit_ms == DEFAULT_TIME_LIMIT_MS
     doc = json.loads((package / "manifest.json").read_text())
     for serving, ok in (({"time_limit_ms": 250}, True), ({"time_limit_ms": 0}, False),
-                        ({"time_limit_ms": "1s"}, False), ({"max_batch": 4}, False), ([], False)):
+                        ({"time_limit_ms": "1s"}, False), ({"max_batch": 4}, False), ([], False),
+                        ({"time_limit_ms": 250, "max_batch_cost": -1}, False),
+                        ({"time_limit_ms": 250, "batch_cost": "candidates"}, False)):
         (package / "manifest.json").write_text(json.dumps({**doc, "serving": serving}))
         if ok:
             manifest = load_manifest(package)
@@ -142,3 +144,10 @@ def test_the_serving_time_limit_defaults_and_is_checked(tmp_path):
         else:
             with pytest.raises(ModelPackageError, match="serving"):
                 load_manifest(package)
+    batching = {"max_batch_cost": 2000, "max_queue_delay_us": 500, "batch_cost": "payload.candidates"}
+    (package / "manifest.json").write_text(json.dumps({**doc, "serving": batching}))
+    spec = load_manifest(package).serving
+    assert (spec.max_batch_cost, spec.max_queue_delay_us, spec.time_limit_ms) == (2000, 500, DEFAULT_TIME_LIMIT_MS)
+    assert spec.cost({"candidates": ["a", "b", "c"]}) == 3
+    assert spec.cost({"candidates": "abc"}) == spec.cost({}) == spec.cost([]) == 1
+    assert load_manifest(package).to_dict()["serving"] == batching

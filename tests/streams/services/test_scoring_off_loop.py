@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import textwrap
+import time
 
 import orjson
 from streams_testing import eventually
@@ -32,19 +33,22 @@ LAYOUT = TopicLayout(prefix="score.", request_partitions=1, shard_partitions=1, 
 REPLIES = LAYOUT.replies("demo")
 
 
-def slow_scoring(models, model_id: str, objective: str, *, time_limit_ms: int | None = None):
-    """A package whose ``predict`` waits until the test sets its module's ``GATE`` (at most 20 s); the module."""
+def slow_scoring(models, model_id: str, objective: str, *, time_limit_ms: int | None = None, **serving):
+    """A package whose ``predict`` waits until the test sets its module's ``GATE`` (at most 20 s) and records
+    each batch's size in its ``SIZES``; the module."""
     package = new_package(models, model_id, objective)
-    if time_limit_ms is not None:
+    if time_limit_ms is not None or serving:
         manifest = json.loads((package / "manifest.json").read_text())
-        manifest["serving"] = {"time_limit_ms": time_limit_ms}
+        manifest["serving"] = {**({"time_limit_ms": time_limit_ms} if time_limit_ms else {}), **serving}
         (package / "manifest.json").write_text(json.dumps(manifest))
     (package / "workflow.py").write_text((package / "workflow.py").read_text() + f"# {models}\n" + textwrap.dedent("""
         import threading as _threading
         GATE = _threading.Event()
+        SIZES = []
         _Base = Slow
         class Slow(_Base):
             def predict(self, features):
+                SIZES.append(len(features))
                 GATE.wait(20)
                 return super().predict(features)
         """))
@@ -68,10 +72,10 @@ def work_offset(broker: MemoryBroker, request_id: str) -> int:
     return record.offset
 
 
-def request(broker: MemoryBroker, request_id: str, objective: str) -> None:
+def request(broker: MemoryBroker, request_id: str, objective: str, **fields) -> None:
     broker.produce(LAYOUT.requests, orjson.dumps({
         "request_id": request_id, "objective": objective, "client": "demo", "reply_to": REPLIES,
-        "context": {"user_id": "u-1"}, "payload": {"x": 1}}))
+        "context": {"user_id": "u-1"}, "payload": {"x": 1}, **fields}))
 
 
 def replies(broker: MemoryBroker) -> dict[str, dict]:
@@ -152,7 +156,7 @@ async def test_a_slow_model_holds_back_neither_the_other_models_nor_their_commit
     request(broker, "slow-1", "slow")
 
     async def check(worker):
-        assert await eventually(lambda: "slow@v1" in worker._calls, timeout=10)
+        assert await eventually(lambda: worker._lanes.in_flight() == 1, timeout=10)
         for i in range(3):  # batches after the slow one's, each answered while it computes
             request(broker, f"fast-{i}", "fast")
             assert await eventually(lambda i=i: f"fast-{i}" in replies(broker), timeout=10)
@@ -173,3 +177,29 @@ async def test_a_slow_model_holds_back_neither_the_other_models_nor_their_commit
     order = [orjson.loads(v)["request_id"] for v in answered]
     assert order.index("slow-1") < order.index("slow-2")  # one model's answers keep their arrival order
     assert {r["status"] for r in replies(broker).values()} == {"ok"} and len(answered) == 5
+
+
+async def test_a_model_queue_is_scored_in_batches_of_its_max_cost_and_a_request_expiring_in_it_is_not_scored(
+        tmp_path):
+    rules, registry, slow = two_models(tmp_path, max_batch_cost=2)
+    broker = MemoryBroker()
+    request(broker, "slow-0", "slow")
+
+    async def check(worker):
+        assert await eventually(lambda: worker._lanes.in_flight() == 1, timeout=10)
+        soon = int(time.time() * 1000) + 1500
+        for i in range(1, 6):  # queue behind the call in flight; slow-3's deadline passes while it waits
+            request(broker, f"slow-{i}", "slow", **({"deadline_ms": soon} if i == 3 else {}))
+        assert await eventually(lambda: len(worker._lanes.lane("slow@v1").queue) == 5, timeout=10)
+        assert await eventually(lambda: time.time() * 1000 > soon + 50, timeout=5)
+        slow.GATE.set()
+        assert await eventually(lambda: len(replies(broker)) == 6, timeout=10)
+
+    try:
+        await run(broker, rules, registry, check)
+    finally:
+        slow.GATE.set()
+    answered = replies(broker)
+    assert answered["slow-3"]["status"] == "expired" and "queued" in answered["slow-3"]["error"]["message"]
+    assert all(answered[f"slow-{i}"]["status"] == "ok" for i in (0, 1, 2, 4, 5))
+    assert slow.SIZES == [1, 2, 2]  # slow-1 and slow-2, then slow-4 and slow-5: never more than the bound

@@ -123,12 +123,12 @@ def _package(models: Path, manifest: Manifest, workflow_file: str, weights: dict
 def _manifest(objective: str, workflow: str, description: str, input_schema: dict[str, Any],
               output_schema: dict[str, Any], params: dict[str, Any], weights: dict[str, np.ndarray],
               training: dict[str, Any], metrics: dict[str, float], baseline: str,
-              baseline_metrics: dict[str, float], onnx: OnnxSpec | None = None) -> Manifest:
+              baseline_metrics: dict[str, float], onnx: OnnxSpec | None = None, *, serving: ServingSpec) -> Manifest:
     return Manifest(
         name=objective, version="v1", objective=objective, workflow=workflow, description=description, facts=(),
         input_schema=input_schema, output_schema=output_schema, params=params, weights=weight_specs(weights),
         training={"script": "workflows.training.reference", "build": BUILD, **training}, metrics=metrics,
-        baseline=baseline, baseline_metrics=baseline_metrics, onnx=onnx, serving=ServingSpec(time_limit_ms=10_000),
+        baseline=baseline, baseline_metrics=baseline_metrics, onnx=onnx, serving=serving,
     )
 
 
@@ -181,7 +181,8 @@ def _ranker(models: Path, seed: int, date: str) -> Path:
          "exported_with": "workflows.training.reference._trees_to_onnx (ai.onnx.ml TreeEnsembleRegressor)"},
         {"heldout_r2": r2}, "least-squares linear regression on the same 50 features", {"heldout_r2": baseline_r2},
         OnnxSpec("model.onnx", {"features": TensorSpec((None, ITEM_WIDTH + USER_WIDTH), "float32")},
-                 {"scores": TensorSpec((None, 1), "float32")}))
+                 {"scores": TensorSpec((None, 1), "float32")}),
+        serving=ServingSpec(max_batch_cost=2048, batch_cost="payload.candidates"))
     return _package(models, manifest, "gbdt_ranker.py", weights, onnx_bytes)
 
 
@@ -267,7 +268,8 @@ def _mlp(models: Path, seed: int, date: str) -> Path:
          "exported_with": "onnx.helper, opset 17"},
         {}, "none: untrained", {},
         OnnxSpec("model.onnx", {"features": TensorSpec((None, MLP_LAYERS[0]), "float32")},
-                 {"probability": TensorSpec((None, 1), "float32")}))
+                 {"probability": TensorSpec((None, 1), "float32")}),
+        serving=ServingSpec(max_batch_cost=256))
     return _package(models, manifest, "mlp_scorer.py", {}, onnx_model.SerializeToString())
 
 
@@ -287,7 +289,7 @@ def _embedding(models: Path, seed: int, date: str) -> Path:
         {"id_prefix": ITEM_PREFIX, "max_history": 100, "top_k": 10}, weights,
         {"seed": seed, "date": date, "data_sizes": {"items": EMBEDDING_ITEMS, "width": EMBEDDING_WIDTH},
          "generative_process": "N(0, 1) vectors from default_rng([seed, 3]), normalised to unit length"},
-        {}, "none: not trained", {})
+        {}, "none: not trained", {}, serving=ServingSpec(max_batch_cost=64))
     return _package(models, manifest, "embedding_retrieval.py", weights)
 
 

@@ -4,8 +4,8 @@ This file is the ``workflow.py`` that ``workflows.training.reference`` copies in
 (``"workflow": "workflow:GbdtRanker"``). A request names a user's features and 1 to 500
 candidate items; each candidate's row is the item's 40 features (a table in the package, as a
 candidate-feature cache would hold them) beside the user's 10, and one ONNX run scores every
-candidate of the batch. The batch's cost is its number of candidates (:meth:`cost`), which is
-what the dynamic batcher bounds.
+candidate of the batch. The manifest counts a request's cost in candidates
+(``serving.batch_cost``), so the worker's batcher bounds a call by candidates, not requests.
 """
 
 from __future__ import annotations
@@ -29,11 +29,6 @@ class GbdtRanker(Workflow):
         self.user_width = int(self.params["user_features"])
         self.max_candidates = int(self.params["max_candidates"])
         self.default_row = self.items.mean(axis=0).astype(np.float32)
-
-    def cost(self, item: Item) -> int:
-        """The request's candidates: what one request costs the model."""
-        candidates = item.payload.get("candidates")
-        return len(candidates) if isinstance(candidates, list) and candidates else 1
 
     def preprocess(self, items: Sequence[Item]) -> Any:
         """Check each payload; map every candidate to its row of the item table (-1: unknown)."""

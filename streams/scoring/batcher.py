@@ -1,0 +1,190 @@
+"""Dynamic batching per model: each model's queue, its call in flight, and when its next batch starts.
+
+The rule is the one Triton's dynamic batcher follows, per model:
+
+* A model has one call in flight at a time, so its answers keep the order requests arrived in.
+  Requests that arrive meanwhile queue; the next call takes them, oldest first.
+* A batch is bounded by ``max_batch_cost`` (items, or what ``batch_cost`` counts: the candidates
+  of a ranking request). A request that alone costs more is scored alone; 0 means no bound.
+* With ``max_queue_delay_us`` 0 (the default) an idle model starts a batch at once: no added
+  latency. Above 0 an idle model waits for a fuller batch until the oldest request has waited
+  that long, or the queue reaches ``max_batch_cost``, or waiting longer would make a queued
+  request miss its deadline, given the model's usual call time (a moving average of its calls).
+* A request whose deadline passes while it queues is handed back as expired, never scored.
+
+Requests come from any partition of the worker's shard: a batch is formed across partitions.
+This module knows nothing of Kafka; ``Lanes`` is generic in what a request is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from workflows.packaging import ServingSpec
+
+__all__ = ["Lane", "Lanes", "Waiting"]
+
+W = TypeVar("W")
+R = TypeVar("R")
+
+EWMA_WEIGHT = 0.2
+"How much one call moves a model's usual call time."
+
+
+@dataclass
+class Waiting(Generic[W]):
+    """One request in a model's queue."""
+
+    work: W
+    cost: int
+    arrived: float
+    "When it was queued (monotonic seconds)."
+    deadline_ms: float | None
+    "Its deadline (epoch milliseconds), if it has one."
+
+
+class Lane(Generic[W, R]):
+    """One model's queue and its call in flight."""
+
+    def __init__(self, spec: ServingSpec) -> None:
+        self.spec = spec
+        self.queue: deque[Waiting[W]] = deque()
+        self.call: asyncio.Task[R] | None = None
+        self.in_call: list[W] = []
+        self.call_ms: float | None = None
+        "The model's usual call time, a moving average (None until its first call returns)."
+        self.calls = 0
+        self.batch_costs: list[int] = []
+        "The cost of each batch started since the last look (``Lanes.take_batch_costs``)."
+
+    def queued_cost(self) -> int:
+        return sum(w.cost for w in self.queue)
+
+    def due_at(self, now: float, now_ms: float) -> float | None:
+        """When this lane's next batch should start (monotonic seconds; ``now`` or earlier: start it now).
+
+        None: nothing to start (empty queue, or a call in flight).
+        """
+        if not self.queue or self.call is not None:
+            return None
+        delay = self.spec.max_queue_delay_us / 1e6
+        bound = self.spec.max_batch_cost
+        if delay <= 0 or (bound and self.queued_cost() >= bound):
+            return now
+        due = self.queue[0].arrived + delay
+        usual_s = (self.call_ms or 0.0) / 1000
+        for waiting in self.queue:  # the latest a request can start and still finish before its deadline
+            if waiting.deadline_ms is not None:
+                due = min(due, now + (waiting.deadline_ms - now_ms) / 1000 - usual_s)
+        return due
+
+    def take(self) -> list[W]:
+        """The next batch: the oldest requests up to ``max_batch_cost`` (at least one)."""
+        bound = self.spec.max_batch_cost
+        batch: list[W] = []
+        cost = 0
+        while self.queue and (not batch or not bound or cost + self.queue[0].cost <= bound):
+            waiting = self.queue.popleft()
+            batch.append(waiting.work)
+            cost += waiting.cost
+        self.batch_costs.append(cost)
+        return batch
+
+    def observe(self, call_ms: float) -> None:
+        """A call returned after ``call_ms``: update the usual call time."""
+        self.calls += 1
+        self.call_ms = call_ms if self.call_ms is None else (1 - EWMA_WEIGHT) * self.call_ms + EWMA_WEIGHT * call_ms
+
+
+class Lanes(Generic[W, R]):
+    """Every model's lane in one worker: queue requests, start due batches, collect returned calls.
+
+    ``spec_of(model_id)`` gives a model's ``serving`` spec (read again whenever its lane is idle, so a
+    reloaded manifest applies from the next batch);
+    ``payload_of`` and ``deadline_of`` read a request; ``start(model_id, batch)`` starts a call.
+    """
+
+    def __init__(self, spec_of: Callable[[str], ServingSpec], *, payload_of: Callable[[W], object],
+                 deadline_of: Callable[[W], float | None]) -> None:
+        self._spec_of = spec_of
+        self._payload_of = payload_of
+        self._deadline_of = deadline_of
+        self.lanes: dict[str, Lane[W, R]] = {}
+
+    def lane(self, model_id: str) -> Lane[W, R]:
+        lane = self.lanes.get(model_id)
+        if lane is None:
+            lane = self.lanes[model_id] = Lane(self._spec_of(model_id))
+        return lane
+
+    def add(self, model_id: str, works: list[W], now: float) -> None:
+        """Queue ``works`` for ``model_id``, in order."""
+        lane = self.lane(model_id)
+        if not lane.queue and lane.call is None:
+            lane.spec = self._spec_of(model_id)
+        spec = lane.spec
+        for work in works:
+            lane.queue.append(Waiting(work, spec.cost(self._payload_of(work)), now, self._deadline_of(work)))
+
+    def expired(self, now_ms: float) -> list[tuple[str, W]]:
+        """Take out the queued requests whose deadline passed (they are answered expired, not scored)."""
+        out: list[tuple[str, W]] = []
+        for model_id, lane in self.lanes.items():
+            if any(w.deadline_ms is not None and w.deadline_ms < now_ms for w in lane.queue):
+                keep: deque[Waiting[W]] = deque()
+                for waiting in lane.queue:
+                    if waiting.deadline_ms is not None and waiting.deadline_ms < now_ms:
+                        out.append((model_id, waiting.work))
+                    else:
+                        keep.append(waiting)
+                lane.queue = keep
+        return out
+
+    def start_due(self, start: Callable[[str, list[W]], asyncio.Task[R]], now: float, now_ms: float) -> list[
+            asyncio.Task[R]]:
+        """Start every batch that is due now; return their calls."""
+        started = []
+        for model_id, lane in self.lanes.items():
+            due = lane.due_at(now, now_ms)
+            if due is not None and due <= now:
+                batch = lane.take()
+                lane.call, lane.in_call = start(model_id, batch), batch
+                started.append(lane.call)
+        return started
+
+    def next_due(self, now: float, now_ms: float) -> float | None:
+        """Seconds until the earliest batch that waits for a fuller batch is due (None: none waits)."""
+        dues = [d for lane in self.lanes.values() if (d := lane.due_at(now, now_ms)) is not None]
+        return max(0.0, min(dues) - now) if dues else None
+
+    def returned(self) -> Iterator[tuple[str, list[W], asyncio.Task[R]]]:
+        """Each call that returned, once: its model, its requests and its task (the lane is free again)."""
+        for model_id, lane in list(self.lanes.items()):
+            if lane.call is not None and lane.call.done():
+                call, works = lane.call, lane.in_call
+                lane.call, lane.in_call = None, []
+                yield model_id, works, call
+
+    def in_flight(self) -> int:
+        return sum(1 for lane in self.lanes.values() if lane.call is not None)
+
+    def works(self) -> Iterator[W]:
+        """Every request not answered yet: in a call or queued."""
+        for lane in self.lanes.values():
+            yield from lane.in_call
+            for waiting in lane.queue:
+                yield waiting.work
+
+    def cancel(self) -> None:
+        """Cancel every call in flight (never answered, never committed: replayed by the next owner)."""
+        for lane in self.lanes.values():
+            if lane.call is not None:
+                lane.call.cancel()
+
+    def __bool__(self) -> bool:
+        """Whether any request is in a call or queued."""
+        return any(lane.queue or lane.call is not None for lane in self.lanes.values())
