@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Scrape", "View", "ModelRow", "parse", "merge", "summarise", "agreement", "render", "quantile",
+__all__ = ["Scrape", "View", "ModelRow", "ScoringRow", "parse", "merge", "summarise", "agreement", "render", "quantile",
            "rollout_lines"]
 
 Key = tuple[str, str, tuple[tuple[str, str], ...]]
@@ -76,6 +76,23 @@ class ModelRow:
 
 
 @dataclass
+class ScoringRow:
+    """One (role, model) line of the scoring section: the model's batcher and its calls."""
+
+    role: str
+    model: str
+    queued: float = 0.0
+    in_flight: float = 0.0
+    wait_p50_ms: float | None = None
+    wait_p99_ms: float | None = None
+    mean_cost: float | None = None
+    """What a call cost on average in the window (items, or the model's batch_cost)."""
+    calls_per_s: float | None = None
+    timeouts: float = 0.0
+    """Requests answered workflow_timeout in the window (since start, with one scrape)."""
+
+
+@dataclass
 class View:
     """Everything one frame shows."""
 
@@ -90,6 +107,9 @@ class View:
     """topic -> partition -> records behind."""
     rules_versions: dict[int, int] = field(default_factory=dict)
     """rules version -> how many processes run it."""
+    scoring: list[ScoringRow] = field(default_factory=list)
+    threads: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    """scoring executor -> (threads, share of their time in calls over the window)."""
     sources: int = 0
     errors: tuple[str, ...] = ()
 
@@ -190,7 +210,52 @@ def summarise(before: Scrape | None, after: Scrape) -> View:
     for value in _by(after, "scoreline_rules_version").values():
         versions[int(value)] += 1
     view.rules_versions = dict(sorted(versions.items()))
+    _scoring(view, before, after, rate)
     return view
+
+
+def _scoring(view: View, before: Scrape | None, after: Scrape, rate) -> None:
+    """The batchers' queues, waits and call costs, and how busy the scoring threads were."""
+    rows: dict[tuple[str, str], ScoringRow] = {}
+
+    def row(labels: tuple) -> ScoringRow:
+        d = dict(labels)
+        key = (d.get("role", ""), d.get("model", ""))
+        return rows.setdefault(key, ScoringRow(*key))
+
+    for (_, labels), v in _by(after, "scoreline_scoring_queue_requests").items():
+        row(labels).queued += v
+    for (_, labels), v in _by(after, "scoreline_scoring_calls_in_flight").items():
+        row(labels).in_flight += v
+    for (_, labels), v in _increase(before, after, "scoreline_workflow_timeouts_total").items():
+        row(labels).timeouts += v
+    waits: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for (_, labels), v in _increase(before, after, "scoreline_scoring_queue_wait_seconds_bucket").items():
+        d = dict(labels)
+        waits[(d.get("role", ""), d.get("model", ""))][float(d["le"])] += v
+    spent: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])  # calls, cost
+    cost = _increase(before, after, "scoreline_scoring_batch_cost_sum")
+    for (src, labels), n in _increase(before, after, "scoreline_scoring_batch_cost_count").items():
+        r = row(labels)
+        per_s = rate(n)
+        if per_s is not None:
+            r.calls_per_s = (r.calls_per_s or 0.0) + per_s
+        tally = spent[(r.role, r.model)]
+        tally[0] += n
+        tally[1] += cost.get((src, labels), 0.0)
+    for key, (n, total) in spent.items():
+        rows[key].mean_cost = total / n if n else None
+    for key, buckets in waits.items():
+        if key in rows:
+            p50, p99 = quantile(0.5, buckets), quantile(0.99, buckets)
+            rows[key].wait_p50_ms = None if p50 is None else p50 * 1000
+            rows[key].wait_p99_ms = None if p99 is None else p99 * 1000
+    view.scoring = [rows[k] for k in sorted(rows)]
+    busy = _increase(before, after, "scoreline_scoring_busy_seconds_total")
+    for (src, labels), threads in _by(after, "scoreline_scoring_threads").items():
+        name = f"{src} {dict(labels).get('executor', '')}".strip()
+        busy_per_s = rate(busy[(src, labels)]) if (src, labels) in busy else None
+        view.threads[name] = (threads, busy_per_s / threads if busy_per_s is not None and threads else None)
 
 
 def agreement(comparisons: Iterable[Mapping]) -> dict[tuple[str, str, str], dict[str, float | None]]:
@@ -290,6 +355,18 @@ def render(view: View, shadow: Mapping[tuple[str, str, str], Mapping] | None = N
                                                   for code, (total, rps) in view.dead_letters.items()))
     else:
         lines.append("DEAD LETTERS  none")
+    lines.append("")
+    lines.append(f"{'SCORING':<7} {'MODEL':<26} {'QUEUED':>7} {'CALLING':>8} {'CALLS/s':>8} {'COST':>7} "
+                 f"{'WAITp50':>8} {'WAITp99':>8} {'TIMEOUTS':>9}")
+    for r in view.scoring:
+        lines.append(f"{r.role:<7} {r.model[:26]:<26} {r.queued:>7.0f} {r.in_flight:>8.0f} {_num(r.calls_per_s):>8} "
+                     f"{_num(r.mean_cost):>7} {_num(r.wait_p50_ms, '{:.2f}'):>8} {_num(r.wait_p99_ms, '{:.2f}'):>8} "
+                     f"{r.timeouts:>9.0f}")
+    if not view.scoring:
+        lines.append("  (no worker reports its batcher)")
+    for name, (threads, busy) in view.threads.items():
+        lines.append(f"  scoring threads {name}: {threads:.0f}, busy "
+                     f"{_num(None if busy is None else 100 * busy, '{:.0f}%')}")
     lines.append("")
     lines.append(f"{'LAG':<7} {'TOPIC':<40} {'TOTAL':>8}  PER PARTITION")
     for topic, parts in view.lag.items():

@@ -35,6 +35,13 @@ model_bytes                                 gauge      kind (held, budget)
 model_registry_events_total                 counter    event (loads, failures, evictions, bypasses)
 model_load_seconds                          histogram  (none)
 model_measured_bytes                        gauge      model
+scoring_queue_requests                      gauge      role, model (waiting for the model's next call)
+scoring_calls_in_flight                     gauge      role, model (0 or 1)
+scoring_queue_wait_seconds                  histogram  role, model
+scoring_batch_cost                          histogram  role, model (items, or what batch_cost counts)
+workflow_timeouts_total                     counter    role, model
+scoring_threads                             gauge      executor
+scoring_busy_seconds_total                  counter    executor (its rate / threads: utilisation)
 ==========================================  =========  ==========================================
 """
 
@@ -297,6 +304,7 @@ class _LiveState(Collector):
                     lag.add_metric([m.group, tp.topic, str(tp.partition)], behind)
         yield lag
         yield assigned
+        yield from _scoring_families(self.metrics.services)
         pipeline = self.metrics.pipeline
         if pipeline is None:
             return
@@ -353,6 +361,45 @@ class _LiveState(Collector):
         yield seconds
         yield measured
         yield from _rollout_families(pipeline.services)
+
+
+def _scoring_families(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:
+    """The workers' batchers and scoring threads (``Worker.scoring_figures``), read at scrape time."""
+    workers = [m for m in services if callable(getattr(m.service, "scoring_figures", None))]
+    if not workers:
+        return
+    labels = ["role", "model"]
+    queued = GaugeMetricFamily("scoreline_scoring_queue_requests", "Requests waiting for their model's next call.",
+                               labels=labels)
+    in_flight = GaugeMetricFamily("scoreline_scoring_calls_in_flight", "Workflow calls running now (one per model "
+                                  "at most).", labels=labels)
+    waits = HistogramMetricFamily("scoreline_scoring_queue_wait_seconds", "How long requests queued before their "
+                                  "model's call started.", labels=labels)
+    costs = HistogramMetricFamily("scoreline_scoring_batch_cost", "What each workflow call cost (items, or what "
+                                  "the model's serving.batch_cost counts).", labels=labels)
+    timeouts = CounterMetricFamily("scoreline_workflow_timeouts", "Requests answered workflow_timeout: their "
+                                   "model's call ran past serving.time_limit_ms.", labels=labels)
+    threads = GaugeMetricFamily("scoreline_scoring_threads", "Threads that run workflow calls.", labels=["executor"])
+    busy = CounterMetricFamily("scoreline_scoring_busy_seconds", "Thread seconds spent in workflow calls.",
+                               labels=["executor"])
+    executors: dict[int, Any] = {}
+    for m in workers:
+        for figure in getattr(m.service, "scoring_figures")():  # noqa: B009 - not every service view has it
+            key = [m.role, figure["model"]]
+            queued.add_metric(key, figure["queued"])
+            in_flight.add_metric(key, figure["in_flight"])
+            for family, hist in ((waits, figure["waits"]), (costs, figure["costs"])):
+                cumulative = list(itertools.accumulate(hist.counts))
+                family.add_metric(key, [(str(b), n) for b, n in zip((*hist.bounds, "+Inf"), cumulative)],
+                                  sum_value=hist.sum)
+            timeouts.add_metric(key, figure["timeouts"])
+        executor = getattr(m.service, "executor", None)
+        if executor is not None:
+            executors[id(executor)] = executor
+    for executor in executors.values():
+        threads.add_metric([executor.name], executor.threads)
+        busy.add_metric([executor.name], executor.busy_seconds)
+    yield from (queued, in_flight, waits, costs, timeouts, threads, busy)
 
 
 def _rollout_families(services: Any) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ This module knows nothing of Kafka; ``Lanes`` is generic in what a request is.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,13 +27,31 @@ from typing import Generic, TypeVar
 
 from workflows.packaging import ServingSpec
 
-__all__ = ["Lane", "Lanes", "Waiting"]
+__all__ = ["COST_BUCKETS", "WAIT_BUCKETS_S", "Buckets", "Lane", "Lanes", "Waiting"]
 
 W = TypeVar("W")
 R = TypeVar("R")
 
 EWMA_WEIGHT = 0.2
 "How much one call moves a model's usual call time."
+
+WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+"How long requests queued for their model's call (seconds)."
+COST_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+"What each call cost (items, or what the model's ``batch_cost`` counts)."
+
+
+class Buckets:
+    """A histogram kept as counts per bucket (not cumulative) and a sum, read at scrape time."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
 
 @dataclass
@@ -58,8 +77,12 @@ class Lane(Generic[W, R]):
         self.call_ms: float | None = None
         "The model's usual call time, a moving average (None until its first call returns)."
         self.calls = 0
-        self.batch_costs: list[int] = []
-        "The cost of each batch started since the last look (``Lanes.take_batch_costs``)."
+        self.timeouts = 0
+        "Requests answered ``workflow_timeout`` (kept by the worker)."
+        self.waits = Buckets(WAIT_BUCKETS_S)
+        "How long each request queued before its call started."
+        self.costs = Buckets(COST_BUCKETS)
+        "What each call cost."
 
     def queued_cost(self) -> int:
         return sum(w.cost for w in self.queue)
@@ -82,7 +105,7 @@ class Lane(Generic[W, R]):
                 due = min(due, now + (waiting.deadline_ms - now_ms) / 1000 - usual_s)
         return due
 
-    def take(self) -> list[W]:
+    def take(self, now: float) -> list[W]:
         """The next batch: the oldest requests up to ``max_batch_cost`` (at least one)."""
         bound = self.spec.max_batch_cost
         batch: list[W] = []
@@ -91,7 +114,8 @@ class Lane(Generic[W, R]):
             waiting = self.queue.popleft()
             batch.append(waiting.work)
             cost += waiting.cost
-        self.batch_costs.append(cost)
+            self.waits.observe(max(0.0, now - waiting.arrived))
+        self.costs.observe(cost)
         return batch
 
     def observe(self, call_ms: float) -> None:
@@ -151,7 +175,7 @@ class Lanes(Generic[W, R]):
         for model_id, lane in self.lanes.items():
             due = lane.due_at(now, now_ms)
             if due is not None and due <= now:
-                batch = lane.take()
+                batch = lane.take(now)
                 lane.call, lane.in_call = start(model_id, batch), batch
                 started.append(lane.call)
         return started

@@ -99,6 +99,12 @@ class ScoringExecutor:
         with self._lock:
             return len(self._stuck)
 
+    @property
+    def busy_seconds(self) -> float:
+        """Thread seconds spent in calls that returned, in all (its rate over threads: how busy the pool is)."""
+        with self._lock:
+            return self._busy_s
+
     def utilisation(self) -> float:
         """The share of thread time spent in calls since the pool started (0 to 1)."""
         with self._lock:

@@ -17,7 +17,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from routing.route import scalar_str
 from schemas import codec
@@ -230,6 +231,12 @@ class Worker(BatchService):
         due = self._lanes.next_due(time.monotonic(), time.time() * 1000) if self._lanes else None
         return idle if due is None else max(1, min(idle, int(due * 1000) + 1))
 
+    def scoring_figures(self) -> list[dict[str, Any]]:
+        """Per model, for the metrics: requests queued, calls in flight, queue waits, call costs, timeouts."""
+        return [{"model": model_id, "queued": len(lane.queue), "in_flight": int(lane.call is not None),
+                 "waits": lane.waits, "costs": lane.costs, "timeouts": lane.timeouts}
+                for model_id, lane in sorted(self._lanes.lanes.items())]
+
     def _serving(self, model_id: str) -> ServingSpec:
         """The model's ``serving`` spec (its manifest is read once and cached), else the defaults."""
         try:
@@ -357,7 +364,9 @@ class Worker(BatchService):
             outcomes = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(call)), limit_ms / 1000)
         except TimeoutError:
             self.executor.abandon(call)
+            call.add_done_callback(_forget)  # it may still fail later: nobody waits for it any more
             self.timeouts += len(works)
+            self._lanes.lane(model_id).timeouts += len(works)
             log.error("%s: %s ran past its time limit of %d ms on a batch of %d; answering workflow_timeout",
                       self.role, model_id, limit_ms, len(works))
             error = ErrorInfo(ErrorCode.WORKFLOW_TIMEOUT, f"{model_id} ran past its time limit of {limit_ms} ms "
@@ -465,6 +474,12 @@ class ShadowWorker(Worker):
 
 _DEAD_LETTERED = frozenset({ErrorCode.WORKFLOW_ERROR, ErrorCode.WORKFLOW_TIMEOUT})
 """Outcomes that are the platform's fault, not the client's: kept on the dead-letter topic too, for operators."""
+
+
+def _forget(future: Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so a late exception is not reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_agreement(headers: dict[str, str], request: Request) -> None:

@@ -154,3 +154,42 @@ def test_a_rollout_in_progress_shows_its_step_samples_and_verdicts():
     assert "error_rate=pass latency_p99=wait" in line
     assert "paused: rules version 9 changed it" in frame
     assert "ROLLOUT" not in top_view.render(_view())
+
+
+def test_the_scoring_section_shows_each_models_queue_waits_call_costs_and_busy_threads():
+    def scrape(calls: int, cost: int, waits: tuple[int, int, int], busy: float, timeouts: int, queued: int):
+        labels = 'role="worker",model="ranker-gbdt@v1"'
+        text = f"""\
+# TYPE scoreline_scoring_queue_requests gauge
+scoreline_scoring_queue_requests{{{labels}}} {queued}
+# TYPE scoreline_scoring_calls_in_flight gauge
+scoreline_scoring_calls_in_flight{{{labels}}} 1
+# TYPE scoreline_scoring_queue_wait_seconds histogram
+scoreline_scoring_queue_wait_seconds_bucket{{{labels},le="0.001"}} {waits[0]}
+scoreline_scoring_queue_wait_seconds_bucket{{{labels},le="0.01"}} {waits[1]}
+scoreline_scoring_queue_wait_seconds_bucket{{{labels},le="+Inf"}} {waits[2]}
+scoreline_scoring_queue_wait_seconds_count{{{labels}}} {waits[2]}
+scoreline_scoring_queue_wait_seconds_sum{{{labels}}} 0
+# TYPE scoreline_scoring_batch_cost histogram
+scoreline_scoring_batch_cost_bucket{{{labels},le="+Inf"}} {calls}
+scoreline_scoring_batch_cost_count{{{labels}}} {calls}
+scoreline_scoring_batch_cost_sum{{{labels}}} {cost}
+# TYPE scoreline_workflow_timeouts_total counter
+scoreline_workflow_timeouts_total{{{labels}}} {timeouts}
+# TYPE scoreline_scoring_threads gauge
+scoreline_scoring_threads{{executor="scoreline-scoring"}} 2
+# TYPE scoreline_scoring_busy_seconds_total counter
+scoreline_scoring_busy_seconds_total{{executor="scoreline-scoring"}} {busy}
+"""
+        return text
+
+    before = top_view.parse(scrape(10, 1000, (10, 10, 10), 1.0, 0, 0), source="w", at=0.0)
+    after = top_view.parse(scrape(110, 21000, (60, 110, 110), 11.0, 3, 7), source="w", at=10.0)
+    view = top_view.summarise(before, after)
+    (row,) = view.scoring
+    assert (row.role, row.model, row.queued, row.in_flight, row.timeouts) == ("worker", "ranker-gbdt@v1", 7, 1, 3)
+    assert row.calls_per_s == pytest.approx(10.0) and row.mean_cost == pytest.approx(200.0)
+    assert row.wait_p50_ms == pytest.approx(1.0) and 1.0 < row.wait_p99_ms <= 10.0
+    assert view.threads == {"w scoreline-scoring": (2, pytest.approx(0.5))}  # 10 s busy of 2 threads x 10 s
+    text = top_view.render(view)
+    assert "SCORING" in text and "ranker-gbdt@v1" in text and "busy 50%" in text

@@ -13,11 +13,12 @@ import textwrap
 import time
 
 import orjson
-from streams_testing import eventually
+from streams_testing import eventually, samples
 
 from routing import parse_rules
 from schemas import headers as H
 from schemas.errors import ErrorCode
+from streams.ops.metrics import PipelineMetrics
 from streams.rules.holder import RulesHolder
 from streams.services.router import Router
 from streams.services.worker import Worker
@@ -107,6 +108,9 @@ async def test_a_call_past_its_time_limit_answers_workflow_timeout_and_the_worke
         assert await eventually(lambda: "fast-2" in replies(broker), timeout=10)
         assert worker.timeouts == 1 and worker.failed is None
         assert worker.executor.stuck == 1  # the call itself runs on, on a thread the pool replaced
+        metrics = PipelineMetrics()
+        metrics.bind([worker])
+        assert samples(metrics.exposition().decode(), "scoreline_workflow_timeouts_total", model="slow@v1") == 1
 
     try:
         await run(broker, rules, registry, check)
@@ -192,14 +196,29 @@ async def test_a_model_queue_is_scored_in_batches_of_its_max_cost_and_a_request_
             request(broker, f"slow-{i}", "slow", **({"deadline_ms": soon} if i == 3 else {}))
         assert await eventually(lambda: len(worker._lanes.lane("slow@v1").queue) == 5, timeout=10)
         assert await eventually(lambda: time.time() * 1000 > soon + 50, timeout=5)
+        metrics = PipelineMetrics()
+        metrics.bind([worker])
+        queued = metrics.exposition().decode()
         slow.GATE.set()
         assert await eventually(lambda: len(replies(broker)) == 6, timeout=10)
+        return queued, metrics.exposition().decode()
 
     try:
-        await run(broker, rules, registry, check)
+        queued, done = await run(broker, rules, registry, check)
     finally:
         slow.GATE.set()
     answered = replies(broker)
     assert answered["slow-3"]["status"] == "expired" and "queued" in answered["slow-3"]["error"]["message"]
     assert all(answered[f"slow-{i}"]["status"] == "ok" for i in (0, 1, 2, 4, 5))
     assert slow.SIZES == [1, 2, 2]  # slow-1 and slow-2, then slow-4 and slow-5: never more than the bound
+    # What /metrics (and `scoreline top`) show of it: the queue while it waited, then each call's cost.
+    # slow-3 left the queue when its deadline passed, answered at once, not when the call returned.
+    assert samples(queued, "scoreline_scoring_queue_requests", model="slow@v1") == 4
+    assert samples(queued, "scoreline_scoring_calls_in_flight", model="slow@v1") == 1
+    assert samples(done, "scoreline_scoring_queue_requests", model="slow@v1") == 0
+    assert samples(done, "scoreline_scoring_batch_cost_count", model="slow@v1") == 3
+    assert samples(done, "scoreline_scoring_batch_cost_sum", model="slow@v1") == 5
+    assert samples(done, "scoreline_scoring_queue_wait_seconds_count", model="slow@v1") == 5  # the scored ones
+    assert samples(done, "scoreline_scoring_queue_wait_seconds_bucket", model="slow@v1", le="0.5") == 1  # slow-0
+    assert samples(done, "scoreline_scoring_threads") >= 1
+    assert samples(done, "scoreline_scoring_busy_seconds_total") > 1.0  # the gated call held a thread that long
