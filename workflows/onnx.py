@@ -7,8 +7,9 @@ A package declares its ONNX model in the manifest::
              "outputs": {"probabilities": {"shape": [null, 2],  "dtype": "float32"}}}
 
 (``null`` is the batch dimension, or any other free one). On load the session is built once
-(onnxruntime, CPU, one intra-op thread by default: a worker scores many small batches, and
-its processes already share the cores) and checked against the declaration: a file that
+(onnxruntime, CPU, one intra-op thread by default, or ``SCORELINE_ONNX_THREADS``: a worker
+runs calls on several scoring threads at once, one per core, so a session that spread one
+call over every core too would oversubscribe them) and checked against the declaration: a file that
 does not load, or a graph whose inputs and outputs differ in name, rank, fixed size or
 element type, is a :class:`~workflows.errors.ModelPackageError` (``model_unavailable``).
 Each batch is one :meth:`OnnxModel.run`; inputs that do not match the declared shapes are a
@@ -18,6 +19,7 @@ This covers models exported from scikit-learn (``skl2onnx``), LightGBM, XGBoost 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,7 +28,16 @@ import numpy as np
 
 from workflows.errors import ModelPackageError, WorkflowError
 
-__all__ = ["OnnxModel", "OnnxSpec", "TensorSpec", "parse_onnx_spec"]
+__all__ = ["ONNX_THREADS_ENV", "OnnxModel", "OnnxSpec", "TensorSpec", "onnx_threads", "parse_onnx_spec"]
+
+ONNX_THREADS_ENV = "SCORELINE_ONNX_THREADS"
+"Intra-op threads per ONNX session (default 1; ``scoreline run --onnx-threads`` sets it)."
+
+
+def onnx_threads() -> int:
+    """``SCORELINE_ONNX_THREADS`` if it is a positive number, else 1."""
+    raw = os.environ.get(ONNX_THREADS_ENV, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 1
 
 # ONNX element types (as onnxruntime names them) and the numpy dtypes that feed them.
 _ONNX_TYPES = {
@@ -72,7 +83,7 @@ def _dims(shape: Any) -> tuple[int | None, ...]:
 class OnnxModel:
     """A loaded ONNX model: ``run`` it once per batch."""
 
-    def __init__(self, directory: Path, spec: OnnxSpec, *, threads: int = 1) -> None:
+    def __init__(self, directory: Path, spec: OnnxSpec, *, threads: int | None = None) -> None:
         self.spec = spec
         path = directory / spec.file
         if not path.is_file():
@@ -83,7 +94,7 @@ class OnnxModel:
             raise ModelPackageError(f"model package {directory}: declares an ONNX model but onnxruntime is not "
                                     f"installed ({exc})") from exc
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or onnx_threads()
         options.inter_op_num_threads = 1
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -12,6 +12,7 @@ from scoreline import settings
 from scoreline.output import progress
 from streams.ops.http import DEFAULT_METRICS_PORT, port_free
 from streams.services.pipeline import ROLES, Pipeline, PipelineOptions
+from workflows.onnx import ONNX_THREADS_ENV
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="scoring threads per process, shared by its workers: workflow calls run there, the "
                              "event loop only moves records (default SCORELINE_SCORING_THREADS, else one per core)")
+    parser.add_argument("--onnx-threads", type=int, default=None, metavar="N",
+                        help="intra-op threads of each ONNX session (default SCORELINE_ONNX_THREADS, else 1: the "
+                             "scoring threads already use every core; more only helps a few large calls)")
     parser.add_argument("--facts", choices=("files", "kafka"), default="files",
                         help="where workers find facts: the fact files (default) or the fact topics, "
                              "each worker reading only the partitions it owns (`scoreline facts publish` first)")
@@ -66,6 +70,10 @@ def metrics_port(flag: int | None) -> int | None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.onnx_threads is not None:
+        if args.onnx_threads < 1:
+            raise settings.ConfigError(f"--onnx-threads must be 1 or more, got {args.onnx_threads}")
+        os.environ[ONNX_THREADS_ENV] = str(args.onnx_threads)  # read by each ONNX session as it loads
     rules, registry = settings.load_example_rules(args), settings.model_registry(args)
     kafka = settings.kafka_settings(args)
     options = PipelineOptions(roles=tuple(args.role or ROLES), shards=args.shard,

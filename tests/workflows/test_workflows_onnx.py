@@ -12,8 +12,8 @@ import pytest
 from workflows import Item
 from workflows.errors import ModelPackageError, WorkflowError
 from workflows.loading import build_model
-from workflows.onnx import OnnxModel
-from workflows.packaging import load_examples
+from workflows.onnx import ONNX_THREADS_ENV, OnnxModel
+from workflows.packaging import load_examples, load_manifest
 from workflows.registry import default_models_dir
 from workflows.training import churn_risk_workflow
 
@@ -108,3 +108,15 @@ def test_a_workflow_feeding_the_wrong_shape_answers_workflow_error_for_its_batch
 def test_each_shipped_package_carries_the_workflow_source_it_was_trained_with(version):
     shipped = (default_models_dir() / f"churn-risk@{version}" / "workflow.py").read_bytes()
     assert shipped == Path(churn_risk_workflow.__file__).read_bytes()
+
+
+@pytest.mark.parametrize(("env", "threads"), [(None, 1), ("3", 3), ("0", 1), ("many", 1)])
+def test_an_onnx_session_runs_one_intra_op_thread_unless_configured(monkeypatch, env, threads):
+    """One thread per call by default (the scoring threads use the cores); ``SCORELINE_ONNX_THREADS`` to change it."""
+    if env is None:
+        monkeypatch.delenv(ONNX_THREADS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(ONNX_THREADS_ENV, env)
+    directory = default_models_dir() / "churn-risk@v1"
+    model = OnnxModel(directory, load_manifest(directory).onnx)
+    assert model.session.get_session_options().intra_op_num_threads == threads
