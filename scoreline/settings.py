@@ -8,6 +8,7 @@ so a plain install runs from any directory. A configuration that is missing or b
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -104,11 +105,10 @@ def reference_models(out: Path | None = None, *, rebuild: bool = False) -> Path:
     done = out / ".built"
     if done.is_file() and not rebuild:
         return out
-    try:
-        import sklearn  # noqa: F401  # the ranker is trained with it
-    except ImportError as exc:
-        raise ConfigError("building the reference models needs scikit-learn and onnx: "
-                          "pip install 'scoreline[train]'") from exc
+    missing = [name for name in ("sklearn", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"building the reference models needs {' and '.join(missing)} (the train extra): "
+                          "pip install 'scoreline[train]'")
     progress(f"building the reference models in {out} (about 10 s, once) ...")
     build(out, progress=lambda line: progress(f"  {line}"))
     done.write_text("complete\n", encoding="utf-8")

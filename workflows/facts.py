@@ -141,6 +141,9 @@ class InMemoryFactStore:
         self._tables: dict[str, _Table] = {}
         self._missing: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.source: Path | None = None
+        """The directory :meth:`from_dir` read, while nothing else changed the store (a scoring process
+        loads its own copy from there)."""
 
     # -- building -----------------------------------------------------------
 
@@ -163,6 +166,7 @@ class InMemoryFactStore:
         with self._lock:
             self._tables[fact] = _Table(spec)
             self._missing.setdefault(fact, 0)
+            self.source = None
         return spec
 
     def put(self, fact: str, keys: Sequence[str], values: np.ndarray | Sequence[Sequence[float]]) -> None:
@@ -178,6 +182,7 @@ class InMemoryFactStore:
                     f"fact {fact!r}: expected values of shape {(len(keys), table.spec.width)}, got {rows.shape}"
                 )
             table.upsert(keys, rows)
+            self.source = None
 
     def delete(self, fact: str, keys: Iterable[str]) -> int:
         """Forget the rows of ``keys`` (later lookups get the default); return how many were held.
@@ -185,6 +190,7 @@ class InMemoryFactStore:
         A tombstone on a fact topic, or a fact partition a worker no longer owns, ends here.
         """
         with self._lock:
+            self.source = None
             return self._table(fact).remove(keys)
 
     # -- FactStore ----------------------------------------------------------
@@ -244,6 +250,7 @@ class InMemoryFactStore:
                 store._load_npz(file)
             elif file.suffix == ".json":
                 store._load_json(file)
+        store.source = directory
         return store
 
     def _load_npz(self, file: Path) -> None:

@@ -82,6 +82,10 @@ class ServingSpec:
     """What a request costs: ``items`` (one each), or ``payload.<field>``: the length of that array (the
     candidates of a ranking request), 1 where it is absent or not an array."""
 
+    executor: str = "threads"
+    """Where its calls run: ``threads`` (the default: numpy and ONNX Runtime release the GIL) or
+    ``processes``, for a workflow that computes in Python and would hold the GIL."""
+
     def cost(self, payload: Any) -> int:
         """What one request with ``payload`` costs a call, by ``batch_cost``."""
         if self.batch_cost == "items":
@@ -296,7 +300,10 @@ def _serving(doc: Any, directory: Path) -> ServingSpec:
     cost = doc.get("batch_cost", "items")
     if not isinstance(cost, str) or not (cost == "items" or (cost.startswith("payload.") and len(cost) > 8)):
         raise _fail(directory, "manifest field serving.batch_cost must be 'items' or 'payload.<array field>'")
-    return ServingSpec(time_limit_ms=limit, batch_cost=cost, **bounds)
+    executor = doc.get("executor", "threads")
+    if executor not in ("threads", "processes"):
+        raise _fail(directory, "manifest field serving.executor must be 'threads' or 'processes'")
+    return ServingSpec(time_limit_ms=limit, batch_cost=cost, executor=executor, **bounds)
 
 
 def load_weights(directory: str | Path, manifest: Manifest, *, verified: bool = False) -> dict[str, np.ndarray]:

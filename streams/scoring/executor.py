@@ -19,6 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from streams.scoring.processes import ProcessScoring
+
 __all__ = ["DEFAULT_THREADS", "ScoringExecutor", "default_threads"]
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class ScoringExecutor:
         """Stuck calls that got no replacement (the cap was reached): their threads stay when they return."""
         self.abandoned = 0
         """Calls given up on past their time limit, in all."""
+        self.processes = ProcessScoring(threads, name=name)
+        """Child processes for workflows that compute in Python (``serving.executor: "processes"``), started
+        on first use, as many as threads."""
         for _ in range(threads):
             self._spawn()
 
@@ -118,6 +123,7 @@ class ScoringExecutor:
         self._closed = True
         for _ in range(self.threads):
             self._jobs.put(_STOP)
+        self.processes.close()
 
     def _spawn(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from schemas.messages import ErrorInfo, Request, Result, Role, ShadowResult, Sta
 from streams.ops.tracing import trace_headers
 from streams.scoring import ScoringExecutor
 from streams.scoring.batcher import Lanes
+from streams.scoring.processes import BrokenProcessPool
 from streams.services.batch import BatchService
 from streams.services.loading import ModelLoads
 from streams.services.waiting import WaitingRoom
@@ -37,7 +38,7 @@ from streams.transport.headers import headers_of
 from streams.transport.outbox import Outbox
 from streams.transport.protocols import Batch, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
-from workflows import Item, ModelRegistry, ModelUnavailable, Outcome
+from workflows import Item, Model, ModelRegistry, ModelUnavailable, Outcome
 from workflows.packaging import ServingSpec
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ class Worker(BatchService):
         self._lanes: Lanes[Work, tuple[list[Outcome], float]] = Lanes(
             self._serving, payload_of=lambda w: w.request.payload, deadline_of=lambda w: w.request.deadline_ms)
         """Each model's queue and its one call in flight: the dynamic batcher (``streams.scoring.batcher``)."""
+        self._on_threads: set[str] = set()
+        """Models that asked for a scoring process but run on the threads (their facts are not files)."""
         self.load_waits = 0
         """Requests that had to wait for their model to be pulled or loaded (the rest found it loaded)."""
 
@@ -387,6 +390,10 @@ class Worker(BatchService):
             error = ErrorInfo(exc.code or ErrorCode.MODEL_UNAVAILABLE, f"model {model_id!r} unavailable: {exc}")
             return [Outcome(None, error)] * len(works)
         items = [Item(w.request.context, w.request.payload) for w in works]
+        if self._lanes.lane(model_id).spec.executor == "processes":
+            in_child = self._score_in_process(model_id, model, items)
+            if in_child is not None:
+                return in_child
         try:
             return model.score_batch(items)
         except Exception:
@@ -399,6 +406,29 @@ class Worker(BatchService):
                 outcomes.append(Outcome(None, ErrorInfo(ErrorCode.WORKFLOW_ERROR,
                                                         f"{model_id} failed: {type(exc).__name__}: {exc}")))
         return outcomes
+
+    def _score_in_process(self, model_id: str, model: Model, items: list[Item]) -> list[Outcome] | None:
+        """On a scoring thread: the call in a scoring process (``serving.executor: "processes"``); None where it
+        cannot run there (facts that are not files), so it runs on this thread instead."""
+        facts = self.registry.facts
+        source = getattr(facts, "source", None)
+        if model.manifest.facts and source is None:
+            if model_id not in self._on_threads:
+                self._on_threads.add(model_id)
+                log.warning("%s: %s asks for a scoring process, but its facts are not read from files; "
+                            "it runs on the scoring threads", self.role, model_id)
+            return None
+        processes = self.executor.processes
+        sha = getattr(model, "sha256", None) or ""
+        try:
+            future = processes.submit(str(self.registry.directory(model_id)), sha,
+                                      str(source) if source is not None else None,
+                                      [(item.context, item.payload) for item in items])
+            return future.result()
+        except BrokenProcessPool:
+            processes.broken()
+            error = ErrorInfo(ErrorCode.WORKFLOW_ERROR, f"{model_id} failed: its scoring process died")
+            return [Outcome(None, error)] * len(items)
 
     def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
               status: str | None = None, partition: int | None = None) -> None:
@@ -457,6 +487,29 @@ class ShadowWorker(Worker):
 
     def _placed(self, rules: Rules) -> tuple[str, ...]:
         return tuple(dict.fromkeys(e.model for o in rules.objectives.values() for e in o.shadow))
+
+    def _score_in_process(self, model_id: str, model: Model, items: list[Item]) -> list[Outcome] | None:
+        """On a scoring thread: the call in a scoring process (``serving.executor: "processes"``); None where it
+        cannot run there (facts that are not files), so it runs on this thread instead."""
+        facts = self.registry.facts
+        source = getattr(facts, "source", None)
+        if model.manifest.facts and source is None:
+            if model_id not in self._on_threads:
+                self._on_threads.add(model_id)
+                log.warning("%s: %s asks for a scoring process, but its facts are not read from files; "
+                            "it runs on the scoring threads", self.role, model_id)
+            return None
+        processes = self.executor.processes
+        sha = getattr(model, "sha256", None) or ""
+        try:
+            future = processes.submit(str(self.registry.directory(model_id)), sha,
+                                      str(source) if source is not None else None,
+                                      [(item.context, item.payload) for item in items])
+            return future.result()
+        except BrokenProcessPool:
+            processes.broken()
+            error = ErrorInfo(ErrorCode.WORKFLOW_ERROR, f"{model_id} failed: its scoring process died")
+            return [Outcome(None, error)] * len(items)
 
     def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
               status: str | None = None, partition: int | None = None) -> None:

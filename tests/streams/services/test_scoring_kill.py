@@ -12,7 +12,6 @@ the test reads, not a moment it guesses.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal

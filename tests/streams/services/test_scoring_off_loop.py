@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import textwrap
 import time
 
@@ -222,3 +223,60 @@ async def test_a_model_queue_is_scored_in_batches_of_its_max_cost_and_a_request_
     assert samples(done, "scoreline_scoring_queue_wait_seconds_bucket", model="slow@v1", le="0.5") == 1  # slow-0
     assert samples(done, "scoreline_scoring_threads") >= 1
     assert samples(done, "scoreline_scoring_busy_seconds_total") > 1.0  # the gated call held a thread that long
+
+
+def in_process_package(models, model_id: str, objective: str):
+    """A pure-Python workflow that asks for a scoring process: it answers the pid it ran in, and ``{"x": -1}``
+    makes its process die mid-call (``os._exit``)."""
+    package = new_package(models, model_id, objective)
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["serving"] = {"executor": "processes"}
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    (package / "workflow.py").write_text((package / "workflow.py").read_text() + textwrap.dedent("""
+        import os as _os
+        _Base = Py
+        class Py(_Base):
+            def predict(self, features):
+                if (features == -1).any():
+                    _os._exit(3)
+                return super().predict(features)
+            def postprocess(self, pre, scores):
+                return [o._replace(value={**o.value, "pid": _os.getpid()}) if o.value else o
+                        for o in super().postprocess(pre, scores)]
+        """))
+
+
+async def test_a_workflow_that_asks_for_processes_scores_in_one_and_a_dying_one_fails_only_its_call(tmp_path):
+    models = tmp_path / "models"
+    in_process_package(models, "py@v1", "py")
+    rules = dataclasses.replace(parse_rules({
+        "shards": {"s1": {}}, "models": {"py@v1": {"shard": "s1"}},
+        "clients": {"demo": {"objectives": ["*"], "reply_topics": [REPLIES]}},
+        "objectives": {"py": {"shard_key": "context.user_id", "default": "py@v1"}}}), version=1)
+    registry = ModelRegistry(models, InMemoryFactStore())
+    broker = MemoryBroker()
+
+    def ask(request_id: str, x: int) -> None:
+        broker.produce(LAYOUT.requests, orjson.dumps({
+            "request_id": request_id, "objective": "py", "client": "demo", "reply_to": REPLIES,
+            "context": {"user_id": "u-1"}, "payload": {"x": x}}))
+
+    async def check(worker):
+        ask("first", 1)
+        assert await eventually(lambda: "first" in replies(broker), timeout=60)  # a spawned child: seconds
+        ask("dies", -1)
+        assert await eventually(lambda: "dies" in replies(broker), timeout=60)
+        ask("after", 2)
+        assert await eventually(lambda: "after" in replies(broker), timeout=60)
+        return worker.executor.processes.restarts
+
+    restarts = await run(broker, rules, registry, check)
+    answered = replies(broker)
+    assert answered["first"]["status"] == "ok" and answered["first"]["result"]["pid"] != os.getpid()
+    assert answered["dies"]["status"] == "error" and answered["dies"]["error"]["code"] == ErrorCode.WORKFLOW_ERROR
+    assert "scoring process died" in answered["dies"]["error"]["message"]
+    assert answered["after"]["status"] == "ok"
+    assert answered["after"]["result"]["pid"] != answered["first"]["result"]["pid"]  # a new pool
+    assert restarts == 1
+    letters = [orjson.loads(v) for v in broker.values(LAYOUT.deadletter)]
+    assert [d["request_id"] for d in letters] == ["dies"]
