@@ -82,6 +82,12 @@ class ServingSpec:
     """What a request costs: ``items`` (one each), or ``payload.<field>``: the length of that array (the
     candidates of a ranking request), 1 where it is absent or not an array."""
 
+    max_calls_in_flight: int = 0
+    """How many of its calls may run at once, on different scoring threads (their answers still go out in
+    the order the calls started). 0, the default: its share of the threads, the scoring threads divided
+    among the models with requests in the process, never all of them (one is always left to a model
+    that has none yet), at least 1."""
+
     executor: str = "threads"
     """Where its calls run: ``threads`` (the default: numpy and ONNX Runtime release the GIL) or
     ``processes``, for a workflow that computes in Python and would hold the GIL."""
@@ -292,10 +298,10 @@ def _serving(doc: Any, directory: Path) -> ServingSpec:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         raise _fail(directory, "manifest field serving.time_limit_ms must be a positive whole number of milliseconds")
     bounds = {}
-    for name in ("max_batch_cost", "max_queue_delay_us"):
-        value = doc.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _fail(directory, f"manifest field serving.{name} must be a whole number, 0 or more")
+    for name, least in (("max_batch_cost", 0), ("max_queue_delay_us", 0), ("max_calls_in_flight", 0)):
+        value = doc.get(name, getattr(ServingSpec, name))
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise _fail(directory, f"manifest field serving.{name} must be a whole number, {least} or more")
         bounds[name] = value
     cost = doc.get("batch_cost", "items")
     if not isinstance(cost, str) or not (cost == "items" or (cost.startswith("payload.") and len(cost) > 8)):

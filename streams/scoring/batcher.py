@@ -2,8 +2,12 @@
 
 The rule is the one Triton's dynamic batcher follows, per model:
 
-* A model has one call in flight at a time, so its answers keep the order requests arrived in.
-  Requests that arrive meanwhile queue; the next call takes them, oldest first.
+* A model has ``max_calls_in_flight`` calls running at most; by default its share of the scoring
+  threads: the threads divided among the models with requests, never all of them (a model whose
+  first requests arrive always finds a thread), at least one. Requests that arrive while it has
+  no room queue, and the next call takes them, oldest first. Calls are answered in
+  the order they started, so a model's answers keep the order its requests arrived in even when
+  a later call returns first.
 * A batch is bounded by ``max_batch_cost`` (items, or what ``batch_cost`` counts: the candidates
   of a ranking request). A request that alone costs more is scored alone; 0 means no bound.
 * With ``max_queue_delay_us`` 0 (the default) an idle model starts a batch at once: no added
@@ -72,8 +76,10 @@ class Lane(Generic[W, R]):
     def __init__(self, spec: ServingSpec) -> None:
         self.spec = spec
         self.queue: deque[Waiting[W]] = deque()
-        self.call: asyncio.Task[R] | None = None
-        self.in_call: list[W] = []
+        self.calls_in_flight: deque[tuple[asyncio.Task[R], list[W]]] = deque()
+        "Its calls running now, oldest first, each with its requests: they are answered in this order."
+        self.share = 1
+        "Its calls in flight at most, unless its spec sets a bound (``Lanes`` keeps it)."
         self.call_ms: float | None = None
         "The model's usual call time, a moving average (None until its first call returns)."
         self.calls = 0
@@ -92,7 +98,7 @@ class Lane(Generic[W, R]):
 
         None: nothing to start (empty queue, or a call in flight).
         """
-        if not self.queue or self.call is not None:
+        if not self.queue or len(self.calls_in_flight) >= (self.spec.max_calls_in_flight or self.share):
             return None
         delay = self.spec.max_queue_delay_us / 1e6
         bound = self.spec.max_batch_cost
@@ -133,7 +139,9 @@ class Lanes(Generic[W, R]):
     """
 
     def __init__(self, spec_of: Callable[[str], ServingSpec], *, payload_of: Callable[[W], object],
-                 deadline_of: Callable[[W], float | None]) -> None:
+                 deadline_of: Callable[[W], float | None], threads: int = 1) -> None:
+        self.threads = threads
+        "The scoring threads the calls run on: what the models' default shares divide."
         self._spec_of = spec_of
         self._payload_of = payload_of
         self._deadline_of = deadline_of
@@ -143,12 +151,19 @@ class Lanes(Generic[W, R]):
         lane = self.lanes.get(model_id)
         if lane is None:
             lane = self.lanes[model_id] = Lane(self._spec_of(model_id))
+            self._share()
         return lane
+
+    def _share(self) -> None:
+        """Each model's default bound on calls in flight: its share of the threads, one always left over."""
+        share = max(1, min(self.threads - 1, self.threads // max(1, len(self.lanes))))
+        for lane in self.lanes.values():
+            lane.share = share
 
     def add(self, model_id: str, works: list[W], now: float) -> None:
         """Queue ``works`` for ``model_id``, in order."""
         lane = self.lane(model_id)
-        if not lane.queue and lane.call is None:
+        if not lane.queue and not lane.calls_in_flight:
             lane.spec = self._spec_of(model_id)
         spec = lane.spec
         for work in works:
@@ -173,11 +188,11 @@ class Lanes(Generic[W, R]):
         """Start every batch that is due now; return their calls."""
         started = []
         for model_id, lane in self.lanes.items():
-            due = lane.due_at(now, now_ms)
-            if due is not None and due <= now:
+            while (due := lane.due_at(now, now_ms)) is not None and due <= now:
                 batch = lane.take(now)
-                lane.call, lane.in_call = start(model_id, batch), batch
-                started.append(lane.call)
+                call = start(model_id, batch)
+                lane.calls_in_flight.append((call, batch))
+                started.append(call)
         return started
 
     def next_due(self, now: float, now_ms: float) -> float | None:
@@ -188,27 +203,28 @@ class Lanes(Generic[W, R]):
     def returned(self) -> Iterator[tuple[str, list[W], asyncio.Task[R]]]:
         """Each call that returned, once: its model, its requests and its task (the lane is free again)."""
         for model_id, lane in list(self.lanes.items()):
-            if lane.call is not None and lane.call.done():
-                call, works = lane.call, lane.in_call
-                lane.call, lane.in_call = None, []
+            # In the order the calls started: a later call that finished first waits for the one before it.
+            while lane.calls_in_flight and lane.calls_in_flight[0][0].done():
+                call, works = lane.calls_in_flight.popleft()
                 yield model_id, works, call
 
     def in_flight(self) -> int:
-        return sum(1 for lane in self.lanes.values() if lane.call is not None)
+        return sum(len(lane.calls_in_flight) for lane in self.lanes.values())
 
     def works(self) -> Iterator[W]:
         """Every request not answered yet: in a call or queued."""
         for lane in self.lanes.values():
-            yield from lane.in_call
+            for _, in_call in lane.calls_in_flight:
+                yield from in_call
             for waiting in lane.queue:
                 yield waiting.work
 
     def cancel(self) -> None:
         """Cancel every call in flight (never answered, never committed: replayed by the next owner)."""
         for lane in self.lanes.values():
-            if lane.call is not None:
-                lane.call.cancel()
+            for call, _ in lane.calls_in_flight:
+                call.cancel()
 
     def __bool__(self) -> bool:
         """Whether any request is in a call or queued."""
-        return any(lane.queue or lane.call is not None for lane in self.lanes.values())
+        return any(lane.queue or lane.calls_in_flight for lane in self.lanes.values())

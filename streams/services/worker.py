@@ -120,7 +120,8 @@ class Worker(BatchService):
         self._loads = ModelLoads(registry, repository, role=self.role, waiting=self._waiting.count)
         self._preloading: asyncio.Task[None] | None = None
         self._lanes: Lanes[Work, tuple[list[Outcome], float]] = Lanes(
-            self._serving, payload_of=lambda w: w.request.payload, deadline_of=lambda w: w.request.deadline_ms)
+            self._serving, payload_of=lambda w: w.request.payload, deadline_of=lambda w: w.request.deadline_ms,
+            threads=self.executor.threads)
         """Each model's queue and its one call in flight: the dynamic batcher (``streams.scoring.batcher``)."""
         self._on_threads: set[str] = set()
         """Models that asked for a scoring process but run on the threads (their facts are not files)."""
@@ -236,7 +237,7 @@ class Worker(BatchService):
 
     def scoring_figures(self) -> list[dict[str, Any]]:
         """Per model, for the metrics: requests queued, calls in flight, queue waits, call costs, timeouts."""
-        return [{"model": model_id, "queued": len(lane.queue), "in_flight": int(lane.call is not None),
+        return [{"model": model_id, "queued": len(lane.queue), "in_flight": len(lane.calls_in_flight),
                  "waits": lane.waits, "costs": lane.costs, "timeouts": lane.timeouts}
                 for model_id, lane in sorted(self._lanes.lanes.items())]
 

@@ -139,3 +139,40 @@ async def test_a_model_spec_is_read_again_when_its_lane_is_idle():
     lanes.add("m", reqs("c", "d"), now=0.0)
     lanes.start_due(calls.start, now=0.0, now_ms=0.0)
     assert calls.batches == [("m", ["a"]), ("m", ["b"]), ("m", ["c", "d"])]
+
+
+async def test_calls_in_flight_are_answered_in_the_order_they_started_whichever_returns_first():
+    lanes = lanes_with({"m": ServingSpec(max_batch_cost=1, max_calls_in_flight=2)})
+    gates = [asyncio.Event(), asyncio.Event()]
+    started: list[list[str]] = []
+
+    def start(model: str, batch: list[Req]) -> asyncio.Task[list[str]]:
+        gate = gates[len(started)] if len(started) < 2 else asyncio.Event()
+        started.append([r.name for r in batch])
+
+        async def call() -> list[str]:
+            await gate.wait()
+            return started[-1]
+        return asyncio.ensure_future(call())
+
+    lanes.add("m", reqs("a", "b", "c"), now=0.0)
+    assert len(lanes.start_due(start, now=0.0, now_ms=0.0)) == 2  # two calls at once, the third waits for room
+    assert started == [["a"], ["b"]] and lanes.in_flight() == 2
+    gates[1].set()  # the later call returns first
+    assert await finish(lanes) == []  # held: "a" has not been answered
+    gates[0].set()
+    assert await finish(lanes) == [("m", ["a"]), ("m", ["b"])]
+    assert len(lanes.start_due(start, now=0.0, now_ms=0.0)) == 1 and started[-1] == ["c"]
+
+
+async def test_the_default_bound_on_calls_in_flight_shares_the_threads_and_always_leaves_one():
+    for threads, models, share in ((1, 1, 1), (2, 1, 1), (8, 1, 7), (8, 2, 4), (8, 3, 2), (8, 20, 1)):
+        lanes = lanes_with({})
+        lanes.threads = threads
+        for m in range(models):
+            lanes.lane(f"m{m}")
+        assert {lane.share for lane in lanes.lanes.values()} == {share}, (threads, models)
+    pinned = lanes_with({"m": ServingSpec(max_calls_in_flight=3)})
+    pinned.threads = 8
+    pinned.add("m", reqs("a", "b", "c", "d"), now=0.0)
+    assert len(pinned.start_due(Calls().start, now=0.0, now_ms=0.0)) == 1  # no bound on cost: one call takes all

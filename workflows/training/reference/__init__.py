@@ -41,7 +41,7 @@ from workflows.packaging import EXAMPLES_FILE, Manifest, ServingSpec, weight_spe
 __all__ = ["BUILD", "OBJECTIVES", "build", "reference_items", "reference_rules"]
 
 SEED = 20261203
-BUILD = 1
+BUILD = 2
 "Bumped whenever a package changes: the cache directory of a build is named by it."
 
 OBJECTIVES = ("ranker-gbdt", "scorer-mlp", "retrieval-embedding")
