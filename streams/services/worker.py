@@ -489,29 +489,6 @@ class ShadowWorker(Worker):
     def _placed(self, rules: Rules) -> tuple[str, ...]:
         return tuple(dict.fromkeys(e.model for o in rules.objectives.values() for e in o.shadow))
 
-    def _score_in_process(self, model_id: str, model: Model, items: list[Item]) -> list[Outcome] | None:
-        """On a scoring thread: the call in a scoring process (``serving.executor: "processes"``); None where it
-        cannot run there (facts that are not files), so it runs on this thread instead."""
-        facts = self.registry.facts
-        source = getattr(facts, "source", None)
-        if model.manifest.facts and source is None:
-            if model_id not in self._on_threads:
-                self._on_threads.add(model_id)
-                log.warning("%s: %s asks for a scoring process, but its facts are not read from files; "
-                            "it runs on the scoring threads", self.role, model_id)
-            return None
-        processes = self.executor.processes
-        sha = getattr(model, "sha256", None) or ""
-        try:
-            future = processes.submit(str(self.registry.directory(model_id)), sha,
-                                      str(source) if source is not None else None,
-                                      [(item.context, item.payload) for item in items])
-            return future.result()
-        except BrokenProcessPool:
-            processes.broken()
-            error = ErrorInfo(ErrorCode.WORKFLOW_ERROR, f"{model_id} failed: its scoring process died")
-            return [Outcome(None, error)] * len(items)
-
     def _emit(self, outbox: Outbox, work: Work, model_id: str, outcome: Outcome, *, scored_ms: float,
               status: str | None = None, partition: int | None = None) -> None:
         status = status or (Status.OK if outcome.error is None else Status.ERROR)

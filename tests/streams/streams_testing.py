@@ -65,3 +65,22 @@ def samples(text: str, name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
     return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
                if s.name == name and labels.items() <= s.labels.items())
+
+
+def model_package(models: Path, model_id: str, objective: str, *, serving: dict | None = None,
+                  code: str = "") -> Path:
+    """A skeleton package (``workflows.skeleton``) with a manifest ``serving`` object, and ``code`` (dedented)
+    appended to its ``workflow.py``: a subclass of the skeleton's class under the same name changes a stage."""
+    import json
+    import textwrap
+
+    from workflows.skeleton import new_package
+
+    package = new_package(models, model_id, objective)
+    if serving:
+        manifest = json.loads((package / "manifest.json").read_text())
+        manifest["serving"] = serving
+        (package / "manifest.json").write_text(json.dumps(manifest))
+    if code:
+        (package / "workflow.py").write_text((package / "workflow.py").read_text() + textwrap.dedent(code))
+    return package

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import textwrap
 
 import pytest
-from streams_testing import eventually
+from streams_testing import eventually, model_package
 
 from routing import parse_rules
 from schemas.messages import Status
@@ -30,18 +28,14 @@ CALL_S = 12.0
 
 
 def slow_package(models, model_id: str, objective: str) -> None:
-    package = new_package(models, model_id, objective)
-    manifest = json.loads((package / "manifest.json").read_text())
-    manifest["serving"] = {"time_limit_ms": 60_000}
-    (package / "manifest.json").write_text(json.dumps(manifest))
-    (package / "workflow.py").write_text((package / "workflow.py").read_text() + textwrap.dedent(f"""
+    model_package(models, model_id, objective, serving={"time_limit_ms": 60_000}, code=f"""
         import time as _time
         _Base = Slow
         class Slow(_Base):
             def predict(self, features):
                 _time.sleep({CALL_S})  # the model's own compute, as a GIL-releasing runtime spends it
                 return super().predict(features)
-        """))
+        """)
 
 
 async def test_a_call_longer_than_the_session_timeout_keeps_the_worker_in_its_group_and_others_answering(

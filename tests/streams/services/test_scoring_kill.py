@@ -17,12 +17,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections import defaultdict
 
 import orjson
 import pytest
-from streams_testing import eventually, wait_for_log
+from streams_testing import eventually, model_package, wait_for_log
 
 from routing import parse_rules
 from schemas import codec
@@ -32,7 +31,6 @@ from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.admin import ensure_topics
 from streams.transport.tail import TopicTail
 from workflows import InMemoryFactStore, ModelRegistry
-from workflows.skeleton import new_package
 
 pytestmark = pytest.mark.kafka
 
@@ -43,11 +41,7 @@ CALL_S = 0.15
 def paced_package(models, calls_log) -> None:
     """``paced@v1``: each call takes ``CALL_S``, holds at most 8 requests, and logs ``start`` and ``end`` lines to
     ``calls_log``: 320 requests make 40 calls or more."""
-    package = new_package(models, "paced@v1", "paced")
-    manifest = json.loads((package / "manifest.json").read_text())
-    manifest["serving"] = {"max_batch_cost": 8}
-    (package / "manifest.json").write_text(json.dumps(manifest))
-    (package / "workflow.py").write_text((package / "workflow.py").read_text() + textwrap.dedent(f"""
+    model_package(models, "paced@v1", "paced", serving={"max_batch_cost": 8}, code=f"""
         import time as _time
         _Base = Paced
         class Paced(_Base):
@@ -59,7 +53,7 @@ def paced_package(models, calls_log) -> None:
                 with open({str(calls_log)!r}, "a") as log:
                     log.write("end\\n")
                 return scores
-        """))
+        """)
 
 
 def start_worker(kafka, layout, tmp_path, models, rules_file, log_path) -> subprocess.Popen:

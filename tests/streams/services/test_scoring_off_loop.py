@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
-import textwrap
 import time
 
 import orjson
-from streams_testing import eventually, samples
+from streams_testing import eventually, model_package, samples
 
 from routing import parse_rules
 from schemas import headers as H
@@ -38,12 +36,9 @@ REPLIES = LAYOUT.replies("demo")
 def slow_scoring(models, model_id: str, objective: str, *, time_limit_ms: int | None = None, **serving):
     """A package whose ``predict`` waits until the test sets its module's ``GATE`` (at most 20 s) and records
     each batch's size in its ``SIZES``; the module."""
-    package = new_package(models, model_id, objective)
-    if time_limit_ms is not None or serving:
-        manifest = json.loads((package / "manifest.json").read_text())
-        manifest["serving"] = {**({"time_limit_ms": time_limit_ms} if time_limit_ms else {}), **serving}
-        (package / "manifest.json").write_text(json.dumps(manifest))
-    (package / "workflow.py").write_text((package / "workflow.py").read_text() + f"# {models}\n" + textwrap.dedent("""
+    serving = {**({"time_limit_ms": time_limit_ms} if time_limit_ms else {}), **serving}
+    package = model_package(models, model_id, objective, serving=serving, code=f"""
+        # {models}: a module of its own per test
         import threading as _threading
         GATE = _threading.Event()
         SIZES = []
@@ -53,7 +48,7 @@ def slow_scoring(models, model_id: str, objective: str, *, time_limit_ms: int | 
                 SIZES.append(len(features))
                 GATE.wait(20)
                 return super().predict(features)
-        """))
+        """)
     return _package_module(package, "workflow", model_id, package_sha256(package))
 
 
@@ -228,11 +223,7 @@ async def test_a_model_queue_is_scored_in_batches_of_its_max_cost_and_a_request_
 def in_process_package(models, model_id: str, objective: str):
     """A pure-Python workflow that asks for a scoring process: it answers the pid it ran in, and ``{"x": -1}``
     makes its process die mid-call (``os._exit``)."""
-    package = new_package(models, model_id, objective)
-    manifest = json.loads((package / "manifest.json").read_text())
-    manifest["serving"] = {"executor": "processes"}
-    (package / "manifest.json").write_text(json.dumps(manifest))
-    (package / "workflow.py").write_text((package / "workflow.py").read_text() + textwrap.dedent("""
+    model_package(models, model_id, objective, serving={"executor": "processes"}, code="""
         import os as _os
         _Base = Py
         class Py(_Base):
@@ -243,7 +234,7 @@ def in_process_package(models, model_id: str, objective: str):
             def postprocess(self, pre, scores):
                 return [o._replace(value={**o.value, "pid": _os.getpid()}) if o.value else o
                         for o in super().postprocess(pre, scores)]
-        """))
+        """)
 
 
 async def test_a_workflow_that_asks_for_processes_scores_in_one_and_a_dying_one_fails_only_its_call(tmp_path):
