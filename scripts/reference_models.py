@@ -4,9 +4,9 @@
 
 For each reference model (``scoreline models reference`` builds them; this does too, once):
 
-* **alone**: the package's workflow called in a plain loop, decoded requests in hand, at batch
-  sizes 1, 8, 32 and 128, on one thread; then on as many threads as scoreline's scoring pool
-  has, each its own loop (the model's ceiling on this machine, requests a second).
+* **alone**: the model's ceiling (``streams.bench.model_ceiling``): the package's workflow in a
+  plain loop, decoded requests in hand, at batch sizes 1, 8, 32 and 128 on one thread; then on
+  as many threads as scoreline's scoring pool has, each its own loop (requests a second).
 * **served**: ``scoreline run``'s router and worker in this process on the local broker (the
   scoring executor and the model's batcher as its manifest sets them), driven through
   ``ScoreClient``: one request in flight (unloaded latency), then ``--concurrency`` in flight
@@ -24,51 +24,24 @@ import asyncio
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from routing import parse_rules  # noqa: E402
 from scoreline import settings  # noqa: E402
+from streams.bench.model_ceiling import model_ceiling  # noqa: E402
 from streams.client.score_client import ScoreClient  # noqa: E402
 from streams.scoring import default_threads  # noqa: E402
 from streams.services.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from streams.topics import TopicLayout  # noqa: E402
 from streams.transport.admin import ensure_topics  # noqa: E402
 from workflows import InMemoryFactStore, ModelRegistry  # noqa: E402
-from workflows.loading import build_model  # noqa: E402
 from workflows.training.reference import OBJECTIVES, reference_items, reference_rules  # noqa: E402
 
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def alone(directory: Path, objective: str, threads: int, seconds: float = 2.0) -> dict:
-    """Requests a second of the workflow in a plain loop, per batch size, and on ``threads`` threads at 32."""
-    model = build_model(directory, InMemoryFactStore())
-    items = reference_items(objective, 2048, seed=5)
-    out: dict = {"per_request_us": {}}
-
-    def loop(batch: int, offset: int = 0) -> float:
-        done, began = 0, time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            start = (offset + done) % (len(items) - batch)
-            model.score_batch(items[start:start + batch])
-            done += batch
-        return done / (time.perf_counter() - began)
-
-    model.score_batch(items[:8])  # warm
-    for batch in (1, 8, 32, 128):
-        out["per_request_us"][batch] = round(1e6 / loop(batch), 1)
-    best = min(out["per_request_us"], key=out["per_request_us"].get)
-    with ThreadPoolExecutor(threads) as pool:
-        rates = list(pool.map(lambda t: loop(best, t * 97), range(threads)))
-    out["best_batch"] = best
-    out["ceiling_rps"] = round(sum(rates), 1)
-    out["threads"] = threads
-    return out
 
 
 async def served(kafka, models: Path, objective: str, requests: int, concurrency: int) -> dict:
@@ -130,7 +103,7 @@ async def main() -> int:
     for objective in args.model or OBJECTIVES:
         directory = reference / "models" / f"{objective}@v1"
         say(f"{objective}: alone ...")
-        figures = {"alone": alone(directory, objective, threads)}
+        figures = {"alone": model_ceiling(directory, objective, threads)}
         say(f"{objective}: served ...")
         figures["served"] = await served(kafka, reference / "models", objective, args.requests, args.concurrency)
         figures["served_vs_ceiling"] = round(figures["served"]["sustained_rps"] / figures["alone"]["ceiling_rps"], 3)

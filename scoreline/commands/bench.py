@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.bench.runner import LAYOUTS, PIPELINES, BenchPlan, run_bench
+from workflows.training.reference import OBJECTIVES
+
+MODEL_PIPELINES = ("scoreline", "quix")
+"What a model-bound run serves the model with (the relay and faust score nothing, or not the model)."
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--broker-warmup", type=float, default=10.0,
                         help="seconds of unreported load before the first pipeline, so a just-started broker "
                              "is as warm for the first pipeline as for the last (default 10; 0 skips it)")
+    parser.add_argument("--model", choices=(*OBJECTIVES, "all"), default=None,
+                        help="a model-bound run instead: a reference model (or all three, one after another) "
+                             "served by scoreline and Quix Streams beside the model's own ceiling, loads at 25/50/75 "
+                             "%% of that ceiling (the reference models are built on first use; docs/performance.md)")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     parser.set_defaults(func=run)
 
@@ -43,12 +52,36 @@ def run(args: argparse.Namespace) -> int:
                      rates=tuple(float(r) for r in args.rates.split(",") if r),
                      window=args.window, pipelines=tuple(p for p in args.only.split(",") if p), layout=args.layout,
                      broker_warmup=args.broker_warmup, rounds=args.rounds, unloaded=args.unloaded)
+    if args.model is not None:
+        return _run_models(args, plan)
     report = asyncio.run(run_bench(settings.resolve_bootstrap(args), plan, progress))
     if args.json:
         emit_json(report)
     else:
         _print_table(report)
     return 0 if all((report.get(p) or {}).get("throughput_rps") for p in plan.pipelines) else 1
+
+
+def _run_models(args: argparse.Namespace, plan: BenchPlan) -> int:
+    """Each reference model named: its own model-bound bench; one report with every model's section."""
+    models_dir = str(settings.reference_models() / "models")
+    chosen = args.only != ",".join(PIPELINES)
+    pipelines = plan.pipelines if chosen else MODEL_PIPELINES
+    bootstrap = settings.resolve_bootstrap(args)
+    reports = {}
+    for model in OBJECTIVES if args.model == "all" else (args.model,):
+        reports[model] = asyncio.run(run_bench(bootstrap, dataclasses.replace(
+            plan, model=model, models_dir=models_dir, pipelines=pipelines), progress))
+    combined = {"models": reports, "ratios": {"model": {m: r["ratios"]["model"][m] for m, r in reports.items()}}}
+    if args.json:
+        emit_json(combined)
+    else:
+        for model, report in reports.items():
+            ceiling = report["model"]["ceiling"]
+            print(f"== {model}: ceiling {ceiling['ceiling_rps']} requests/s ({ceiling['threads']} threads, batch "
+                  f"{ceiling['best_batch']}); loads {report['model']['loads_rps']}")
+            _print_table(report)
+    return 0 if all((r.get(p) or {}).get("throughput_rps") for r in reports.values() for p in pipelines) else 1
 
 
 def _print_table(report: dict) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 
 from routing import Rules, parse_rules
 from streams.topics import TopicLayout, TopicSpec
 from workflows.registry import EXAMPLES_DIR
 
-__all__ = ["CLIENT", "bench_layout", "bench_rules", "bench_topics", "EXAMPLE_RULES"]
+__all__ = ["BENCH_MODEL_ENV", "CLIENT", "bench_layout", "bench_model", "bench_rules", "bench_topics", "EXAMPLE_RULES"]
+
+BENCH_MODEL_ENV = "SCORELINE_BENCH_MODEL"
+"""Set by the bench for a model-bound run: the reference objective every pipeline serves (its processes
+find the reference packages through ``SCORELINE_MODELS_DIR``, set beside it)."""
 
 CLIENT = "demo"
 "The client the load generator sends as; the example rules let it call every objective."
@@ -27,12 +33,25 @@ def bench_layout(prefix: str) -> TopicLayout:
                        reply_partitions=PARTITIONS)
 
 
-def bench_rules(prefix: str) -> Rules:
-    """The shipped example rules with the reply topics under ``prefix`` and shadowing off.
+def bench_model() -> str | None:
+    """The reference objective of a model-bound run (``SCORELINE_BENCH_MODEL``), or None."""
+    return os.environ.get(BENCH_MODEL_ENV) or None
+
+
+def bench_rules(prefix: str, model: str | None = None) -> Rules:
+    """The shipped example rules with the reply topics under ``prefix`` and shadowing off; with ``model``
+    (a reference objective), the reference rules for that objective alone.
 
     Shadow copies are left out of every pipeline: the comparison is route-then-score, and
     the baselines would otherwise have to copy and score each request a second time.
     """
+    if model is not None:
+        from workflows.training.reference import reference_rules
+
+        doc = reference_rules(prefix)
+        doc["objectives"] = {model: doc["objectives"][model]}
+        doc["models"] = {f"{model}@v1": doc["models"][f"{model}@v1"]}
+        return parse_rules(doc)
     raw = orjson.loads(EXAMPLE_RULES.read_text().replace('"scoreline.replies.', f'"{prefix}replies.'))
     for objective in raw["objectives"].values():
         objective.pop("shadow", None)

@@ -71,6 +71,8 @@ class LoadPlan:
     max_rps: float | None = None
     """The pipeline's sustained maximum, for ``half_max`` and skipping loads above it, when this run does
     not saturate it itself."""
+    objectives: list[str] = field(default_factory=lambda: ["title-ranking", "fraud-score"])
+    """The request mix: alternating requests of these objectives (``streams.bench.mix``)."""
     warmup_timeout: float = 120.0
     drain_timeout: float = 30.0
 
@@ -80,7 +82,7 @@ class LoadGenerator:
 
     def __init__(self, plan: LoadPlan) -> None:
         self.plan = plan
-        self.mix = RequestMix(plan.run, plan.reply_topic, plan.partitions)
+        self.mix = RequestMix(plan.run, plan.reply_topic, plan.partitions, objectives=tuple(plan.objectives))
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.next_n = 0

@@ -1,4 +1,5 @@
-"""The bench's request mix, pre-encoded: title-ranking over 20 titles and fraud-score, alternating.
+"""The bench's request mix, pre-encoded: title-ranking over 20 titles and fraud-score, alternating (or one
+reference model's requests, in a model-bound run).
 
 Each request body is encoded once as a template with a fixed-width request id, so making
 request ``n`` costs a bytes concatenation, not an ``orjson.dumps``: the load generator
@@ -38,12 +39,12 @@ class RequestMix:
     """Makes request ``n`` of a run: its id, and the record to publish."""
 
     def __init__(self, run: str, reply_to: str, partitions: int, *, per_objective: int = 1000,
-                 client: str = "demo") -> None:
+                 client: str = "demo", objectives: tuple[str, ...] = OBJECTIVES) -> None:
         self.run = run
         self.templates: list[Template] = []
-        items = {o: sample_items(o, per_objective, seed=11) for o in OBJECTIVES}
+        items = {o: sample_items(o, per_objective, seed=11) for o in objectives}
         for i in range(per_objective):
-            for objective in OBJECTIVES:
+            for objective in objectives:
                 item = items[objective][i]
                 body = orjson.dumps({"request_id": _ID_MARK, "objective": objective, "client": client,
                                      "reply_to": reply_to, "context": item.context, "payload": item.payload,

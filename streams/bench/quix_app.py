@@ -51,7 +51,7 @@ from schemas import codec
 from schemas import headers as H
 from schemas.errors import InvalidMessage
 from schemas.messages import Status
-from streams.bench.layout import bench_layout, bench_rules
+from streams.bench.layout import bench_layout, bench_model, bench_rules
 from workflows import Item, ModelRegistry
 
 __all__ = ["build_app"]
@@ -61,7 +61,7 @@ _DEADLETTER = "\x00deadletter"
 
 def build_app(bootstrap: str, prefix: str, roles: str) -> Application:
     """The Quix application for one bench run: ``route``, ``score`` or ``both``."""
-    layout, rules = bench_layout(prefix), bench_rules(prefix)
+    layout, rules = bench_layout(prefix), bench_rules(prefix, bench_model())
     app = Application(
         broker_address=bootstrap,
         consumer_group=f"{prefix}quix-{roles}",

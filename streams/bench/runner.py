@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import signal
@@ -13,18 +14,21 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.bench.layout import CLIENT, PARTITIONS, bench_layout, bench_rules, bench_topics
+from streams.bench.layout import BENCH_MODEL_ENV, CLIENT, PARTITIONS, bench_layout, bench_rules, bench_topics
 from streams.bench.loadgen import LoadPlan, percentiles
+from streams.bench.model_ceiling import model_ceiling
 from streams.topics import TopicSpec
 from streams.transport.admin import ensure_topics
+from workflows.registry import MODELS_DIR_ENV
 
-__all__ = ["BenchPlan", "LAYOUTS", "PIPELINES", "run_bench"]
+__all__ = ["BenchPlan", "LAYOUTS", "LOAD_SHARES", "PIPELINES", "model_ratios", "run_bench"]
 
 PIPELINES = ("ceiling", "scoreline", "quix", "faust", "faust_take")
 "Every pipeline the bench knows, in the order it runs them."
@@ -84,6 +88,13 @@ class BenchPlan:
     """Sequential single requests per pipeline for its unloaded latency (and of the raw hop)."""
     stop_timeout: float = 20.0
     """Seconds a pipeline process gets to stop before it is killed."""
+    model: str | None = None
+    """A model-bound run: the reference objective every pipeline serves (its requests the mix), measured
+    beside the model's own ceiling; the offered loads are then 25, 50 and 75 % of that ceiling."""
+    models_dir: str | None = None
+    """With ``model``: the directory holding the reference packages (``scoreline models reference``)."""
+    half_max: bool = True
+    """Whether to add half of each pipeline's maximum to the offered loads."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -116,6 +127,8 @@ async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
                                "request_mix": "alternating title-ranking (20 titles) and fraud-score"}}
     names = list(plan.pipelines)
     started: dict[str, _Running] = {}
+    if plan.model is not None:
+        plan = await _model_bound(plan, report, progress)
     try:
         progress(f"bench: starting {', '.join(names)} ...")
         for name in names:
@@ -154,7 +167,48 @@ async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
     report["rounds"] = [ratios(r) for r in rounds] if started else []
     report["ratios"] = ratios(report)
     report["ratios"].update(_spreads(report["rounds"]))
+    if plan.model is not None:
+        report["ratios"]["model"] = {plan.model: model_ratios(report)}
     return report
+
+
+LOAD_SHARES = (0.25, 0.5, 0.75)
+"The offered loads of a model-bound run, as shares of the model's ceiling."
+
+
+async def _model_bound(plan: BenchPlan, report: dict, progress: Callable[[str], None]) -> BenchPlan:
+    """Measure the model's ceiling (on a quiet machine: before any pipeline starts); the plan with its loads."""
+    model = plan.model
+    if model is None or plan.models_dir is None:
+        raise ValueError("a model-bound bench needs a model and the reference models' directory (models_dir)")
+    from streams.scoring import default_threads
+
+    threads = default_threads()
+    progress(f"bench: {plan.model}: the model's own ceiling on {threads} thread(s) ...")
+    seconds = max(0.5, min(2.0, plan.duration / 10))  # per batch size, and for the threads side by side
+    ceiling = await asyncio.to_thread(model_ceiling, Path(plan.models_dir) / f"{model}@v1", model, threads, seconds)
+    loads = tuple(round(share * ceiling["ceiling_rps"]) for share in LOAD_SHARES)
+    report["model"] = {"name": plan.model, "ceiling": ceiling,
+                       "loads_rps": dict(zip((f"{int(100 * s)}pct" for s in LOAD_SHARES), loads))}
+    report["method"].update(request_mix=f"{plan.model} requests (workflows.training.reference.reference_items)",
+                            rates_rps=list(loads), broker_warmup_s=0.0)
+    progress(f"bench: {plan.model}: ceiling {ceiling['ceiling_rps']} requests/s at batch {ceiling['best_batch']}")
+    return dataclasses.replace(plan, rates=loads, half_max=False, broker_warmup=0.0)
+
+
+def model_ratios(report: dict) -> dict:
+    """A model-bound run's ratios: scoreline over the model's ceiling and over each peer, and its p99 at half
+    the ceiling's rate over its own unloaded p99. MLServer's Kafka mode is not measured yet (None)."""
+    ceiling = ((report.get("model") or {}).get("ceiling") or {}).get("ceiling_rps")
+    mine = (report.get("scoreline") or {}).get("throughput_rps")
+    quix = (report.get("quix") or {}).get("throughput_rps")
+    half = str(int((report.get("model") or {}).get("loads_rps", {}).get("50pct", -1)))
+    loaded = (((report.get("scoreline") or {}).get("latency_ms") or {}).get(half) or {}).get("p99")
+    unloaded = ((report.get("scoreline") or {}).get("unloaded_ms") or {}).get("p99")
+    return {"vs_model_ceiling": round(mine / ceiling, 3) if mine and ceiling else None,
+            "vs_mlserver": None,
+            "vs_quix": round(mine / quix, 2) if mine and quix else None,
+            "p99_at_50pct_vs_unloaded": round(loaded / unloaded, 2) if loaded and unloaded else None}
 
 
 def ratios(report: dict) -> dict:
@@ -218,12 +272,15 @@ class _Running:
 
 async def _start(name: str, bootstrap: str, run: str, plan: BenchPlan) -> _Running:
     prefix = f"bench-{run}-{name.replace('_', '-')}."
-    rules = bench_rules(prefix)
+    rules = bench_rules(prefix, plan.model)
     layout = bench_layout(prefix)
     await ensure_topics(bootstrap, bench_topics(prefix, rules))
     log = tempfile.NamedTemporaryFile(prefix=f"scoreline-bench-{name}-", suffix=".log", delete=False)
+    env = None if plan.model is None else {**os.environ, BENCH_MODEL_ENV: plan.model,
+                                           MODELS_DIR_ENV: str(plan.models_dir)}
     processes = [await asyncio.create_subprocess_exec(sys.executable, "-m", module, bootstrap, prefix, *arguments,
-                                                      stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+                                                      stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                                                      env=env)
                  for module, *arguments in _PROCESSES[plan.layout][name]]
     return _Running(name, bootstrap, prefix, processes, log, layout.requests, layout.replies(CLIENT), run)
 
@@ -236,9 +293,9 @@ async def _phase(running: _Running, plan: BenchPlan, phases: list[str], *, durat
     load = LoadPlan(bootstrap=running.bootstrap,
                     requests_topic=running.requests_topic, reply_topic=running.reply_topic, run=running.run,
                     duration=duration or plan.duration, latency_duration=plan.seconds_per_load,
-                    rates=list(plan.rates), half_max=True, window=plan.window, partitions=PARTITIONS,
+                    rates=list(plan.rates), half_max=plan.half_max, window=plan.window, partitions=PARTITIONS,
                     pipeline_pids=[p.pid for p in running.processes], phases=phases, unloaded=plan.unloaded,
-                    max_rps=max_rps)
+                    max_rps=max_rps, objectives=[plan.model] if plan.model else ["title-ranking", "fraud-score"])
     try:
         return await _drive(load, running.processes)
     except Exception as exc:  # noqa: BLE001 - one pipeline failing must not lose the others' figures

@@ -10,7 +10,7 @@ import asyncio
 import signal
 import sys
 
-from streams.bench.layout import bench_layout, bench_rules
+from streams.bench.layout import bench_layout, bench_model, bench_rules
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.settings import KafkaSettings
 from workflows import ModelRegistry
@@ -25,7 +25,7 @@ async def main(bootstrap: str, prefix: str, roles: str = "router,worker") -> Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     options = PipelineOptions(roles=tuple(roles.split(",")), create_topics=False)
-    async with Pipeline(KafkaSettings.from_env(bootstrap), bench_layout(prefix), bench_rules(prefix),
+    async with Pipeline(KafkaSettings.from_env(bootstrap), bench_layout(prefix), bench_rules(prefix, bench_model()),
                         ModelRegistry.default(), options):
         await stop.wait()
 

@@ -83,3 +83,35 @@ def test_ratios_are_scoreline_over_each_peer_and_over_the_floor_in_unloaded_late
               "faust_take": {"throughput_rps": None}}
     assert ratios(report) == {"vs_ceiling": 0.6, "vs_quix": 3.0, "vs_faust": 10.0, "vs_faust_take": None,
                               "unloaded_p50_vs_ceiling": 1.25, "unloaded_p99_vs_ceiling": 1.25}
+
+
+@pytest.mark.kafka
+def test_a_model_bound_bench_reports_the_models_ceiling_and_each_pipeline_serving_it(
+        kafka_bootstrap, capsys, reference_dir, tmp_path, monkeypatch):
+    from streams.bench.model_ceiling import BATCHES
+    from workflows.training.reference import BUILD
+
+    home = tmp_path / "home"  # where `scoreline bench --model` finds the reference models: the session's build
+    (home / "reference").mkdir(parents=True)
+    (home / "reference" / f"build-{BUILD}").symlink_to(reference_dir)
+    (reference_dir / ".built").write_text("complete\n")
+    monkeypatch.setenv("SCORELINE_HOME", str(home))
+    code = main(["bench", "--bootstrap", kafka_bootstrap, "--model", "retrieval-embedding", "--duration", "2",
+                 "--rounds", "1", "--load-seconds", "1", "--window", "100", "--unloaded", "10", "--json"])
+    combined = orjson.loads(capsys.readouterr().out)
+
+    assert code == 0, combined
+    report = combined["models"]["retrieval-embedding"]
+    ceiling = report["model"]["ceiling"]
+    assert set(ceiling["per_request_us"]) == {str(b) for b in BATCHES} and ceiling["ceiling_rps"] > 0
+    loads = report["model"]["loads_rps"]
+    assert list(loads) == ["25pct", "50pct", "75pct"] and loads["25pct"] < loads["50pct"] < loads["75pct"]
+    for name in ("scoreline", "quix"):  # the same model, served by each pipeline
+        assert "error" not in report[name], report[name]
+        assert report[name]["throughput_rps"] > 0 and report[name]["unanswered"] == 0
+        assert set(report[name]["latency_ms"]) == {str(v) for v in loads.values()}
+    assert "ceiling" not in report and "faust" not in report  # they do not serve the model
+    ratios_ = combined["ratios"]["model"]["retrieval-embedding"]
+    assert set(ratios_) == {"vs_model_ceiling", "vs_mlserver", "vs_quix", "p99_at_50pct_vs_unloaded"}
+    assert ratios_["vs_model_ceiling"] > 0 and ratios_["vs_quix"] > 0
+    assert ratios_["vs_mlserver"] is None  # not measured yet: said, not guessed
