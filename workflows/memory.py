@@ -63,10 +63,10 @@ def onnx_bytes(directory: Path, manifest: Manifest) -> int:
 
 
 def model_bytes(model: Model) -> int:
-    """What a loaded model holds in memory, as measured when it loads: its arrays and its ONNX model file."""
+    """What a loaded model holds in memory, as measured when it loads: its arrays, and its ONNX session's
+    memory (what the process grew by while the session was built, at least the model file's size)."""
     workflow = getattr(model, "workflow", None)
     arrays = sum(int(getattr(a, "nbytes", 0)) for a in getattr(workflow, "weights", {}).values())
     package = getattr(workflow, "package", None)
     onnx = getattr(package, "onnx", None)
-    onnx_bytes = (package.directory / onnx.spec.file).stat().st_size if package is not None and onnx is not None else 0
-    return arrays + onnx_bytes
+    return arrays + (int(getattr(onnx, "memory_bytes", 0)) if onnx is not None else 0)

@@ -120,3 +120,23 @@ def test_an_onnx_session_runs_one_intra_op_thread_unless_configured(monkeypatch,
     directory = default_models_dir() / "churn-risk@v1"
     model = OnnxModel(directory, load_manifest(directory).onnx)
     assert model.session.get_session_options().intra_op_num_threads == threads
+
+
+def test_an_onnx_models_memory_is_its_sessions_not_its_files(monkeypatch, facts):
+    """The budget counts what the session holds (resident memory grown while it was built), at least the file."""
+    import workflows.onnx as onnx_module
+    from workflows.memory import model_bytes
+
+    # The process's RSS before and after each session is built: 50 MiB the first time, 200 MiB the second.
+    grown = iter([100 * 2**20, 150 * 2**20, 100 * 2**20, 300 * 2**20])
+    monkeypatch.setattr(onnx_module, "resident_bytes", lambda: next(grown))
+    monkeypatch.setattr(onnx_module, "_MEASURED", {})  # as in a process that has not loaded it yet
+    model = build_model(default_models_dir() / "churn-risk@v2", facts)
+    onnx = model.workflow.onnx
+    assert onnx.file_bytes == (default_models_dir() / "churn-risk@v2" / "model.onnx").stat().st_size
+    assert onnx.memory_bytes == 50 * 2**20 and model_bytes(model) == 50 * 2**20  # no arrays besides
+    # The same file again: its first figure stands (a budget's sums stay consistent across reloads).
+    assert build_model(default_models_dir() / "churn-risk@v2", facts).workflow.onnx.memory_bytes == 50 * 2**20
+    monkeypatch.setattr(onnx_module, "resident_bytes", lambda: 0)  # no growth seen: never less than the file
+    monkeypatch.setattr(onnx_module, "_MEASURED", {})
+    assert build_model(default_models_dir() / "churn-risk@v2", facts).workflow.onnx.memory_bytes == onnx.file_bytes

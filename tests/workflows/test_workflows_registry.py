@@ -210,7 +210,8 @@ def test_load_durations_fill_the_histogram_and_sizes_outlive_eviction(facts) -> 
 
 def test_a_rarely_used_model_is_served_but_does_not_evict_a_busier_one(facts) -> None:
     sizes = _sizes(facts)
-    registry = ModelRegistry(default_models_dir(), facts, memory_budget=max(sizes.values()))
+    budget = max(sizes["title-ranking@v1"], sizes["fraud-score@v1"])  # room for one of the two, not both
+    registry = ModelRegistry(default_models_dir(), facts, memory_budget=budget)
     hot = registry.get("title-ranking@v1", uses=50)
     rare = registry.get("fraud-score@v1", uses=1)  # would need title-ranking@v1's room
     assert rare.id == "fraud-score@v1"  # served, for the requests in hand
