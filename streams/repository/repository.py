@@ -81,7 +81,10 @@ class ModelRepository:
         self._next: int | None = None
         """The offset after the last record read (None: nothing read yet)."""
         self._read_at = 0.0
-        self._lock = asyncio.Lock()
+        self._refreshing = asyncio.Lock()
+        """One read of the topic at a time (each continues where the last stopped)."""
+        self._pulls: dict[str, asyncio.Lock] = {}
+        """One pull per model at a time; pulls of different models run side by side."""
 
     async def create_topic(self) -> None:
         """Create the compacted repository topic if it is missing (one partition: chunks stay in order)."""
@@ -95,20 +98,21 @@ class ModelRepository:
         are not kept (a repository of hundreds of packages would not fit in a worker): :meth:`_archive`
         fetches a package's chunks again, by offset, when it is pulled.
         """
-        if self._next is None:
-            await self.create_topic()
-        records = await read_topic(self.kafka, self.topic, timeout=self.timeout,
-                                   from_offsets={0: self._next} if self._next is not None else None)
-        for record in records:
-            key = record.key.decode("utf-8", "replace") if record.key else ""
-            if parse_key(key)[1] is not None and record.value is not None:
-                record = dataclasses.replace(record, value=b"")  # where it is, not what it holds
-            self._records[key] = record
-        if records:
-            self._next = records[-1].offset + 1
-        elif self._next is None:
-            self._next = 0
-        self._read_at = time.monotonic()
+        async with self._refreshing:
+            if self._next is None:
+                await self.create_topic()
+            records = await read_topic(self.kafka, self.topic, timeout=self.timeout,
+                                       from_offsets={0: self._next} if self._next is not None else None)
+            for record in records:
+                key = record.key.decode("utf-8", "replace") if record.key else ""
+                if parse_key(key)[1] is not None and record.value is not None:
+                    record = dataclasses.replace(record, value=b"")  # where it is, not what it holds
+                self._records[key] = record
+            if records:
+                self._next = records[-1].offset + 1
+            elif self._next is None:
+                self._next = 0
+            self._read_at = time.monotonic()
 
     def heads(self) -> dict[str, Head]:
         """Every published (not retired) version as of the last :meth:`refresh`, by id."""
@@ -131,7 +135,7 @@ class ModelRepository:
             RepositoryError: the package is larger than ``max_package_bytes``.
         """
         manifest = load_manifest(directory)
-        sha256 = package_sha256(directory)
+        sha256 = await asyncio.to_thread(package_sha256, directory)
         await self.refresh()
         existing = self.heads().get(manifest.id)
         if existing is not None:
@@ -139,12 +143,13 @@ class ModelRepository:
                 raise ModelConflict(f"{manifest.id} is published with sha256 {existing.sha256[:12]}…; these bytes "
                                     f"are {sha256[:12]}…: a published version is immutable, publish a new version")
             return Published(manifest.id, sha256, existing.size, existing.chunks, created=False)
-        archive = pack(directory)
+        archive = await asyncio.to_thread(pack, directory)
         if len(archive) > self.max_package_bytes:
             raise RepositoryError(f"{manifest.id}: the package is {len(archive)} bytes, over the repository's "
                                   f"limit of {self.max_package_bytes}")
-        chunks = chunks_of(archive)
-        head = Head(manifest.id, sha256, len(archive), len(chunks), hashlib.sha256(archive).hexdigest(),
+        chunks = await asyncio.to_thread(chunks_of, archive)
+        archive_sha256 = await asyncio.to_thread(lambda: hashlib.sha256(archive).hexdigest())
+        head = Head(manifest.id, sha256, len(archive), len(chunks), archive_sha256,
                     int(time.time() * 1000), by, manifest.to_dict())
         producer = self.kafka.producer("models-publish", max_request_size=4 * 2**20)
         await producer.start()
@@ -194,7 +199,7 @@ class ModelRepository:
         Raises:
             RepositoryError: the repository holds the id but not a package that verifies.
         """
-        async with self._lock:
+        async with self._pulls.setdefault(model_id, asyncio.Lock()):
             head = self.heads().get(model_id)
             if head is None and time.monotonic() - self._read_at >= _REFRESH_S:
                 await self.refresh()
@@ -213,8 +218,9 @@ class ModelRepository:
         final = target / model_id
         if final.is_dir() and await asyncio.to_thread(package_sha256, final) == head.sha256:
             return final
-        archive = self._archive(head, await self._fetch_chunks(head))
-        # Unpacking and hashing are disk and CPU work: off the event loop.
+        chunks = await self._fetch_chunks(head)
+        # Hashing, joining, unpacking: CPU and disk work (up to the package limit, hashed twice), off the loop.
+        archive = await asyncio.to_thread(self._archive, head, chunks)
         return await asyncio.to_thread(self._install, head, archive, target)
 
     def _install(self, head: Head, archive: bytes, target: Path) -> Path:

@@ -191,3 +191,34 @@ async def test_a_running_pipeline_serves_30_versions_published_after_it_started_
     assert len({r.result["score"] for r in results}) == 30  # each version's own parameters
     assert sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == sorted(versions)
     assert list(empty.iterdir()) == []
+
+
+async def test_pulls_hash_off_the_event_loop_and_one_models_pull_never_waits_for_anothers(repository, tmp_path,
+                                                                                         monkeypatch):
+    """The chunks' and the archive's digests are computed on a thread, and pulls of two models run side by side:
+    while one model's chunks are still being fetched, another model is pulled and served."""
+    import asyncio
+    import threading
+
+    for model_id in ("slow@v1", "quick@v1"):
+        await repository.publish(new_package(tmp_path / "src", model_id, model_id.split("@")[0]), by="test")
+    hashed_on: list[str] = []
+    archive = repository._archive
+    monkeypatch.setattr(repository, "_archive", lambda head, chunks: (
+        hashed_on.append(threading.current_thread().name), archive(head, chunks))[1])
+    fetch, entered, gate = repository._fetch_chunks, asyncio.Event(), asyncio.Event()
+
+    async def held_fetch(head):
+        if head.id == "slow@v1":
+            entered.set()
+            await asyncio.wait_for(gate.wait(), timeout=30)  # this pull stays mid-fetch until the test says
+        return await fetch(head)
+    monkeypatch.setattr(repository, "_fetch_chunks", held_fetch)
+
+    slow = asyncio.create_task(repository.ensure("slow@v1"))
+    await asyncio.wait_for(entered.wait(), timeout=30)  # the slow pull is mid-fetch, holding its lock
+    quick = await asyncio.wait_for(repository.ensure("quick@v1"), timeout=30)  # one lock for all: this waited
+    assert quick is not None and not slow.done()
+    gate.set()
+    assert (await slow).name == "slow@v1"
+    assert hashed_on and threading.main_thread().name not in hashed_on
