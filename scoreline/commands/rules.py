@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("publish", help="validate a rules file and publish it as the next version")
     p.add_argument("file", help="the rules file (JSON); its own version field is replaced by the next version")
+    p.add_argument("--if-version", type=int, default=None, metavar="N",
+                   help="publish only if version N is still the latest (0: only if none was published), else "
+                        "refuse with rules_conflict: a publish based on version N never overwrites a newer one")
     _publishing_arguments(p)
     p.set_defaults(func=run_publish)
 
@@ -126,7 +129,7 @@ def run_publish(args: argparse.Namespace) -> int:
     doc = _read_document(args.file)
     publisher = RulesPublisher(settings.kafka_settings(args), settings.layout(args), published_by=args.by,
                                timeout=args.timeout)
-    published = asyncio.run(publisher.publish_version(doc))
+    published = asyncio.run(publisher.publish_version(doc, if_version=args.if_version))
     return _report_published(args, publisher, published, f"published {args.file}")
 
 

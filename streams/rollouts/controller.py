@@ -58,7 +58,7 @@ from streams.rollouts.records import (
 from streams.rollouts.steps import adopt_canary, guards_of, judgement_doc, new_rollout, resume, rules_conflict
 from streams.rules.holder import RulesHolder
 from streams.rules.log import PARTITION, quietly
-from streams.rules.publisher import RulesPublisher
+from streams.rules.publisher import RulesConflict, RulesPublisher
 from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics, wait_for_coordinator
 from streams.transport.settings import KafkaSettings
@@ -66,6 +66,11 @@ from streams.transport.settings import KafkaSettings
 __all__ = ["RolloutController", "SHADOW_LOOKBACK_S"]
 
 log = logging.getLogger(__name__)
+
+_CHANGED_MEANWHILE = ("the rules changed by hand while the step was being published ({}); check the change and "
+                      "resume the rollout")
+_ROLLBACK_ATTEMPTS = 3
+"""A rollback publishes on top of the latest rules; a publish that lands in between makes it read and try again."""
 
 SHADOW_LOOKBACK_S = 24 * 3600.0
 """How far back the agreement guards read the candidate's shadow comparisons."""
@@ -301,7 +306,7 @@ class RolloutController:
         if step.percent >= 100:
             await self._promote(rollout)
         else:
-            latest = await self._latest_rules()
+            latest, base = await self._latest()
             conflict = rules_conflict(rollout, latest, before_step=True)
             if conflict:
                 await self._pause(rollout, conflict)
@@ -311,8 +316,12 @@ class RolloutController:
                 log.info("rollout of %s on %s: the rules in force hold it at %g%%; the step begins there",
                          rollout.candidate, rollout.objective, rollout.current.percent)
             step = rollout.current
-            published = await self._publish(rollout, canary_rules(latest, rollout.objective, rollout.candidate,
-                                                                  step.percent), f"step {step.percent:g}%")
+            try:
+                published = await self._publish(rollout, canary_rules(latest, rollout.objective, rollout.candidate,
+                                                                      step.percent), f"step {step.percent:g}%", base)
+            except RulesConflict as exc:
+                await self._pause(rollout, _CHANGED_MEANWHILE.format(exc))
+                return
             step.rules_version, step.started_ms = published.version, self._now_ms()
             step.decision = step.ended_ms = None
             step.evidence, step.judgements = {}, []
@@ -322,13 +331,17 @@ class RolloutController:
 
     async def _promote(self, rollout: Rollout) -> None:
         step = rollout.current
-        latest = await self._latest_rules()
+        latest, base = await self._latest()
         conflict = rules_conflict(rollout, latest, before_step=True)
         if conflict:
             rollout.state, rollout.reason = State.PAUSED, conflict
             return
-        published = await self._publish(rollout, promoted_rules(latest, rollout.objective, rollout.candidate),
-                                         "promoted")
+        try:
+            published = await self._publish(rollout, promoted_rules(latest, rollout.objective, rollout.candidate),
+                                             "promoted", base)
+        except RulesConflict as exc:
+            rollout.state, rollout.reason = State.PAUSED, _CHANGED_MEANWHILE.format(exc)
+            return
         step.rules_version, step.started_ms = published.version, self._now_ms()
         step.ended_ms, step.decision = self._now_ms(), "promoted"
         rollout.state, rollout.final_rules_version = State.PROMOTED, published.version
@@ -341,11 +354,19 @@ class RolloutController:
         if step.rules_version is not None and step.decision is None:  # the step in force ends here too
             step.decision, step.ended_ms = ("abort" if state == State.ABORTED else StepAction.ROLL_BACK.value,
                                             self._now_ms())
-        latest = await self._latest_rules()
-        canary = latest.objective(rollout.objective).canary if rollout.objective in latest.objectives else None
-        if canary is not None and canary.model == rollout.candidate:
-            published = await self._publish(rollout, rolled_back_rules(latest, rollout.objective), state)
+        for attempt in range(_ROLLBACK_ATTEMPTS):  # taking the canary away must happen: on top of whatever landed
+            latest, base = await self._latest()
+            canary = latest.objective(rollout.objective).canary if rollout.objective in latest.objectives else None
+            if canary is None or canary.model != rollout.candidate:
+                break
+            try:
+                published = await self._publish(rollout, rolled_back_rules(latest, rollout.objective), state, base)
+            except RulesConflict:
+                if attempt == _ROLLBACK_ATTEMPTS - 1:
+                    raise
+                continue
             rollout.final_rules_version = published.version
+            break
         rollout.state, rollout.reason = state, reason
         log.warning("rollout of %s on %s %s: %s", rollout.candidate, rollout.objective, state, reason)
         self.evidence.forget(rollout.objective)
@@ -355,17 +376,23 @@ class RolloutController:
         log.warning("rollout of %s on %s paused: %s", rollout.candidate, rollout.objective, reason)
         await self._write(rollout)
 
-    async def _publish(self, rollout: Rollout, rules: Rules, what: str):
+    async def _publish(self, rollout: Rollout, rules: Rules, what: str, base: int):
+        """Publish ``rules``, made from version ``base``, only if ``base`` is still the latest (``RulesConflict``
+        otherwise: a hand-made publish that landed meanwhile is never overwritten)."""
         publisher = RulesPublisher(self.kafka, self.layout,
                                    published_by=f"rollout {rollout.id} of {rollout.candidate} ({what})")
-        record = (await publisher.publish_version(rules_to_doc(rules))).record
+        record = (await publisher.publish_version(rules_to_doc(rules), if_version=base)).record
         log.info("rollout of %s on %s: %s, rules version %d", rollout.candidate, rollout.objective, what,
                  record.version)
         return record
 
     async def _latest_rules(self) -> Rules:
+        return (await self._latest())[0]
+
+    async def _latest(self) -> tuple[Rules, int]:
+        """The rules in force, and the published version they are (0: none published, the fallback rules)."""
         latest = await RulesPublisher(self.kafka, self.layout).latest()
-        return latest.rules() if latest is not None else self.rules()
+        return (latest.rules(), latest.version) if latest is not None else (self.rules(), 0)
 
     # -- evidence ------------------------------------------------------------------------------
 

@@ -72,7 +72,8 @@ log = logging.getLogger(__name__)
 
 
 class RulesConflict(ScorelineError):
-    """Another publisher started publishing to the same rules topic meanwhile; nothing was written."""
+    """Another publisher started publishing to the same rules topic meanwhile, or the version a publish was
+    based on is no longer the latest; nothing was written."""
 
     code = "rules_conflict"
     retriable = True
@@ -121,19 +122,23 @@ class RulesPublisher:
         """The record of ``version``; raise :class:`UnknownRulesVersion` if the topic has none."""
         return (await self.read()).get(version)
 
-    async def publish(self, doc: Mapping[str, Any]) -> Rules:
+    async def publish(self, doc: Mapping[str, Any], *, if_version: int | None = None) -> Rules:
         """Validate ``doc`` and publish it as the next version; return the snapshot as published.
 
-        See :meth:`publish_version` for the errors.
+        See :meth:`publish_version` for ``if_version`` and the errors.
         """
-        return (await self.publish_version(doc)).rules
+        return (await self.publish_version(doc, if_version=if_version)).rules
 
-    async def publish_version(self, doc: Mapping[str, Any]) -> Published:
+    async def publish_version(self, doc: Mapping[str, Any], *, if_version: int | None = None) -> Published:
         """Validate ``doc``, publish it as version (highest on the topic) + 1, and say what was written.
 
+        ``if_version``: compare-and-set. Publish only if version ``if_version`` is still the latest
+        (0: only if nothing was published yet); the check and the write are one step, since every
+        publisher of the topic shares one transactional id and starting it fences the others.
+
         Raises ``RulesError`` (nothing is written) for an invalid document,
-        :class:`RulesConflict` when another publisher started meanwhile, and
-        ``KafkaUnavailable`` when the topic cannot be read to its end in time.
+        :class:`RulesConflict` when another publisher started meanwhile or ``if_version`` is no longer
+        the latest, and ``KafkaUnavailable`` when the topic cannot be read to its end in time.
         """
         parse_rules(doc)  # a bad document never reaches the topic, whatever its version
         await ensure_topics(self.kafka.bootstrap, [self._spec()],
@@ -150,6 +155,11 @@ class RulesPublisher:
                                    f"{exc!r}") from exc
         try:
             current = await self.read()
+            latest = current.latest.version if current.latest else 0
+            if if_version is not None and latest != if_version:
+                raise RulesConflict(f"rules version {latest} is the latest on {self.topic}, not {if_version}: "
+                                    f"another publish landed since; nothing was written (read the rules again, "
+                                    f"and publish on top of version {latest} if you still mean to)")
             version = current.highest + 1
             stamped = dict(doc) | {"version": version}
             rules = parse_rules(stamped, version=version)

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from fault_scenarios import Env, Ledger, Role, Tally, _submit, watching
 
+from routing import rules_to_doc
 from streams.client.score_client import ScoreClient
 from streams.rollouts.client import RolloutClient
 from streams.rollouts.records import FINISHED, Rollout, RolloutSpec
@@ -268,6 +269,35 @@ async def hand_published_rules(env: Env) -> dict[str, Any]:
         assert (await client.wait_applied(command, 60))[0]
         seen["aborted"] = (await client.read()).current["title-ranking"]
         seen["rules"] = (await publisher.latest()).rules()  # type: ignore[union-attr]
+    return seen
+
+
+async def publish_raced_by_hand(env: Env, monkeypatch: Any) -> dict[str, Any]:
+    """A hand publish lands between the controller's read of the rules and its write of a step: the step is
+    refused (compare-and-set on the rules topic), nothing is overwritten, and the rollout pauses."""
+    from streams.rollouts.controller import RolloutController
+
+    client = RolloutClient(env.kafka, env.layout)
+    hand = RulesPublisher(env.kafka, env.layout, published_by="someone by hand")
+    seen: dict[str, Any] = {}
+    read = RolloutController._latest
+
+    async def read_then_someone_publishes(self):  # the first read only: then the race is over
+        rules, base = await read(self)
+        if "hand_version" not in seen:
+            doc = rules_to_doc(rules)
+            doc["objectives"]["fraud-score"] = dict(doc["objectives"]["fraud-score"]) | {"shadow": []}
+            seen["hand_version"] = (await hand.publish_version(doc)).record.version
+        return rules, base
+    monkeypatch.setattr(RolloutController, "_latest", read_then_someone_publishes)
+    async with Pipeline(env.kafka, env.layout, env.rules, env.registry,
+                        PipelineOptions(roles=("router", "worker", "rollout"))) as pipeline:
+        await pipeline.wait_ready()
+        command = await client.send("start", "title-ranking", spec(steps=(20, 60, 100), min_samples=10**6),
+                                    by="test")
+        assert (await client.wait_applied(command, 60))[0]
+        seen["paused"] = await _wait(client, lambda r: r.state == "paused")
+        seen["latest"] = await hand.latest()
     return seen
 
 

@@ -15,6 +15,7 @@ from rollout_scenarios import (
     failing_third,
     hand_published_rules,
     healthy_with_controller_killed,
+    publish_raced_by_hand,
     shadow_gate,
     three_times_slower,
 )
@@ -100,6 +101,16 @@ async def test_hand_published_rules_pause_a_rollout_and_a_second_start_is_refuse
     step = f"evidence:{aborted.id}@20%"
     assert {"from": f"model:{CANDIDATE}", "to": step} in [{k: e[k] for k in ("from", "to")} for e in edges]
     assert {"from": step, "to": f"rules:v{seen['hand_version'] + 1}", "label": "pause"} in edges
+
+
+async def test_a_publish_that_lands_between_the_controllers_read_and_write_is_never_overwritten(env, monkeypatch):
+    seen = await publish_raced_by_hand(env, monkeypatch)
+    paused = seen["paused"]
+    assert "changed by hand while the step was being published" in paused.reason, paused.reason
+    assert "rules_conflict" in paused.reason or "not" in paused.reason
+    assert seen["latest"].version == seen["hand_version"]  # the hand-made version is still the one in force
+    assert seen["latest"].published_by == "someone by hand"
+    assert paused.current.rules_version is None  # the step was never published
 
 
 async def test_shadow_agreement_gates_a_candidate_before_any_live_traffic(env):

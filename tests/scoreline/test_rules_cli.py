@@ -117,8 +117,11 @@ def test_publish_show_rollback(capsys, kafka_bootstrap, prefix, bad_rules, tmp_p
     ramped["objectives"]["title-ranking"]["canary"]["percent"] = 30
     ramped_file = tmp_path / "ramped.json"
     ramped_file.write_bytes(orjson.dumps(ramped))
-    code, out, _ = run_cli(capsys, "rules", "publish", str(ramped_file), *connect, "--json")
+    code, out, _ = run_cli(capsys, "rules", "publish", str(ramped_file), *connect, "--if-version", "1", "--json")
     assert (code, out["version"], out["previous_version"]) == (0, 2, 1)
+    # Based on version 1, which is no longer the latest: refused, nothing written.
+    code, out, err = run_cli(capsys, "rules", "publish", RULES, *connect, "--if-version", "1", "--json")
+    assert code == 2 and out is None and "[rules_conflict]" in err and "version 2 is the latest" in err
 
     code, out, err = run_cli(capsys, "rules", "publish", bad_rules, *connect, "--json")
     assert code == 2 and out is None and "invalid_rules" in err and "canary.percent" in err

@@ -199,3 +199,17 @@ async def test_hot_reload_mid_stream_loses_and_duplicates_nothing(kafka, layout,
     assert all(model_of[(3, u)] == model_of[(1, u)] == "title-ranking@v1"
                for u in moved if (3, u) in model_of and (1, u) in model_of)
     assert any((3, u) in model_of for u in moved)
+
+
+async def test_a_publish_based_on_a_version_that_is_no_longer_the_latest_is_refused(kafka, layout, rules):
+    """Compare-and-set: ``if_version`` is the version the document was made from; another publish since refuses it."""
+    publisher = RulesPublisher(kafka, layout, published_by="test")
+    with pytest.raises(RulesConflict, match="version 0 is the latest"):
+        await publisher.publish_version(with_canary(rules, 10), if_version=3)  # nothing published: 0 is latest
+    assert (await publisher.publish_version(with_canary(rules, 10), if_version=0)).record.version == 1
+    assert (await publisher.publish_version(with_canary(rules, 20), if_version=1)).record.version == 2
+    with pytest.raises(RulesConflict) as refused:  # made from version 1, but 2 landed since
+        await publisher.publish_version(with_canary(rules, 30), if_version=1)
+    assert refused.value.code == "rules_conflict" and "version 2 is the latest" in str(refused.value)
+    latest = await publisher.latest()
+    assert latest.version == 2 and latest.rules().objectives["title-ranking"].canary.percent == 20  # not overwritten
