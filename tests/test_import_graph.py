@@ -28,7 +28,8 @@ STREAMS_LAYERS = {
     "streams.rollouts": {"streams.transport", "streams.rules"},
     "streams.services": {"streams.transport", "streams.ops", "streams.rules", "streams.facts", "streams.repository",
                          "streams.rollouts", "streams.scoring"},
-    "streams.bench": {"streams.transport", "streams.services", "streams.broker"},
+    # The model-bound bench sizes its model ceiling by the scoring threads a worker would get.
+    "streams.bench": {"streams.transport", "streams.services", "streams.broker", "streams.scoring"},
 }
 STREAMS_TOP = {"streams.errors", "streams.topics"}
 
