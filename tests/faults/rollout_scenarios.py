@@ -280,16 +280,16 @@ async def publish_raced_by_hand(env: Env, monkeypatch: Any) -> dict[str, Any]:
     client = RolloutClient(env.kafka, env.layout)
     hand = RulesPublisher(env.kafka, env.layout, published_by="someone by hand")
     seen: dict[str, Any] = {}
-    read = RolloutController._latest
+    publish = RolloutController._publish
 
-    async def read_then_someone_publishes(self):  # the first read only: then the race is over
-        rules, base = await read(self)
+    async def someone_publishes_first(self, rollout, rules, what, base):  # the first step only: then the race is over
         if "hand_version" not in seen:
-            doc = rules_to_doc(rules)
+            latest = await hand.latest()
+            doc = rules_to_doc(latest.rules() if latest is not None else env.rules)
             doc["objectives"]["fraud-score"] = dict(doc["objectives"]["fraud-score"]) | {"shadow": []}
             seen["hand_version"] = (await hand.publish_version(doc)).record.version
-        return rules, base
-    monkeypatch.setattr(RolloutController, "_latest", read_then_someone_publishes)
+        return await publish(self, rollout, rules, what, base)
+    monkeypatch.setattr(RolloutController, "_publish", someone_publishes_first)
     async with Pipeline(env.kafka, env.layout, env.rules, env.registry,
                         PipelineOptions(roles=("router", "worker", "rollout"))) as pipeline:
         await pipeline.wait_ready()

@@ -202,6 +202,7 @@ async def test_pulls_hash_off_the_event_loop_and_one_models_pull_never_waits_for
 
     for model_id in ("slow@v1", "quick@v1"):
         await repository.publish(new_package(tmp_path / "src", model_id, model_id.split("@")[0]), by="test")
+    await repository.refresh()  # both heads known: what follows is only the pulls
     hashed_on: list[str] = []
     archive = repository._archive
     monkeypatch.setattr(repository, "_archive", lambda head, chunks: (
