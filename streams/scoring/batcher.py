@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections import deque
-from collections.abc import Callable, Iterator
+import heapq
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -80,6 +81,8 @@ class Lane(Generic[W, R]):
         "Its calls running now, oldest first, each with its requests: they are answered in this order."
         self.share = 1
         "Its calls in flight at most, unless its spec sets a bound (``Lanes`` keeps it)."
+        self.first_deadline_ms: float | None = None
+        "No queued request's deadline is earlier (it may be later, after requests left the queue)."
         self.call_ms: float | None = None
         "The model's usual call time, a moving average (None until its first call returns)."
         self.calls = 0
@@ -139,8 +142,14 @@ class Lanes(Generic[W, R]):
     """
 
     def __init__(self, spec_of: Callable[[str], ServingSpec], *, payload_of: Callable[[W], object],
-                 deadline_of: Callable[[W], float | None], threads: int = 1) -> None:
+                 deadline_of: Callable[[W], float | None], threads: int = 1,
+                 position_of: Callable[[W], tuple[Hashable, int]] | None = None) -> None:
         self.threads = threads
+        self._position_of = position_of
+        """Where a request is (its partition, its offset): :meth:`lowest` keeps the commit behind it until answered."""
+        self._heaps: dict[Hashable, list[int]] = {}
+        """Per partition, the offsets of the requests not answered yet (a min-heap, answered ones removed lazily)."""
+        self._answered: dict[Hashable, Counter[int]] = {}
         "The scoring threads the calls run on: what the models' default shares divide."
         self._spec_of = spec_of
         self._payload_of = payload_of
@@ -167,20 +176,58 @@ class Lanes(Generic[W, R]):
             lane.spec = self._spec_of(model_id)
         spec = lane.spec
         for work in works:
-            lane.queue.append(Waiting(work, spec.cost(self._payload_of(work)), now, self._deadline_of(work)))
+            deadline = self._deadline_of(work)
+            lane.queue.append(Waiting(work, spec.cost(self._payload_of(work)), now, deadline))
+            if deadline is not None and (lane.first_deadline_ms is None or deadline < lane.first_deadline_ms):
+                lane.first_deadline_ms = deadline
+            if self._position_of is not None:
+                where, offset = self._position_of(work)
+                heapq.heappush(self._heaps.setdefault(where, []), offset)
+
+    def lowest(self) -> dict[Hashable, int]:
+        """Per partition, the lowest offset of a request queued or in a call: the commit must stop there.
+
+        Kept as one heap per partition, so asking costs the partitions, not the requests waiting.
+        """
+        out = {}
+        for where in list(self._heaps):
+            heap, answered = self._heaps[where], self._answered.get(where)
+            while heap and answered and answered[heap[0]]:
+                answered[heap[0]] -= 1
+                heapq.heappop(heap)
+            if heap:
+                out[where] = heap[0]
+            else:
+                del self._heaps[where]
+                self._answered.pop(where, None)
+        return out
+
+    def _forget(self, works: Iterable[W]) -> None:
+        """``works`` are answered (or will never be, by this member): they no longer hold the commit back."""
+        if self._position_of is None:
+            return
+        for work in works:
+            where, offset = self._position_of(work)
+            self._answered.setdefault(where, Counter())[offset] += 1
 
     def expired(self, now_ms: float) -> list[tuple[str, W]]:
         """Take out the queued requests whose deadline passed (they are answered expired, not scored)."""
         out: list[tuple[str, W]] = []
         for model_id, lane in self.lanes.items():
-            if any(w.deadline_ms is not None and w.deadline_ms < now_ms for w in lane.queue):
-                keep: deque[Waiting[W]] = deque()
-                for waiting in lane.queue:
-                    if waiting.deadline_ms is not None and waiting.deadline_ms < now_ms:
-                        out.append((model_id, waiting.work))
-                    else:
-                        keep.append(waiting)
-                lane.queue = keep
+            # Only a lane whose earliest deadline passed is looked through (the earliest is kept as requests queue).
+            if lane.first_deadline_ms is None or lane.first_deadline_ms >= now_ms:
+                continue
+            keep: deque[Waiting[W]] = deque()
+            first: float | None = None
+            for waiting in lane.queue:
+                if waiting.deadline_ms is not None and waiting.deadline_ms < now_ms:
+                    out.append((model_id, waiting.work))
+                else:
+                    keep.append(waiting)
+                    if waiting.deadline_ms is not None and (first is None or waiting.deadline_ms < first):
+                        first = waiting.deadline_ms
+            lane.queue, lane.first_deadline_ms = keep, first
+        self._forget(work for _, work in out)
         return out
 
     def start_due(self, start: Callable[[str, list[W]], asyncio.Task[R]], now: float, now_ms: float) -> list[
@@ -206,6 +253,7 @@ class Lanes(Generic[W, R]):
             # In the order the calls started: a later call that finished first waits for the one before it.
             while lane.calls_in_flight and lane.calls_in_flight[0][0].done():
                 call, works = lane.calls_in_flight.popleft()
+                self._forget(works)
                 yield model_id, works, call
 
     def in_flight(self) -> int:
@@ -224,6 +272,10 @@ class Lanes(Generic[W, R]):
         for lane in self.lanes.values():
             for call, _ in lane.calls_in_flight:
                 call.cancel()
+            lane.calls_in_flight.clear()
+            lane.queue.clear()
+        self._heaps.clear()
+        self._answered.clear()
 
     def __bool__(self) -> bool:
         """Whether any request is in a call or queued."""

@@ -16,9 +16,8 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from routing.route import scalar_str
 from schemas import codec
@@ -76,14 +75,10 @@ class Work(NamedTuple):
     request: Request
 
 
-def _lowest(works: Iterable[Work]) -> dict[TopicPartition, int]:
-    low: dict[TopicPartition, int] = {}
-    for work in works:
-        record = work.record
-        tp = TopicPartition(record.topic, record.partition)
-        if record.offset < low.get(tp, record.offset + 1):
-            low[tp] = record.offset
-    return low
+def _position(work: Work) -> tuple[TopicPartition, int]:
+    """Where a request's record is: its partition and offset."""
+    record = work.record
+    return TopicPartition(record.topic, record.partition), record.offset
 
 
 class Worker(BatchService):
@@ -121,7 +116,7 @@ class Worker(BatchService):
         self._preloading: asyncio.Task[None] | None = None
         self._lanes: Lanes[Work, tuple[list[Outcome], float]] = Lanes(
             self._serving, payload_of=lambda w: w.request.payload, deadline_of=lambda w: w.request.deadline_ms,
-            threads=self.executor.threads)
+            threads=self.executor.threads, position_of=_position)
         """Each model's queue and its one call in flight: the dynamic batcher (``streams.scoring.batcher``)."""
         self._on_threads: set[str] = set()
         """Models that asked for a scoring process but run on the threads (their facts are not files)."""
@@ -223,10 +218,10 @@ class Worker(BatchService):
         """The lowest offset per partition of a request not answered yet: waiting for its model to load, being
         scored, or queued behind its model's call in flight."""
         held = self._waiting.held()
-        if self._lanes:
-            for tp, offset in _lowest(self._lanes.works()).items():
-                if offset < held.get(tp, offset + 1):
-                    held[tp] = offset
+        for where, offset in self._lanes.lowest().items():
+            tp = cast(TopicPartition, where)
+            if offset < held.get(tp, offset + 1):
+                held[tp] = offset
         return held
 
     def _idle_ms(self) -> int:

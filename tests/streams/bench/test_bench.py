@@ -50,10 +50,25 @@ def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys
     ratios_ = report["ratios"]
     assert {"vs_ceiling", "vs_quix", "vs_faust", "vs_faust_take", "unloaded_p50_vs_ceiling",
             "unloaded_p99_vs_ceiling"} <= ratios_.keys()
-    assert ratios_["vs_ceiling"] > 0 and ratios_["vs_quix"] > 0 and ratios_["vs_faust"] > 0
-    assert len(report["rounds"]) == 3 and all(r["vs_ceiling"] > 0 for r in report["rounds"])
+    # The ratios are the report's own figures divided: a reader can recompute every one.
+    mine = report["scoreline"]["throughput_rps"]
+    for key, peer in (("vs_ceiling", "ceiling"), ("vs_quix", "quix"), ("vs_faust", "faust"),
+                      ("vs_faust_take", "faust_take")):
+        assert ratios_[key] == round(mine / report[peer]["throughput_rps"], 2)
+    for p in ("p50", "p99"):
+        assert ratios_[f"unloaded_{p}_vs_ceiling"] == round(
+            report["scoreline"]["unloaded_ms"][p] / report["ceiling"]["unloaded_ms"][p], 2)
+    # Each round's ratio comes from that round's figures; the headline throughput is the median round's.
+    assert len(report["rounds"]) == 3
+    for i, round_ in enumerate(report["rounds"]):
+        assert round_["vs_ceiling"] == round(report["scoreline"]["rounds_rps"][i] / report["ceiling"]["rounds_rps"][i],
+                                             2)
+    for name in PIPELINES:
+        assert report[name]["throughput_rps"] == sorted(report[name]["rounds_rps"])[1]
     spread = ratios_["vs_ceiling_rounds"]
-    assert spread["min"] <= spread["median"] <= spread["max"]
+    assert spread == {"min": min(r["vs_ceiling"] for r in report["rounds"]),
+                      "median": sorted(r["vs_ceiling"] for r in report["rounds"])[1],
+                      "max": max(r["vs_ceiling"] for r in report["rounds"])}
 
     prefixes = tuple(report[name]["prefix"] for name in PIPELINES)
     assert asyncio.run(_wait_gone(kafka_bootstrap, prefixes)) == []
@@ -113,5 +128,7 @@ def test_a_model_bound_bench_reports_the_models_ceiling_and_each_pipeline_servin
     assert "ceiling" not in report and "faust" not in report  # they do not serve the model
     ratios_ = combined["ratios"]["model"]["retrieval-embedding"]
     assert set(ratios_) == {"vs_model_ceiling", "vs_mlserver", "vs_quix", "p99_at_50pct_vs_unloaded"}
-    assert ratios_["vs_model_ceiling"] > 0 and ratios_["vs_quix"] > 0
+    mine = report["scoreline"]["throughput_rps"]
+    assert ratios_["vs_model_ceiling"] == round(mine / ceiling["ceiling_rps"], 3)
+    assert ratios_["vs_quix"] == round(mine / report["quix"]["throughput_rps"], 2)
     assert ratios_["vs_mlserver"] is None  # not measured yet: said, not guessed

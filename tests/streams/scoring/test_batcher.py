@@ -176,3 +176,22 @@ async def test_the_default_bound_on_calls_in_flight_shares_the_threads_and_alway
     pinned.threads = 8
     pinned.add("m", reqs("a", "b", "c", "d"), now=0.0)
     assert len(pinned.start_due(Calls().start, now=0.0, now_ms=0.0)) == 1  # no bound on cost: one call takes all
+
+
+async def test_the_lowest_offset_per_partition_follows_requests_queued_and_in_calls_until_answered():
+    """What the commit stops at: the lowest offset not answered, per partition, kept without a walk of the queue."""
+    lanes: Lanes[Req, list[str]] = Lanes(lambda m: ServingSpec(max_batch_cost=2), payload_of=lambda r: r.payload,
+                                         deadline_of=lambda r: r.deadline_ms,
+                                         position_of=lambda r: (r.name[0], int(r.name[1:])))
+    calls = Calls()
+    lanes.add("m", [Req("a0", {}), Req("b0", {}), Req("a1", {}), Req("a2", {}, deadline_ms=5.0)], now=0.0)
+    lanes.add("n", [Req("b1", {})], now=0.0)
+    assert lanes.lowest() == {"a": 0, "b": 0}
+    lanes.start_due(calls.start, now=0.0, now_ms=0.0)  # m: a0, b0 in a call; n: b1 in a call
+    assert lanes.lowest() == {"a": 0, "b": 0}  # in a call is not answered
+    assert [r.name for _, r in lanes.expired(now_ms=10.0)] == ["a2"]  # answered expired: no longer holds
+    assert await finish(lanes) == [("m", ["a0", "b0"]), ("n", ["b1"])]
+    assert lanes.lowest() == {"a": 1}  # b fully answered; a1 still queued
+    lanes.start_due(calls.start, now=0.0, now_ms=10.0)
+    await finish(lanes)
+    assert lanes.lowest() == {}
