@@ -46,6 +46,7 @@ from streams.rollouts.evidence import Evidence, Window
 from streams.rollouts.records import (
     ACTIVE,
     COMMAND_PREFIX,
+    EPOCH_KEY,
     Command,
     Rollout,
     RolloutLog,
@@ -93,6 +94,8 @@ class RolloutController:
         self.log = RolloutLog()
         self.active = False
         """Whether this controller holds the rollouts partition and has read it to its end."""
+        self.epoch = 0
+        """This controller's epoch while active (``records.EPOCH_KEY``): every state record it writes carries it."""
         self.evidence = Evidence(kafka, layout.prefix, layout.shadow_comparisons, self._reply_topics)
         """Each running rollout's step window and shadow comparisons, read from the reply and comparison topics."""
         self.batches = self.records = self.dead_letters = 0
@@ -181,6 +184,15 @@ class RolloutController:
         if self._catch_up_to is not None:
             tp = TopicPartition(self.topic, PARTITION)
             if tp in self._consumer.assignment() and await self._consumer.position(tp) >= self._catch_up_to:
+                # A new epoch, one past any read, written before the first state write: whatever a deposed
+                # controller (paused, cut off) writes later carries an older one, and every reader ignores it.
+                epoch = self.log.epoch + 1
+                try:
+                    await self._send(EPOCH_KEY, str(epoch).encode())
+                except KafkaError as exc:
+                    log.warning("rollout controller: writing epoch %d failed (%r); retrying", epoch, exc)
+                    return
+                self.epoch, self.log.epoch = epoch, epoch
                 self._catch_up_to = None
                 self.active = True
                 running = [r.objective for r in self.log.current.values() if r.state in ACTIVE]
@@ -420,7 +432,9 @@ class RolloutController:
     # -- the topic -----------------------------------------------------------------------------
 
     async def _write(self, rollout: Rollout) -> None:
-        """Write the rollout's state; if Kafka refuses, keep it to write again at the next tick."""
+        """Write the rollout's state, stamped with this controller's epoch; if Kafka refuses, keep it to write
+        again at the next tick."""
+        rollout.epoch = self.epoch
         self.log.current[rollout.objective] = rollout
         try:
             await self._send(rollout.objective, encode(rollout))

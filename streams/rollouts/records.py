@@ -28,6 +28,9 @@ __all__ = ["Command", "Rollout", "RolloutLog", "RolloutRefused", "RolloutSpec", 
 
 COMMAND_PREFIX = "command."
 DONE_PREFIX = "done."
+EPOCH_KEY = "epoch"
+"""The key a controller writes its epoch under as it becomes active: one more than any it read. A state record
+with an older epoch comes from a deposed controller (paused or cut off while another took over) and is ignored."""
 ACTIONS = ("start", "pause", "resume", "abort")
 
 
@@ -113,6 +116,8 @@ class Rollout:
     """The version that promoted the candidate or took the canary away."""
     applied: list[str] = field(default_factory=list)
     """Ids of the commands applied to it (the latest few)."""
+    epoch: int = 0
+    """The epoch of the controller that wrote it (``EPOCH_KEY``); 0 before controllers had epochs."""
 
     @property
     def objective(self) -> str:
@@ -147,7 +152,8 @@ class Rollout:
                    state=str(doc["state"]), steps=[Step(**s) for s in doc["steps"]], step=int(doc["step"]),
                    reason=str(doc.get("reason", "")), started_ms=int(doc.get("started_ms", 0)),
                    updated_ms=int(doc.get("updated_ms", 0)), started_by=str(doc.get("started_by", "")),
-                   final_rules_version=doc.get("final_rules_version"), applied=list(doc.get("applied", [])))
+                   final_rules_version=doc.get("final_rules_version"), applied=list(doc.get("applied", [])),
+                   epoch=int(doc.get("epoch", 0)))
 
 
 @dataclass(frozen=True)
@@ -196,10 +202,18 @@ class RolloutLog:
     """Commands written and not yet applied (no tombstone yet), by id, in the order written."""
     skipped: list[str] = field(default_factory=list)
     """Records that could not be read, as ``key@offset: why``."""
+    epoch: int = 0
+    """The newest controller epoch read: state records written under an older one are ignored."""
+    fenced: list[str] = field(default_factory=list)
+    """State records ignored because a deposed controller wrote them, as ``key@offset: why``."""
 
     def take(self, key: str, value: bytes | None, offset: int = -1) -> None:
         """Fold one record into what the log says."""
         try:
+            if key == EPOCH_KEY:
+                if value is not None:
+                    self.epoch = max(self.epoch, int(value))
+                return
             if key.startswith(COMMAND_PREFIX):
                 command_id = key[len(COMMAND_PREFIX):]
                 if value is None:
@@ -208,11 +222,17 @@ class RolloutLog:
                     self.commands[command_id] = Command.from_json(orjson.loads(value))
             elif value is None:
                 return
-            elif key.startswith(DONE_PREFIX):
-                rollout = Rollout.from_json(orjson.loads(value))
-                self.done[rollout.id] = rollout
             else:
-                self.current[key] = Rollout.from_json(orjson.loads(value))
+                rollout = Rollout.from_json(orjson.loads(value))
+                if rollout.epoch < self.epoch:
+                    self.fenced.append(f"{key}@{offset}: written in epoch {rollout.epoch}, after epoch "
+                                       f"{self.epoch} began")
+                    return
+                self.epoch = max(self.epoch, rollout.epoch)
+                if key.startswith(DONE_PREFIX):
+                    self.done[rollout.id] = rollout
+                else:
+                    self.current[key] = rollout
         except (ValueError, KeyError, TypeError) as exc:
             self.skipped.append(f"{key}@{offset}: {type(exc).__name__}: {exc}")
 

@@ -10,6 +10,7 @@ every request sent meanwhile (nothing lost; every result names the rules version
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import zlib
@@ -200,6 +201,54 @@ async def healthy_with_controller_killed(env: Env) -> RolloutOutcome:
             controller.stop_all()
     outcome.tally.note = f"controller killed in the step of rules version {killed[0]}" if killed else "not killed"
     return outcome
+
+
+async def controller_paused_past_its_session(env: Env) -> dict[str, Any]:
+    """Fencing: controller A runs a rollout and is stopped (SIGSTOP) past its session timeout; B takes over
+    under a newer epoch; A resumes (SIGCONT). What A wrote or writes under its old epoch never counts."""
+    import signal
+
+    from streams.rollouts.records import encode
+
+    client = RolloutClient(env.kafka, env.layout)
+    first, second = Role(env, "rollout", name="controller-a"), Role(env, "rollout", name="controller-b")
+    seen: dict[str, Any] = {}
+    try:
+        await first.start()
+        command = await client.send("start", "title-ranking", spec(steps=(20, 60, 100), min_samples=10**6),
+                                    by="test")
+        assert (await client.wait_applied(command, 60))[0]
+        running = await _wait(client, lambda r: r.current.rules_version is not None)
+        seen["epoch_a"] = (await client.read()).epoch
+        first.procs[-1].send_signal(signal.SIGSTOP)
+        await second.start()
+        # B becomes active once A's session (10 s) has expired: it writes the next epoch.
+        deadline = time.monotonic() + 60
+        while (await client.read()).epoch <= seen["epoch_a"]:
+            assert time.monotonic() < deadline, "the second controller never took over"
+            await asyncio.sleep(0.5)
+        seen["epoch_b"] = (await client.read()).epoch
+        command = await client.send("pause", "title-ranking", by="ops")  # B applies it, under its epoch
+        assert (await client.wait_applied(command, 60))[0]
+        first.procs[-1].send_signal(signal.SIGCONT)
+        # What A would write as it resumes, still believing the lease is its own: the running step, epoch A.
+        stale = dataclasses.replace(running, epoch=seen["epoch_a"], reason="written by the deposed controller")
+        producer = env.kafka.producer("test-stale-controller")
+        await producer.start()
+        try:
+            await producer.send_and_wait(env.layout.rollouts, encode(stale), key=b"title-ranking", partition=0)
+        finally:
+            await producer.stop()
+        seen["log"] = await client.read()
+        # A, resumed, finds its lease gone and stands by; the rollout stays as B left it.
+        seen["after"] = await _wait(client, lambda r: r.state == "paused", timeout=30)
+        seen["a_log"] = first.log.read_text(errors="replace")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            first.procs[-1].send_signal(signal.SIGCONT)
+        first.stop_all()
+        second.stop_all()
+    return seen
 
 
 async def failing_third(env: Env) -> RolloutOutcome:

@@ -12,6 +12,7 @@ from rollout_scenarios import (
     CANDIDATE,
     INCUMBENT,
     RolloutOutcome,
+    controller_paused_past_its_session,
     failing_third,
     hand_published_rules,
     healthy_with_controller_killed,
@@ -111,6 +112,16 @@ async def test_a_publish_that_lands_between_the_controllers_read_and_write_is_ne
     assert seen["latest"].version == seen["hand_version"]  # the hand-made version is still the one in force
     assert seen["latest"].published_by == "someone by hand"
     assert paused.current.rules_version is None  # the step was never published
+
+
+async def test_a_controller_stopped_past_its_session_and_resumed_never_overwrites_its_successor(env):
+    seen = await controller_paused_past_its_session(env)
+    assert seen["epoch_b"] > seen["epoch_a"] >= 1
+    log = seen["log"]
+    rollout = log.current["title-ranking"]
+    assert (rollout.state, rollout.epoch) == ("paused", seen["epoch_b"])  # B's state, not A's late write
+    assert any(f.startswith("title-ranking@") for f in log.fenced)  # A's write was read, and ignored
+    assert seen["after"].reason == "paused by ops"
 
 
 async def test_shadow_agreement_gates_a_candidate_before_any_live_traffic(env):

@@ -7,6 +7,7 @@ import orjson
 from routing.rollout import Verdict
 from streams.rollouts.evidence import Window, reply_topic_pattern
 from streams.rollouts.records import (
+    EPOCH_KEY,
     Command,
     Rollout,
     RolloutLog,
@@ -65,6 +66,29 @@ def test_the_log_keeps_commands_until_their_tombstone_and_finished_rollouts_for_
     assert [r.id for r in log.history()] == ["r1", "r2"] and log.history("fraud-score") == []
     log.take("broken", b"{not json")
     assert log.skipped and log.skipped[0].startswith("broken@")
+
+
+def test_a_deposed_controllers_late_write_is_ignored_by_every_reader():
+    """Fencing: a controller that becomes active writes an epoch one past any it read; a state record written
+    under an older epoch afterwards (its predecessor, paused past its session and resumed) does not count."""
+    log = RolloutLog()
+    before = _rollout(State.RUNNING)  # written by the first controller, epoch 1
+    before.epoch = 1
+    log.take(EPOCH_KEY, b"1")
+    log.take("title-ranking", encode(before), 10)
+    log.take(EPOCH_KEY, b"2", 11)  # a second controller takes over
+    paused = _rollout(State.PAUSED)
+    paused.epoch, paused.reason = 2, "paused by ops"
+    log.take("title-ranking", encode(paused), 12)
+    late = _rollout(State.RUNNING)  # the first one resumes and writes what it still believes
+    late.epoch, late.step = 1, 1
+    log.take("title-ranking", encode(late), 13)
+    log.take(done_key("r1"), encode(late), 14)
+    assert log.current["title-ranking"] == paused and log.done == {}
+    assert log.epoch == 2 and [f.split(":")[0] for f in log.fenced] == ["title-ranking@13", "done.r1@14"]
+    legacy = RolloutLog()  # records from before epochs (0) still read as they were written
+    legacy.take("title-ranking", encode(_rollout(State.RUNNING)))
+    assert legacy.active("title-ranking") is not None
 
 
 def _result(model: str, status: str = "ok", version: int = 4, total: float = 5.0, request_id: str | None = None,
