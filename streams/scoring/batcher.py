@@ -101,7 +101,9 @@ class Lane(Generic[W, R]):
 
         None: nothing to start (empty queue, or a call in flight).
         """
-        if not self.queue or len(self.calls_in_flight) >= (self.spec.max_calls_in_flight or self.share):
+        # Calls that returned but wait to be answered in order hold no thread: only running ones count.
+        running = sum(1 for call, _ in self.calls_in_flight if not call.done())
+        if not self.queue or running >= (self.spec.max_calls_in_flight or self.share):
             return None
         delay = self.spec.max_queue_delay_us / 1e6
         bound = self.spec.max_batch_cost
@@ -230,11 +232,17 @@ class Lanes(Generic[W, R]):
         self._forget(work for _, work in out)
         return out
 
-    def start_due(self, start: Callable[[str, list[W]], asyncio.Task[R]], now: float, now_ms: float) -> list[
-            asyncio.Task[R]]:
-        """Start every batch that is due now; return their calls."""
+    def start_due(self, start: Callable[[str, list[W]], asyncio.Task[R]], now: float, now_ms: float, *,
+                  unexpired_only: bool = False) -> list[asyncio.Task[R]]:
+        """Start every batch that is due now; return their calls.
+
+        ``unexpired_only``: leave alone a lane holding a request whose deadline passed (it must be answered
+        expired first, by whoever calls :meth:`expired`): for starting calls the moment one returns.
+        """
         started = []
         for model_id, lane in self.lanes.items():
+            if unexpired_only and lane.first_deadline_ms is not None and lane.first_deadline_ms < now_ms:
+                continue
             while (due := lane.due_at(now, now_ms)) is not None and due <= now:
                 batch = lane.take(now)
                 call = start(model_id, batch)

@@ -252,8 +252,18 @@ class Worker(BatchService):
         return self._lanes.start_due(self._start_call, time.monotonic(), now_ms)
 
     def _start_call(self, model_id: str, works: list[Work]) -> asyncio.Task[tuple[list[Outcome], float]]:
-        """Score ``works`` with ``model_id`` on the scoring threads; the task is this model's call in flight."""
-        return asyncio.create_task(self._score_off_loop(model_id, works), name=f"scoreline-{self.role}-{model_id}")
+        """Score ``works`` with ``model_id`` on the scoring threads; the task is this model's call in flight.
+
+        When it returns, the model's next batch starts at once (its answers go out with the next batch the loop
+        handles): the scoring thread never waits for the loop's next poll while requests queue.
+        """
+        task = asyncio.create_task(self._score_off_loop(model_id, works), name=f"scoreline-{self.role}-{model_id}")
+        task.add_done_callback(self._call_returned)
+        return task
+
+    def _call_returned(self, _: asyncio.Task[tuple[list[Outcome], float]]) -> None:
+        if not self._stopping.is_set():
+            self._lanes.start_due(self._start_call, time.monotonic(), time.time() * 1000, unexpired_only=True)
 
     async def _finish_calls(self, outbox: Outbox) -> None:
         """Answer the requests of every call that returned; start the batches that are due now."""

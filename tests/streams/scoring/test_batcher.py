@@ -195,3 +195,20 @@ async def test_the_lowest_offset_per_partition_follows_requests_queued_and_in_ca
     lanes.start_due(calls.start, now=0.0, now_ms=10.0)
     await finish(lanes)
     assert lanes.lowest() == {}
+
+
+async def test_a_call_that_returned_holds_no_thread_while_it_waits_to_be_answered():
+    """The worker starts a model's next call the moment one returns (before the loop answers it): a returned call
+    no longer counts against ``max_calls_in_flight``, and a lane with an expired request is left for the loop."""
+    lanes, calls = lanes_with({"m": ServingSpec(max_batch_cost=1, max_calls_in_flight=1)}), Calls()
+    lanes.add("m", reqs("a", "b"), now=0.0)
+    lanes.add("m", reqs("late", deadline_ms=5.0), now=0.0)
+    lanes.start_due(calls.start, now=0.0, now_ms=0.0)
+    assert lanes.start_due(calls.start, now=0.0, now_ms=0.0) == []  # "a" runs: no room
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # "a" has returned, not yet answered
+    assert lanes.start_due(calls.start, now=0.0, now_ms=10.0, unexpired_only=True) == []  # "late" expired: the loop's
+    assert [r.name for _, r in lanes.expired(now_ms=10.0)] == ["late"]
+    assert len(lanes.start_due(calls.start, now=0.0, now_ms=10.0, unexpired_only=True)) == 1
+    assert calls.batches == [("m", ["a"]), ("m", ["b"])]
+    assert [m for m, _, _ in lanes.returned()] == ["m"]  # answered in order: "a" first
