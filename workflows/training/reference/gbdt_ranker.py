@@ -31,20 +31,23 @@ class GbdtRanker(Workflow):
         self.default_row = self.items.mean(axis=0).astype(np.float32)
 
     def preprocess(self, items: Sequence[Item]) -> Any:
-        """Check each payload; map every candidate to its row of the item table (-1: unknown)."""
+        """Check each payload; map every candidate to its row of the item table (-1: unknown), once."""
         outcomes: list[Outcome | None] = [None] * len(items)
         rows: list[int] = []
         candidates: list[list[str]] = []
         users: list[list[float]] = []
+        indexes: list[np.ndarray] = []
         for i, item in enumerate(items):
             problem = check_user_request(item) or self._check(item.payload)
             if problem is not None:
                 outcomes[i] = problem
                 continue
             rows.append(i)
-            candidates.append(item.payload["candidates"])
+            ids = item.payload["candidates"]
+            candidates.append(ids)
             users.append(item.payload["user_features"])
-        return outcomes, rows, candidates, users
+            indexes.append(np.fromiter((self._row(c) for c in ids), dtype=np.int64, count=len(ids)))
+        return outcomes, rows, candidates, users, indexes
 
     def fact_keys(self, pre: Any) -> Mapping[str, Sequence[str]]:
         """No facts: the item features are the package's own table."""
@@ -57,8 +60,7 @@ class GbdtRanker(Workflow):
         total = sum(len(c) for c in candidates)
         matrix = np.empty((total, width), dtype=np.float32)
         at = 0
-        for ids, user in zip(candidates, pre[3]):
-            index = np.fromiter((self._row(c) for c in ids), dtype=np.int64, count=len(ids))
+        for ids, user, index in zip(candidates, pre[3], pre[4]):
             block = matrix[at:at + len(ids)]
             block[:, :self.items.shape[1]] = self.items[np.maximum(index, 0)]
             block[index < 0, :self.items.shape[1]] = self.default_row
@@ -78,13 +80,12 @@ class GbdtRanker(Workflow):
         outcomes: list[Outcome | None] = pre[0]
         top_k = int(self.params["top_k"])
         at = 0
-        for i, ids in zip(pre[1], pre[2]):
+        for i, ids, index in zip(pre[1], pre[2], pre[4]):
             mine = scores[at:at + len(ids)]
             at += len(ids)
             order = np.argsort(-mine, kind="stable")[:top_k]
             ranking = [{"item": ids[j], "score": round(float(mine[j]), 6)} for j in order.tolist()]
-            unknown = sum(1 for c in ids if self._row(c) < 0)
-            outcomes[i] = Outcome({"ranking": ranking, "unknown_items": unknown}, None)
+            outcomes[i] = Outcome({"ranking": ranking, "unknown_items": int((index < 0).sum())}, None)
         return outcomes  # type: ignore[return-value]  # every slot is filled: invalid ones in preprocess
 
     def _row(self, item_id: str) -> int:
