@@ -60,17 +60,21 @@ __all__ = ["Recovery", "TableManager"]
 class Recovery(_Recovery):
     """faust's recovery, with the end of it reordered (clear, seek, then resume) and its reading kept in place."""
 
-    async def on_start(self) -> None:
-        """Start as faust's does, and follow each of the consumer's seeks to committed offsets with our own."""
-        await super().on_start()
-        consumer: Any = self.app.consumer
-        seek_to_committed = consumer.perform_seek
+    _seeks_guarded = False
 
-        async def perform_seek() -> None:
-            await seek_to_committed()
-            await self._keep_reading_in_place()
+    def _set_recovery_started(self) -> None:
+        """As faust's; the first time, also follow each of the consumer's seeks to committed offsets with ours."""
+        super()._set_recovery_started()
+        if not self._seeks_guarded:  # here, not at start: by the first recovery the consumer is the app's own
+            self._seeks_guarded = True
+            consumer: Any = self.app.consumer
+            seek_to_committed = consumer.perform_seek
 
-        consumer.perform_seek = perform_seek  # faust's only hook here is the method; getmany looks it up per call
+            async def perform_seek() -> None:
+                await seek_to_committed()
+                await self._keep_reading_in_place()
+
+            consumer.perform_seek = perform_seek  # faust's only hook here is the method; getmany looks it up per call
 
     async def _keep_reading_in_place(self) -> None:
         """While recovering, seek each changelog partition being read back to where its reading stands.
@@ -89,6 +93,71 @@ class Recovery(_Recovery):
             self.log.info("Changelog partitions back to where the recovery read: %s",
                           {f"{tp.topic}:{tp.partition}": offset for tp, offset in sorted(positions.items())})
             await consumer.seek_wait(positions)
+
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        """As faust's, except the order of the last steps (see the module docstring)."""
+        app: Any = self.app
+        consumer = app.consumer
+        self.log.info("Restore complete!")
+        await app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callbacks = [asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table],
+                                                                        self.standbys_for_table[table]))
+                     for table in self.tables.values()]
+        if callbacks:
+            await asyncio.wait(callbacks)
+        assignment = consumer.assignment()
+        if app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again: generation %s, recovery started for %s",
+                             app.consumer_generation_id, generation_id)
+            return
+        # Queues are cleared now, while the stream partitions are still paused: nothing of theirs is in them.
+        app.flow_control.resume()
+        consumer.resume_flow()
+        streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+        if streams:
+            # Paused in aiokafka too while they seek: faust's fetch of an empty active set would
+            # otherwise take their records from the new position and skip them as paused.
+            await _in_aiokafka(consumer, "pause", streams)
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(self._seek_to_start(streams), timeout=app.conf.broker_request_timeout)
+        # Only now can records arrive, from the committed offsets on, into queues nobody clears.
+        self.log.dev("Resume stream partitions")
+        consumer.resume_partitions(streams)
+        if streams:
+            await _in_aiokafka(consumer, "resume", streams)
+        self.completed.set()
+        await cast(Any, app)._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        if not app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    async def _seek_to_start(self, tps: set) -> None:
+        """Seek each stream partition to its committed offset, or where a new group starts reading.
+
+        faust's ``perform_seek`` leaves a partition without a committed offset where it is. But
+        its position may already be past records nobody processed: while the changelog is read,
+        the fetcher can ask aiokafka for the records of an emptied set of active partitions,
+        which means all of them, and then discard those of the paused stream partitions.
+        Seeking also resets faust's read offset, so the records are delivered again.
+        """
+        app: Any = self.app
+        consumer = app.consumer
+        committed = await consumer.seek_to_committed()
+        consumer._committed_offset.update({tp: offset for tp, offset in committed.items() if offset})
+        fresh = [tp for tp in tps if not committed.get(tp)]
+        reset = consumer.earliest_offsets if app.conf.consumer_auto_offset_reset == "earliest" else consumer.highwaters
+        starts = await reset(*fresh) if fresh else {}
+        # Through the consumer's own thread: faust's Consumer.seek calls aiokafka's seek from this one,
+        # racing the fetcher there (seen as a KeyError in Fetcher.fetched_records that stops the
+        # comparator for good). seek_wait sets faust's read offsets as Consumer.seek does.
+        positions = {tp: committed.get(tp) or starts[tp] for tp in tps}
+        self.log.info("Stream partitions start at %s",
+                      {f"{tp.topic}:{tp.partition}": offset for tp, offset in sorted(positions.items())})
+        await consumer._thread.seek_wait(positions)
 
 
 async def _in_aiokafka(consumer: Any, action: str, tps: set) -> None:
