@@ -177,8 +177,10 @@ def test_every_package_init_exports_names_that_exist():
 
 
 def test_bench_only_and_training_only_packages_stay_where_they_belong():
-    """What a worker imports never needs an extra: Quix Streams is the bench's, scikit-learn training's."""
-    extras = {"quixstreams": ("streams.bench.quix_app",), "sklearn": ("workflows.training.",),
+    """What a worker imports never needs an extra: Quix Streams and MLServer are the bench's, scikit-learn
+    training's."""
+    extras = {"quixstreams": ("streams.bench.quix_app",), "mlserver": ("streams.bench.mlserver_runtime",),
+              "sklearn": ("workflows.training.",),
               "skl2onnx": ("workflows.training.",), "onnx": ("workflows.training.",)}
     for module, path in MODULES.items():
         for name in _absolute_imports(ast.parse(path.read_text())):

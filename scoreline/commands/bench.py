@@ -8,10 +8,10 @@ import dataclasses
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
-from streams.bench.runner import LAYOUTS, PIPELINES, BenchPlan, run_bench
+from streams.bench.runner import LAYOUTS, PIPELINES, ROUTING_PIPELINES, BenchPlan, run_bench
 from workflows.training.reference import OBJECTIVES
 
-MODEL_PIPELINES = ("scoreline", "quix")
+MODEL_PIPELINES = ("scoreline", "mlserver", "quix")
 "What a model-bound run serves the model with (the relay and faust score nothing, or not the model)."
 
 
@@ -31,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--load-seconds", type=float, default=None,
                         help="seconds per fixed offered load (default a quarter of --duration, at least 3)")
     parser.add_argument("--window", type=int, default=3000, help="requests in flight while saturating (default 3000)")
-    parser.add_argument("--only", default=",".join(PIPELINES),
-                        help=f"pipelines to run, comma-separated (default {','.join(PIPELINES)})")
+    parser.add_argument("--only", default=None,
+                        help=f"pipelines to run, comma-separated (default {','.join(ROUTING_PIPELINES)}; "
+                             f"with --model {','.join(MODEL_PIPELINES)})")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="pair",
                         help="pair (default): every pipeline as two processes (a relay hop each; scoreline's "
                              "router | its workers; two faust workers); single: every pipeline in one process")
@@ -41,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "is as warm for the first pipeline as for the last (default 10; 0 skips it)")
     parser.add_argument("--model", choices=(*OBJECTIVES, "all"), default=None,
                         help="a model-bound run instead: a reference model (or all three, one after another) "
-                             "served by scoreline and Quix Streams beside the model's own ceiling, loads at 25/50/75 "
-                             "%% of that ceiling (the reference models are built on first use; docs/performance.md)")
+                             "served by scoreline, MLServer's Kafka server and Quix Streams beside the model's own "
+                             "ceiling, loads at 25/50/75 %% of that ceiling (the reference models are built on first "
+                             "use; docs/performance.md)")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     parser.set_defaults(func=run)
 
@@ -50,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     plan = BenchPlan(duration=args.duration, latency_duration=args.load_seconds,
                      rates=tuple(float(r) for r in args.rates.split(",") if r),
-                     window=args.window, pipelines=tuple(p for p in args.only.split(",") if p), layout=args.layout,
+                     window=args.window, layout=args.layout,
+                     pipelines=tuple(p for p in (args.only or "").split(",") if p)
+                     or (MODEL_PIPELINES if args.model else ROUTING_PIPELINES),
                      broker_warmup=args.broker_warmup, rounds=args.rounds, unloaded=args.unloaded)
     if args.model is not None:
         return _run_models(args, plan)
@@ -65,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_models(args: argparse.Namespace, plan: BenchPlan) -> int:
     """Each reference model named: its own model-bound bench; one report with every model's section."""
     models_dir = str(settings.reference_models() / "models")
-    chosen = args.only != ",".join(PIPELINES)
-    pipelines = plan.pipelines if chosen else MODEL_PIPELINES
+    pipelines = plan.pipelines
     bootstrap = settings.resolve_bootstrap(args)
     reports = {}
     for model in OBJECTIVES if args.model == "all" else (args.model,):

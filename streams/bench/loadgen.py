@@ -73,6 +73,8 @@ class LoadPlan:
     not saturate it itself."""
     objectives: list[str] = field(default_factory=lambda: ["title-ranking", "fraud-score"])
     """The request mix: alternating requests of these objectives (``streams.bench.mix``)."""
+    form: str = "scoreline"
+    """How each request is written (``RequestMix``): the contract's, or ``v2`` for MLServer's Kafka server."""
     warmup_timeout: float = 120.0
     drain_timeout: float = 30.0
 
@@ -82,7 +84,8 @@ class LoadGenerator:
 
     def __init__(self, plan: LoadPlan) -> None:
         self.plan = plan
-        self.mix = RequestMix(plan.run, plan.reply_topic, plan.partitions, objectives=tuple(plan.objectives))
+        self.mix = RequestMix(plan.run, plan.reply_topic, plan.partitions, objectives=tuple(plan.objectives),
+                              form=plan.form)
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.next_n = 0
@@ -162,10 +165,11 @@ class LoadGenerator:
             batch = batches.get(template.partition)
             if batch is None:
                 batch = batches[template.partition] = producer.create_batch()
-            if batch.append(timestamp=None, key=template.key, value=value, headers=headers) is None:
+            key = template.key or rid
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 await producer.send_batch(batch, topic, partition=template.partition)
                 batch = batches[template.partition] = producer.create_batch()
-                batch.append(timestamp=None, key=template.key, value=value, headers=headers)
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
             self.sent_at[rid] = now
         for partition, batch in batches.items():
             await producer.send_batch(batch, topic, partition=partition)
@@ -305,13 +309,28 @@ class LoadGenerator:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) process ``pid`` has used so far (Linux only; None elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
+    """CPU time (user + system) process ``pid`` and its live descendants have used so far (Linux only; None
+    elsewhere, or once ``pid`` is gone). Descendants count: MLServer's parallel inference workers and
+    scoreline's scoring processes are children of the process the bench started."""
+    stats = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+    if pid not in stats:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, ticks, frontier = {pid}, 0, [pid]
+    while frontier:
+        parent = frontier.pop()
+        ticks += stats[parent][1]
+        children = [p for p, (ppid, _) in stats.items() if ppid == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def percentiles(seconds: list[float]) -> dict:

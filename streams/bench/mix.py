@@ -28,7 +28,7 @@ class Template(NamedTuple):
     head: bytes
     tail: bytes
     key: bytes
-    """The shard key (user id), as the client library keys requests."""
+    """The shard key (user id), as the client library keys requests; empty: keyed by the request id."""
     partition: int
     """The request-topic partition that key maps to (Kafka's default partitioner)."""
     headers: tuple[tuple[str, bytes], ...]
@@ -39,18 +39,31 @@ class RequestMix:
     """Makes request ``n`` of a run: its id, and the record to publish."""
 
     def __init__(self, run: str, reply_to: str, partitions: int, *, per_objective: int = 1000,
-                 client: str = "demo", objectives: tuple[str, ...] = OBJECTIVES) -> None:
+                 client: str = "demo", objectives: tuple[str, ...] = OBJECTIVES, form: str = "scoreline") -> None:
+        """``form``: ``scoreline`` (the contract's request and headers) or ``v2`` (MLServer's Kafka input: a V2
+        inference request of one ``BYTES`` row, the JSON of context and payload; the ``mlserver-model``
+        header; keyed by the request id, which MLServer takes as the id and gives back as the reply's key)."""
+        if form not in ("scoreline", "v2"):
+            raise ValueError(f"unknown request form {form!r}; use scoreline or v2")
         self.run = run
         self.templates: list[Template] = []
         items = {o: sample_items(o, per_objective, seed=11) for o in objectives}
         for i in range(per_objective):
             for objective in objectives:
                 item = items[objective][i]
+                user = str(item.context["user_id"])
+                if form == "v2":
+                    row = orjson.dumps({"context": item.context, "payload": item.payload}).decode()
+                    body = orjson.dumps({"id": _ID_MARK, "inputs": [
+                        {"name": "request", "datatype": "BYTES", "shape": [1], "data": [row]}]})
+                    head, tail = body.split(_ID_MARK.encode())
+                    self.templates.append(Template(head, tail, b"", partition_for(user, partitions),
+                                                   (("mlserver-model", objective.encode()),)))
+                    continue
                 body = orjson.dumps({"request_id": _ID_MARK, "objective": objective, "client": client,
                                      "reply_to": reply_to, "context": item.context, "payload": item.payload,
                                      "traffic": "live"})
                 head, tail = body.split(_ID_MARK.encode())
-                user = str(item.context["user_id"])
                 # As the client library sends them: the routing headers and the context fields rules match on.
                 context_headers = tuple((header, str(item.context[field]).encode())
                                         for field, header in H.CONTEXT_HEADERS.items()

@@ -23,15 +23,20 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.bench.layout import BENCH_MODEL_ENV, CLIENT, PARTITIONS, bench_layout, bench_rules, bench_topics
 from streams.bench.loadgen import LoadPlan, percentiles
+from streams.bench.mlserver_app import BATCH_ENV
 from streams.bench.model_ceiling import model_ceiling
 from streams.topics import TopicSpec
 from streams.transport.admin import ensure_topics
 from workflows.registry import MODELS_DIR_ENV
 
-__all__ = ["BenchPlan", "LAYOUTS", "LOAD_SHARES", "PIPELINES", "model_ratios", "run_bench"]
+__all__ = ["BenchPlan", "LAYOUTS", "LOAD_SHARES", "PIPELINES", "ROUTING_PIPELINES", "model_ratios", "run_bench"]
 
-PIPELINES = ("ceiling", "scoreline", "quix", "faust", "faust_take")
-"Every pipeline the bench knows, in the order it runs them."
+PIPELINES = ("ceiling", "scoreline", "quix", "faust", "faust_take", "mlserver")
+"""Every pipeline the bench knows, in the order it runs them (``mlserver`` serves a reference model only:
+it has no router, so it runs in a model-bound run alone)."""
+
+ROUTING_PIPELINES = tuple(p for p in PIPELINES if p != "mlserver")
+"What the bench runs by default: every pipeline that routes and scores the example objectives."
 
 # Per layout and pipeline, the processes to start: a module and its arguments after BOOTSTRAP PREFIX.
 _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
@@ -41,6 +46,7 @@ _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
         "quix": [["streams.bench.quix_app", "both"]],
         "faust": [["streams.bench.faust_app", "per-event"]],
         "faust_take": [["streams.bench.faust_app", "take"]],
+        "mlserver": [["streams.bench.mlserver_app"]],
     },
     "pair": {
         "ceiling": [["streams.bench.relay", "in"], ["streams.bench.relay", "out"]],
@@ -49,6 +55,8 @@ _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
         # Faust scales the way its users scale it: a second worker of the same app (the same groups).
         "faust": [["streams.bench.faust_app", "per-event"]] * 2,
         "faust_take": [["streams.bench.faust_app", "take"]] * 2,
+        # One MLServer, as its users run it: its parallel inference workers are its own child processes.
+        "mlserver": [["streams.bench.mlserver_app"]],
     },
 }
 
@@ -75,7 +83,7 @@ class BenchPlan:
     """Fixed offered loads (requests/s) for the latency figures; half of the maximum is added."""
     window: int = 3000
     """Requests kept in flight during saturation."""
-    pipelines: tuple[str, ...] = PIPELINES
+    pipelines: tuple[str, ...] = ROUTING_PIPELINES
     """Which pipelines to run."""
     layout: str = "pair"
     """A key of :data:`LAYOUTS`: every pipeline as a process pair (the issue's ceiling is one), or in one process."""
@@ -114,6 +122,8 @@ async def run_bench(bootstrap: str, plan: BenchPlan = BenchPlan(),
     unknown = set(plan.pipelines) - set(PIPELINES)
     if unknown:
         raise ValueError(f"unknown pipelines {sorted(unknown)}; have {', '.join(PIPELINES)}")
+    if "mlserver" in plan.pipelines and plan.model is None:
+        raise ValueError("mlserver serves a reference model and routes nothing: run it with --model")
     if plan.layout not in LAYOUTS:
         raise ValueError(f"unknown layout {plan.layout!r}; have {', '.join(LAYOUTS)}")
     run = uuid.uuid4().hex[:8]
@@ -193,20 +203,22 @@ async def _model_bound(plan: BenchPlan, report: dict, progress: Callable[[str], 
     report["method"].update(request_mix=f"{plan.model} requests (workflows.training.reference.reference_items)",
                             rates_rps=list(loads), broker_warmup_s=0.0)
     progress(f"bench: {plan.model}: ceiling {ceiling['ceiling_rps']} requests/s at batch {ceiling['best_batch']}")
-    return dataclasses.replace(plan, rates=loads, half_max=False, broker_warmup=0.0)
+    return dataclasses.replace(plan, rates=loads, half_max=False, broker_warmup=0.0,
+                               extra={**plan.extra, "best_batch": ceiling["best_batch"]})
 
 
 def model_ratios(report: dict) -> dict:
     """A model-bound run's ratios: scoreline over the model's ceiling and over each peer, and its p99 at half
-    the ceiling's rate over its own unloaded p99. MLServer's Kafka mode is not measured yet (None)."""
+    the ceiling's rate over its own unloaded p99 (None where a figure is missing: a pipeline not run or failed)."""
     ceiling = ((report.get("model") or {}).get("ceiling") or {}).get("ceiling_rps")
     mine = (report.get("scoreline") or {}).get("throughput_rps")
     quix = (report.get("quix") or {}).get("throughput_rps")
+    mlserver = (report.get("mlserver") or {}).get("throughput_rps")
     half = str(int((report.get("model") or {}).get("loads_rps", {}).get("50pct", -1)))
     loaded = (((report.get("scoreline") or {}).get("latency_ms") or {}).get(half) or {}).get("p99")
     unloaded = ((report.get("scoreline") or {}).get("unloaded_ms") or {}).get("p99")
     return {"vs_model_ceiling": round(mine / ceiling, 3) if mine and ceiling else None,
-            "vs_mlserver": None,
+            "vs_mlserver": round(mine / mlserver, 2) if mine and mlserver else None,
             "vs_quix": round(mine / quix, 2) if mine and quix else None,
             "p99_at_50pct_vs_unloaded": round(loaded / unloaded, 2) if loaded and unloaded else None}
 
@@ -277,7 +289,8 @@ async def _start(name: str, bootstrap: str, run: str, plan: BenchPlan) -> _Runni
     await ensure_topics(bootstrap, bench_topics(prefix, rules))
     log = tempfile.NamedTemporaryFile(prefix=f"scoreline-bench-{name}-", suffix=".log", delete=False)
     env = None if plan.model is None else {**os.environ, BENCH_MODEL_ENV: plan.model,
-                                           MODELS_DIR_ENV: str(plan.models_dir)}
+                                           MODELS_DIR_ENV: str(plan.models_dir),
+                                           BATCH_ENV: str(plan.extra.get("best_batch", 32))}
     processes = [await asyncio.create_subprocess_exec(sys.executable, "-m", module, bootstrap, prefix, *arguments,
                                                       stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                                                       env=env)
@@ -295,7 +308,8 @@ async def _phase(running: _Running, plan: BenchPlan, phases: list[str], *, durat
                     duration=duration or plan.duration, latency_duration=plan.seconds_per_load,
                     rates=list(plan.rates), half_max=plan.half_max, window=plan.window, partitions=PARTITIONS,
                     pipeline_pids=[p.pid for p in running.processes], phases=phases, unloaded=plan.unloaded,
-                    max_rps=max_rps, objectives=[plan.model] if plan.model else ["title-ranking", "fraud-score"])
+                    max_rps=max_rps, objectives=[plan.model] if plan.model else ["title-ranking", "fraud-score"],
+                    form="v2" if running.name == "mlserver" else "scoreline")
     try:
         return await _drive(load, running.processes)
     except Exception as exc:  # noqa: BLE001 - one pipeline failing must not lose the others' figures

@@ -14,7 +14,7 @@ traces of the requests it carried; without it :func:`enabled` is False and nothi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from schemas import headers as H
 
@@ -28,11 +28,14 @@ TRACESTATE = "tracestate"
 
 _MAX_LINKS = 32  # a batch span links to at most this many request traces
 
+_otel: Any = None  # the trace API module, when installed
 try:  # optional extra: spans only when the operator installed OpenTelemetry
-    from opentelemetry import trace as _otel
+    from opentelemetry import trace as _trace_api
     from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    _otel = _trace_api
 except ImportError:  # pragma: no cover - depends on the environment
-    _otel = None
+    pass
 
 
 def trace_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]] | None:

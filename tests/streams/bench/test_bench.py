@@ -12,7 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from scoreline.cli import main
-from streams.bench.runner import PIPELINES, ratios
+from streams.bench.runner import ROUTING_PIPELINES, ratios
 
 PERCENTILES = {"p50", "p95", "p99"}
 
@@ -31,7 +31,7 @@ def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys
     assert "version" in report["broker"]
     assert report["method"]["layout"] == layout
     assert report["method"]["broker_warmup_s"] == 1
-    for name in PIPELINES:
+    for name in ROUTING_PIPELINES:
         figures = report[name]
         assert "error" not in figures, figures
         assert figures["throughput_rps"] > 0
@@ -40,7 +40,7 @@ def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys
         assert len(figures["rounds_rps"]) == 3 and all(r > 0 for r in figures["rounds_rps"])  # interleaved rounds
         assert figures["unloaded_ms"]["requests"] == 20 and figures["unloaded_ms"]["unanswered"] == 0
         assert PERCENTILES <= figures["unloaded_ms"].keys()
-    for name in PIPELINES:  # the ceiling's too: the floor, unloaded and under each load
+    for name in ROUTING_PIPELINES:  # the ceiling's too: the floor, unloaded and under each load
         latency = report[name]["latency_ms"]
         assert set(latency) == {"50", "half_max"}
         for load in latency.values():
@@ -63,14 +63,14 @@ def test_bench_reports_every_pipeline_in_one_json_object(kafka_bootstrap, capsys
     for i, round_ in enumerate(report["rounds"]):
         assert round_["vs_ceiling"] == round(report["scoreline"]["rounds_rps"][i] / report["ceiling"]["rounds_rps"][i],
                                              2)
-    for name in PIPELINES:
+    for name in ROUTING_PIPELINES:
         assert report[name]["throughput_rps"] == sorted(report[name]["rounds_rps"])[1]
     spread = ratios_["vs_ceiling_rounds"]
     assert spread == {"min": min(r["vs_ceiling"] for r in report["rounds"]),
                       "median": sorted(r["vs_ceiling"] for r in report["rounds"])[1],
                       "max": max(r["vs_ceiling"] for r in report["rounds"])}
 
-    prefixes = tuple(report[name]["prefix"] for name in PIPELINES)
+    prefixes = tuple(report[name]["prefix"] for name in ROUTING_PIPELINES)
     assert asyncio.run(_wait_gone(kafka_bootstrap, prefixes)) == []
 
 
@@ -121,7 +121,7 @@ def test_a_model_bound_bench_reports_the_models_ceiling_and_each_pipeline_servin
     assert set(ceiling["per_request_us"]) == {str(b) for b in BATCHES} and ceiling["ceiling_rps"] > 0
     loads = report["model"]["loads_rps"]
     assert list(loads) == ["25pct", "50pct", "75pct"] and loads["25pct"] < loads["50pct"] < loads["75pct"]
-    for name in ("scoreline", "quix"):  # the same model, served by each pipeline
+    for name in ("scoreline", "mlserver", "quix"):  # the same model, served by each pipeline
         assert "error" not in report[name], report[name]
         assert report[name]["throughput_rps"] > 0 and report[name]["unanswered"] == 0
         assert set(report[name]["latency_ms"]) == {str(v) for v in loads.values()}
@@ -131,4 +131,4 @@ def test_a_model_bound_bench_reports_the_models_ceiling_and_each_pipeline_servin
     mine = report["scoreline"]["throughput_rps"]
     assert ratios_["vs_model_ceiling"] == round(mine / ceiling["ceiling_rps"], 3)
     assert ratios_["vs_quix"] == round(mine / report["quix"]["throughput_rps"], 2)
-    assert ratios_["vs_mlserver"] is None  # not measured yet: said, not guessed
+    assert ratios_["vs_mlserver"] == round(mine / report["mlserver"]["throughput_rps"], 2)
