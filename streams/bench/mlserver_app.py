@@ -33,6 +33,7 @@ Settings (``settings.json``, then the model's ``model-settings.json``), each wit
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -81,6 +82,8 @@ def configure(directory: Path, bootstrap: str, prefix: str, model: str, models_d
 
 def main(bootstrap: str, prefix: str) -> None:
     model, models_dir = bench_model(), os.environ.get(MODELS_DIR_ENV)
+    if importlib.util.find_spec("mlserver") is None:
+        sys.exit("the MLServer peer needs MLServer: pip install 'scoreline[mlserver]'")
     if model is None or not models_dir:
         sys.exit("the MLServer peer serves a reference model: set SCORELINE_BENCH_MODEL and SCORELINE_MODELS_DIR")
     directory = Path(tempfile.mkdtemp(prefix="scoreline-bench-mlserver-"))

@@ -4,7 +4,9 @@ The rule is the one Triton's dynamic batcher follows, per model:
 
 * A model has ``max_calls_in_flight`` calls running at most; by default its share of the scoring
   threads: the threads divided among the models with requests, never all of them (a model whose
-  first requests arrive always finds a thread), at least one. Requests that arrive while it has
+  first requests arrive always finds a thread), at least one. A model with the threads to itself
+  (``Lanes.alone``: the only model its worker serves, on threads no other worker uses) gets
+  every thread: there is no other model to keep one for. Requests that arrive while it has
   no room queue, and the next call takes them, oldest first. Calls are answered in
   the order they started, so a model's answers keep the order its requests arrived in even when
   a later call returns first.
@@ -153,6 +155,8 @@ class Lanes(Generic[W, R]):
         """Per partition, the offsets of the requests not answered yet (a min-heap, answered ones removed lazily)."""
         self._answered: dict[Hashable, Counter[int]] = {}
         "The scoring threads the calls run on: what the models' default shares divide."
+        self.alone = False
+        """Whether one model has the threads to itself (set by the worker; :meth:`set_alone`)."""
         self._spec_of = spec_of
         self._payload_of = payload_of
         self._deadline_of = deadline_of
@@ -165,9 +169,17 @@ class Lanes(Generic[W, R]):
             self._share()
         return lane
 
+    def set_alone(self, alone: bool) -> None:
+        """Whether the threads serve one model only (then it may use all of them), and the shares again."""
+        if alone != self.alone:
+            self.alone = alone
+            self._share()
+
     def _share(self) -> None:
-        """Each model's default bound on calls in flight: its share of the threads, one always left over."""
-        share = max(1, min(self.threads - 1, self.threads // max(1, len(self.lanes))))
+        """Each model's default bound on calls in flight: its share of the threads, one left over for a model
+        whose first requests arrive, unless no other model can (``alone``)."""
+        spare = 0 if self.alone else 1
+        share = max(1, min(self.threads - spare, self.threads // max(1, len(self.lanes))))
         for lane in self.lanes.values():
             lane.share = share
 

@@ -69,6 +69,8 @@ class ScoringExecutor:
         """Stuck calls that got no replacement (the cap was reached): their threads stay when they return."""
         self.abandoned = 0
         """Calls given up on past their time limit, in all."""
+        self.users: set[int] = set()
+        """The workers scoring on these threads (their ids): one alone may give its only model every thread."""
         self.processes = ProcessScoring(threads, name=name)
         """Child processes for workflows that compute in Python (``serving.executor: "processes"``), started
         on first use, as many as threads."""

@@ -129,6 +129,7 @@ class Worker(BatchService):
 
     async def start(self) -> None:
         """Start the fact materialiser (if any), then consume."""
+        self.executor.users.add(id(self))
         if self.facts is not None:
             await self.facts.start()
         await super().start()
@@ -142,6 +143,7 @@ class Worker(BatchService):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._preloading
         await super().stop()
+        self.executor.users.discard(id(self))
         self._loads.cancel()
         self._lanes.cancel()  # never answered, never committed: replayed by the next owner
         if self._own_executor:
@@ -314,6 +316,8 @@ class Worker(BatchService):
                 version = self.rules.version
                 await self._follow_facts({})
                 await self._loads.preload(self._placed(self.rules()))
+            # One model placed here and no other worker on these threads: it may have every thread.
+            self._lanes.set_alone(len(self._placed(self.rules())) == 1 and self.executor.users == {id(self)})
             await asyncio.sleep(RULES_CHECK_S)
 
     def _placed(self, rules: Rules) -> tuple[str, ...]:

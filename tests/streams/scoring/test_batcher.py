@@ -178,6 +178,23 @@ async def test_the_default_bound_on_calls_in_flight_shares_the_threads_and_alway
     assert len(pinned.start_due(Calls().start, now=0.0, now_ms=0.0)) == 1  # no bound on cost: one call takes all
 
 
+async def test_a_model_alone_on_the_threads_gets_every_one_and_a_second_model_takes_the_spare_back():
+    lanes = lanes_with({"m": ServingSpec(max_batch_cost=1)})
+    lanes.threads = 2
+    lanes.add("m", reqs("a", "b", "c"), now=0.0)
+    assert len(lanes.start_due(Calls().start, now=0.0, now_ms=0.0)) == 1  # one thread kept for another model
+    lanes = lanes_with({"m": ServingSpec(max_batch_cost=1)})
+    lanes.threads = 2
+    lanes.add("m", reqs("a", "b", "c"), now=0.0)
+    lanes.set_alone(True)  # the only model placed on the worker, no other worker on the threads
+    calls = Calls()
+    assert len(lanes.start_due(calls.start, now=0.0, now_ms=0.0)) == 2  # both threads, one request each
+
+    lanes.set_alone(False)  # a second model was placed here: one thread is kept for it again
+    lanes.lane("n")
+    assert {lane.share for lane in lanes.lanes.values()} == {1}
+
+
 async def test_the_lowest_offset_per_partition_follows_requests_queued_and_in_calls_until_answered():
     """What the commit stops at: the lowest offset not answered, per partition, kept without a walk of the queue."""
     lanes: Lanes[Req, list[str]] = Lanes(lambda m: ServingSpec(max_batch_cost=2), payload_of=lambda r: r.payload,
