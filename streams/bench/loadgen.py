@@ -312,7 +312,8 @@ def cpu_seconds(pid: int) -> float | None:
     """CPU time (user + system) process ``pid`` and its live descendants have used so far (Linux only; None
     elsewhere, or once ``pid`` is gone). Descendants count: MLServer's parallel inference workers and
     scoreline's scoring processes are children of the process the bench started."""
-    stats = {}
+    ticks_of: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if entry.isdigit():
             try:
@@ -320,16 +321,15 @@ def cpu_seconds(pid: int) -> float | None:
                     fields = stat.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue  # gone meanwhile
-            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
-    if pid not in stats:
+            ticks_of[int(entry)] = int(fields[11]) + int(fields[12])  # utime + stime
+            children.setdefault(int(fields[1]), []).append(int(entry))  # by parent pid
+    if pid not in ticks_of:
         return None
-    tree, ticks, frontier = {pid}, 0, [pid]
+    ticks, frontier = 0, [pid]
     while frontier:
-        parent = frontier.pop()
-        ticks += stats[parent][1]
-        children = [p for p, (ppid, _) in stats.items() if ppid == parent and p not in tree]
-        tree.update(children)
-        frontier.extend(children)
+        process = frontier.pop()
+        ticks += ticks_of[process]
+        frontier.extend(children.get(process, ()))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
