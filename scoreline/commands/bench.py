@@ -88,7 +88,7 @@ def _run_models(args: argparse.Namespace, plan: BenchPlan) -> int:
 
 
 def _print_table(report: dict) -> None:
-    print(f"{'pipeline':<12} {'requests/s':>11} {'per round':>24}   latency ms p50/p95/p99: unloaded, then at each "
+    print(f"{'pipeline':<14} {'requests/s':>11} {'per round':>24}   latency ms p50/p95/p99: unloaded, then at each "
           "offered load")
     for name in PIPELINES:
         figures = report.get(name)
@@ -98,7 +98,7 @@ def _print_table(report: dict) -> None:
                           for load, f in {"unloaded": figures.get("unloaded_ms") or {},
                                           **(figures.get("latency_ms") or {})}.items() if f)
         rounds = ",".join(f"{r:.0f}" if r else "-" for r in figures.get("rounds_rps") or ())
-        print(f"{name:<12} {figures.get('throughput_rps')!s:>11} {rounds:>24}   {loads}")
+        print(f"{name:<14} {figures.get('throughput_rps')!s:>11} {rounds:>24}   {loads}")
     hop = report.get("raw_hop_ms") or {}
     print(f"raw Kafka hop (one record there and back): p50/p95/p99 {hop.get('p50')}/{hop.get('p95')}/{hop.get('p99')}")
     print(f"ratios: {report['ratios']}")

@@ -10,7 +10,8 @@ from routing import Rules, parse_rules
 from streams.topics import TopicLayout, TopicSpec
 from workflows.registry import EXAMPLES_DIR
 
-__all__ = ["BENCH_MODEL_ENV", "CLIENT", "bench_layout", "bench_model", "bench_rules", "bench_topics", "EXAMPLE_RULES"]
+__all__ = ["BENCH_MODEL_ENV", "CLIENT", "bench_layout", "bench_model", "bench_rules", "bench_rules_doc", "bench_topics",
+           "EXAMPLE_RULES"]
 
 BENCH_MODEL_ENV = "SCORELINE_BENCH_MODEL"
 """Set by the bench for a model-bound run: the reference objective every pipeline serves (its processes
@@ -52,10 +53,17 @@ def bench_rules(prefix: str, model: str | None = None) -> Rules:
         doc["objectives"] = {model: doc["objectives"][model]}
         doc["models"] = {f"{model}@v1": doc["models"][f"{model}@v1"]}
         return parse_rules(doc)
-    raw = orjson.loads(EXAMPLE_RULES.read_text().replace('"scoreline.replies.', f'"{prefix}replies.'))
-    for objective in raw["objectives"].values():
-        objective.pop("shadow", None)
-    return parse_rules(raw)
+    return parse_rules(bench_rules_doc(prefix, shadow=False))
+
+
+def bench_rules_doc(prefix: str, *, shadow: bool) -> dict:
+    """The shipped example rules as a document, reply topics under ``prefix``; ``shadow`` keeps their shadow
+    candidates (the ``scoreline_run`` pipeline runs them as shipped: every role, shadowing on)."""
+    raw: dict = orjson.loads(EXAMPLE_RULES.read_text().replace('"scoreline.replies.', f'"{prefix}replies.'))
+    if not shadow:
+        for objective in raw["objectives"].values():
+            objective.pop("shadow", None)
+    return raw
 
 
 def bench_topics(prefix: str, rules: Rules) -> list[TopicSpec]:

@@ -75,6 +75,11 @@ class LoadPlan:
     """The request mix: alternating requests of these objectives (``streams.bench.mix``)."""
     form: str = "scoreline"
     """How each request is written (``RequestMix``): the contract's, or ``v2`` for MLServer's Kafka server."""
+    driver: str = "raw"
+    """Who sends the unloaded and fixed-rate requests: ``raw`` (this generator's pre-encoded batches) or
+    ``client`` (one :class:`ScoreClient` call per request, ``streams.bench.client_load``; saturation stays raw)."""
+    prefix: str = "scoreline."
+    """The pipeline's topic prefix (the ``client`` driver's :class:`ScoreClient` finds its topics by it)."""
     warmup_timeout: float = 120.0
     drain_timeout: float = 30.0
 
@@ -283,11 +288,27 @@ class LoadGenerator:
         report: dict[str, Any] = {}
         if "saturate" in plan.phases:
             report.update(await self.saturate())
+        maximum = report["throughput_rps"] if "saturate" in plan.phases else plan.max_rps or 0.0
+        if plan.driver != "client" or not {"unloaded", "offered"} & set(plan.phases):
+            return {**report, **await self._latency(self, maximum)}
+        from streams.bench.client_load import ClientLoad
+
+        client = ClientLoad(plan)
+        await client.start()
+        try:
+            await client.warm_up()
+            return {**report, **await self._latency(client, maximum)}
+        finally:
+            await client.stop()
+
+    async def _latency(self, driver: Any, maximum: float) -> dict:
+        """The unloaded and fixed-rate phases, sent by ``driver``: this generator, or a ``ClientLoad``."""
+        plan = self.plan
+        report: dict[str, Any] = {}
         if "unloaded" in plan.phases:
-            report["unloaded_ms"] = await self.unloaded(plan.unloaded)
+            report["unloaded_ms"] = await driver.unloaded(plan.unloaded)
         if "offered" not in plan.phases or (not plan.rates and not plan.half_max):
             return report
-        maximum = report["throughput_rps"] if "saturate" in plan.phases else plan.max_rps or 0.0
         loads = {str(int(r)): r for r in plan.rates}
         if plan.half_max:
             loads["half_max"] = maximum / 2
@@ -297,7 +318,7 @@ class LoadGenerator:
                 latency[name] = {"offered_rps": rate, "p50": None, "p95": None, "p99": None,
                                  "skipped": f"offered load above this pipeline's sustained maximum ({maximum} rps)"}
                 continue
-            latency[name] = await self.offered(rate)
+            latency[name] = await driver.offered(rate)
         report["latency_ms"] = latency
         return report
 

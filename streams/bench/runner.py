@@ -31,9 +31,14 @@ from workflows.registry import MODELS_DIR_ENV
 
 __all__ = ["BenchPlan", "LAYOUTS", "LOAD_SHARES", "PIPELINES", "ROUTING_PIPELINES", "model_ratios", "run_bench"]
 
-PIPELINES = ("ceiling", "scoreline", "quix", "faust", "faust_take", "mlserver")
+PIPELINES = ("ceiling", "scoreline", "scoreline_run", "quix", "faust", "faust_take", "mlserver")
 """Every pipeline the bench knows, in the order it runs them (``mlserver`` serves a reference model only:
-it has no router, so it runs in a model-bound run alone)."""
+it has no router, so it runs in a model-bound run alone). ``scoreline_run`` is the path users run:
+``scoreline run`` with every role and the shipped rules (shadowing on), its latency measured
+through :class:`~streams.client.ScoreClient` (``streams.bench.client_load``)."""
+
+CLIENT_DRIVEN = ("scoreline_run",)
+"Pipelines whose unloaded and fixed-rate requests go through ``ScoreClient`` rather than the raw sender."
 
 ROUTING_PIPELINES = tuple(p for p in PIPELINES if p != "mlserver")
 "What the bench runs by default: every pipeline that routes and scores the example objectives."
@@ -43,6 +48,7 @@ _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
     "single": {
         "ceiling": [["streams.bench.relay", "both"]],
         "scoreline": [["streams.bench.scoreline_app", "router,worker"]],
+        "scoreline_run": [["streams.bench.run_app"]],
         "quix": [["streams.bench.quix_app", "both"]],
         "faust": [["streams.bench.faust_app", "per-event"]],
         "faust_take": [["streams.bench.faust_app", "take"]],
@@ -51,6 +57,8 @@ _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
     "pair": {
         "ceiling": [["streams.bench.relay", "in"], ["streams.bench.relay", "out"]],
         "scoreline": [["streams.bench.scoreline_app", "router"], ["streams.bench.scoreline_app", "worker"]],
+        # What users run in either layout: `scoreline run`, every role in the one process it starts.
+        "scoreline_run": [["streams.bench.run_app"]],
         "quix": [["streams.bench.quix_app", "route"], ["streams.bench.quix_app", "score"]],
         # Faust scales the way its users scale it: a second worker of the same app (the same groups).
         "faust": [["streams.bench.faust_app", "per-event"]] * 2,
@@ -248,6 +256,19 @@ def ratios(report: dict) -> dict:
                                                                                              "p99")
         if floor_loaded is not None and floor_unloaded:
             out["ceiling_p99_at_500_vs_unloaded"] = round(floor_loaded / floor_unloaded, 2)
+    # The path users run (ScoreClient -> `scoreline run`, every role) against the same floor.
+    run, ceiling = figure("scoreline_run", "throughput_rps"), figure("ceiling", "throughput_rps")
+    if run and ceiling:
+        out["run_vs_ceiling"] = round(run / ceiling, 2)
+    for percentile in ("p50", "p99"):
+        mine_ms, floor_ms = figure("scoreline_run", "unloaded_ms", percentile), figure("ceiling", "unloaded_ms",
+                                                                                       percentile)
+        if mine_ms is not None and floor_ms:
+            out[f"run_unloaded_{percentile}_vs_ceiling"] = round(mine_ms / floor_ms, 2)
+    loaded, unloaded = figure("scoreline_run", "latency_ms", "500", "p99"), figure("scoreline_run", "unloaded_ms",
+                                                                                  "p99")
+    if loaded is not None and unloaded:
+        out["run_p99_at_500_vs_unloaded"] = round(loaded / unloaded, 2)
     return out
 
 
@@ -309,7 +330,8 @@ async def _phase(running: _Running, plan: BenchPlan, phases: list[str], *, durat
                     rates=list(plan.rates), half_max=plan.half_max, window=plan.window, partitions=PARTITIONS,
                     pipeline_pids=[p.pid for p in running.processes], phases=phases, unloaded=plan.unloaded,
                     max_rps=max_rps, objectives=[plan.model] if plan.model else ["title-ranking", "fraud-score"],
-                    form="v2" if running.name == "mlserver" else "scoreline")
+                    form="v2" if running.name == "mlserver" else "scoreline",
+                    driver="client" if running.name in CLIENT_DRIVEN else "raw", prefix=running.prefix)
     try:
         return await _drive(load, running.processes)
     except Exception as exc:  # noqa: BLE001 - one pipeline failing must not lose the others' figures

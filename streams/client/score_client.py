@@ -140,7 +140,7 @@ class ScoreClient:
         """Connect, take a reply partition and start reading replies from now on."""
         await ensure_topics(self.kafka.bootstrap, [TopicSpec(self.reply_to, self.layout.reply_partitions)],
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
-        self._producer = producer = self.kafka.producer(f"client-{self.client}")
+        self._producer = producer = self.kafka.producer(f"client-{self.client}", linger_ms=0)
         await producer.start()
         self._consumer = consumer = self.kafka.consumer(group_id=None, role=f"client-{self.client}",
                                                         fetch_max_wait_ms=10)
