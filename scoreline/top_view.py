@@ -110,6 +110,9 @@ class View:
     scoring: list[ScoringRow] = field(default_factory=list)
     threads: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     """scoring executor -> (threads, share of their time in calls over the window)."""
+    loops: list[tuple[str, str, float | None, float | None, float | None]] = field(default_factory=list)
+    """(endpoint, loop, p50 ms, p99 ms over the window, worst ms since start): how late each process's event loops
+    run what is ready (``streams.ops.loop_lag``)."""
     sources: int = 0
     errors: tuple[str, ...] = ()
 
@@ -211,7 +214,25 @@ def summarise(before: Scrape | None, after: Scrape) -> View:
         versions[int(value)] += 1
     view.rules_versions = dict(sorted(versions.items()))
     _scoring(view, before, after, rate)
+    _loops(view, before, after)
     return view
+
+
+def _loops(view: View, before: Scrape | None, after: Scrape) -> None:
+    """Each endpoint's event loops: lateness percentiles from the buckets that moved, and the worst so far."""
+    buckets: dict[tuple[str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for (source, labels), v in _increase(before, after, "scoreline_event_loop_lag_seconds_bucket").items():
+        d = dict(labels)
+        buckets[(source, d.get("loop", ""))][float(d["le"])] += v
+    worst = {(source, dict(labels).get("loop", "")): v
+             for (source, labels), v in _by(after, "scoreline_event_loop_lag_max_seconds").items()}
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else value * 1000
+
+    for key in sorted(set(buckets) | set(worst)):
+        moved = buckets.get(key, {})
+        view.loops.append((*key, ms(quantile(0.5, moved)), ms(quantile(0.99, moved)), ms(worst.get(key))))
 
 
 def _scoring(view: View, before: Scrape | None, after: Scrape, rate) -> None:
@@ -367,6 +388,13 @@ def render(view: View, shadow: Mapping[tuple[str, str, str], Mapping] | None = N
     for name, (threads, busy) in view.threads.items():
         lines.append(f"  scoring threads {name}: {threads:.0f}, busy "
                      f"{_num(None if busy is None else 100 * busy, '{:.0f}%')}")
+    lines.append("")
+    lines.append(f"{'LOOP':<7} {'ENDPOINT':<40} {'LOOP':<6} {'LATEp50':>8} {'LATEp99':>8} {'WORST':>8}  (ms)")
+    for source, loop, p50, p99, worst in view.loops:
+        lines.append(f"{'':<7} {source[-40:]:<40} {loop:<6} {_num(p50, '{:.2f}'):>8} {_num(p99, '{:.2f}'):>8} "
+                     f"{_num(worst, '{:.1f}'):>8}")
+    if not view.loops:
+        lines.append("  (no process reports its event loop)")
     lines.append("")
     lines.append(f"{'LAG':<7} {'TOPIC':<40} {'TOTAL':>8}  PER PARTITION")
     for topic, parts in view.lag.items():

@@ -28,8 +28,9 @@ STREAMS_LAYERS = {
     "streams.rollouts": {"streams.transport", "streams.rules"},
     "streams.services": {"streams.transport", "streams.ops", "streams.rules", "streams.facts", "streams.repository",
                          "streams.rollouts", "streams.scoring"},
-    # The model-bound bench sizes its model ceiling by the scoring threads a worker would get.
-    "streams.bench": {"streams.transport", "streams.services", "streams.broker", "streams.scoring"},
+    # The model-bound bench sizes its model ceiling by the scoring threads a worker would get; the path users
+    # run is measured through the client they call it with.
+    "streams.bench": {"streams.transport", "streams.services", "streams.broker", "streams.scoring", "streams.client"},
 }
 STREAMS_TOP = {"streams.errors", "streams.topics"}
 

@@ -80,7 +80,8 @@ async def _run(args: argparse.Namespace) -> int:
                               workers_per_shard=args.workers_per_shard, max_request_bytes=args.max_request_bytes,
                               fact_source=args.facts, metrics_port=metrics_port(args.metrics_port),
                               trust_client_field=not args.untrusted_shared_topic,
-                              model_cache=settings.model_cache_dir(), scoring_threads=args.threads)
+                              model_cache=settings.model_cache_dir(), scoring_threads=args.threads,
+                              side_loop=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

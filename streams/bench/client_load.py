@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from schemas.errors import ScorelineError
 from streams.bench.layout import CLIENT
@@ -20,19 +22,19 @@ from streams.client import ScoreClient
 from streams.topics import TopicLayout
 from workflows import sample_items
 
-if TYPE_CHECKING:
-    from streams.bench.loadgen import LoadPlan
-
-__all__ = ["ClientLoad"]
+__all__ = ["ClientLoad", "percentiles"]
 
 TICK_S = 0.002
 "How often the open-loop sender catches up with the clock (as the load generator's)."
 
 
 class ClientLoad:
-    """``unloaded`` and ``offered`` phases through one started :class:`ScoreClient` of the bench's client."""
+    """``unloaded`` and ``offered`` phases through one started :class:`ScoreClient` of the bench's client.
 
-    def __init__(self, plan: LoadPlan, *, per_objective: int = 1000) -> None:
+    ``plan`` is the load generator's ``LoadPlan`` (its bootstrap, prefix, run, objectives and timeouts).
+    """
+
+    def __init__(self, plan: Any, *, per_objective: int = 1000) -> None:
         self.plan = plan
         self.client = ScoreClient(plan.bootstrap, CLIENT, layout=TopicLayout(prefix=plan.prefix))
         items = {o: sample_items(o, per_objective, seed=11) for o in plan.objectives}
@@ -68,16 +70,12 @@ class ClientLoad:
 
     async def unloaded(self, count: int, timeout: float = 10.0) -> dict:
         """``count`` requests one after another, each sent once the one before is answered."""
-        from streams.bench.loadgen import percentiles
-
         seconds = [await self._one(timeout) for _ in range(count)]
         answered = [s for s in seconds if s is not None]
         return {"requests": count, "unanswered": count - len(answered), **percentiles(answered)}
 
     async def offered(self, rate: float) -> dict:
         """Open loop at ``rate`` requests/s, each awaited in its own task; percentiles after the first second."""
-        from streams.bench.loadgen import percentiles
-
         seconds = self.plan.latency_duration
         began = time.perf_counter()
         record_from, end = began + min(1.0, seconds / 4), began + seconds
@@ -94,3 +92,13 @@ class ClientLoad:
         latencies = [s for s in results[:len(counted)] if s is not None]
         return {"offered_rps": round(rate, 1), "sent": sent, "unanswered": sum(r is None for r in results),
                 "driver": "ScoreClient", **percentiles(latencies)}
+
+
+def percentiles(seconds: list[float]) -> dict:
+    """p50, p95 and p99 of ``seconds`` in milliseconds, and how many (the bench's latency figures)."""
+    if not seconds:
+        return {"p50": None, "p95": None, "p99": None, "samples": 0}
+    ms = np.asarray(seconds) * 1000
+    p50, p95, p99 = np.percentile(ms, (50, 95, 99))
+    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2),
+            "samples": len(seconds)}

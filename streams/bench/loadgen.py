@@ -29,10 +29,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.bench.client_load import ClientLoad, percentiles
 from streams.bench.mix import RequestMix
 
 __all__ = ["LoadPlan", "LoadGenerator", "percentiles"]
@@ -291,8 +291,6 @@ class LoadGenerator:
         maximum = report["throughput_rps"] if "saturate" in plan.phases else plan.max_rps or 0.0
         if plan.driver != "client" or not {"unloaded", "offered"} & set(plan.phases):
             return {**report, **await self._latency(self, maximum)}
-        from streams.bench.client_load import ClientLoad
-
         client = ClientLoad(plan)
         await client.start()
         try:
@@ -352,15 +350,6 @@ def cpu_seconds(pid: int) -> float | None:
         ticks += ticks_of[process]
         frontier.extend(children.get(process, ()))
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def percentiles(seconds: list[float]) -> dict:
-    if not seconds:
-        return {"p50": None, "p95": None, "p99": None, "samples": 0}
-    ms = np.asarray(seconds) * 1000
-    p50, p95, p99 = np.percentile(ms, (50, 95, 99))
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2),
-            "samples": len(seconds)}
 
 
 async def _main(plan: LoadPlan) -> dict:

@@ -48,7 +48,7 @@ _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
     "single": {
         "ceiling": [["streams.bench.relay", "both"]],
         "scoreline": [["streams.bench.scoreline_app", "router,worker"]],
-        "scoreline_run": [["streams.bench.run_app"]],
+        "scoreline_run": [["streams.bench.scoreline_app", "run"]],
         "quix": [["streams.bench.quix_app", "both"]],
         "faust": [["streams.bench.faust_app", "per-event"]],
         "faust_take": [["streams.bench.faust_app", "take"]],
@@ -58,7 +58,7 @@ _PROCESSES: dict[str, dict[str, list[list[str]]]] = {
         "ceiling": [["streams.bench.relay", "in"], ["streams.bench.relay", "out"]],
         "scoreline": [["streams.bench.scoreline_app", "router"], ["streams.bench.scoreline_app", "worker"]],
         # What users run in either layout: `scoreline run`, every role in the one process it starts.
-        "scoreline_run": [["streams.bench.run_app"]],
+        "scoreline_run": [["streams.bench.scoreline_app", "run"]],
         "quix": [["streams.bench.quix_app", "route"], ["streams.bench.quix_app", "score"]],
         # Faust scales the way its users scale it: a second worker of the same app (the same groups).
         "faust": [["streams.bench.faust_app", "per-event"]] * 2,

@@ -42,6 +42,8 @@ scoring_batch_cost                          histogram  role, model (items, or wh
 workflow_timeouts_total                     counter    role, model
 scoring_threads                             gauge      executor
 scoring_busy_seconds_total                  counter    executor (its rate / threads: utilisation)
+event_loop_lag_seconds                      histogram  loop (live, side): how late a due wake-up came
+event_loop_lag_max_seconds                  gauge      loop: the latest wake-up since start
 ==========================================  =========  ==========================================
 """
 
@@ -61,6 +63,7 @@ from prometheus_client.registry import Collector
 
 from streams.ops import tracing
 from streams.ops.health import CONTENT_TYPE, PipelineView, ServiceView
+from streams.ops.loop_lag import loop_lag_families
 from streams.transport.protocols import Batch, Consumer
 from workflows.registry import LOAD_BUCKETS_S
 
@@ -361,6 +364,7 @@ class _LiveState(Collector):
         yield seconds
         yield measured
         yield from _rollout_families(pipeline.services)
+        yield from loop_lag_families(getattr(pipeline, "loop_lags", ()))
 
 
 def _scoring_families(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:

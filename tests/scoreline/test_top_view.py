@@ -193,3 +193,33 @@ scoreline_scoring_busy_seconds_total{{executor="scoreline-scoring"}} {busy}
     assert view.threads == {"w scoreline-scoring": (2, pytest.approx(0.5))}  # 10 s busy of 2 threads x 10 s
     text = top_view.render(view)
     assert "SCORING" in text and "ranker-gbdt@v1" in text and "busy 50%" in text
+
+
+def test_the_loop_section_shows_each_processs_event_loops_lateness():
+    def scrape(source: str, loops: dict[str, tuple[int, int, int, float]], at: float) -> top_view.Scrape:
+        lines = ["# TYPE scoreline_event_loop_lag_seconds histogram",
+                 "# TYPE scoreline_event_loop_lag_max_seconds gauge"]
+        for loop, (under_1ms, under_10ms, total, worst) in loops.items():
+            lines += [f'scoreline_event_loop_lag_seconds_bucket{{loop="{loop}",le="0.001"}} {under_1ms}',
+                      f'scoreline_event_loop_lag_seconds_bucket{{loop="{loop}",le="0.01"}} {under_10ms}',
+                      f'scoreline_event_loop_lag_seconds_bucket{{loop="{loop}",le="+Inf"}} {total}',
+                      f'scoreline_event_loop_lag_seconds_count{{loop="{loop}"}} {total}',
+                      f'scoreline_event_loop_lag_seconds_sum{{loop="{loop}"}} 0',
+                      f'scoreline_event_loop_lag_max_seconds{{loop="{loop}"}} {worst}']
+        return top_view.parse("\n".join(lines) + "\n", source=source, at=at)
+
+    before = top_view.merge([scrape("router:9464", {"live": (100, 100, 100, 0.0005)}, 0.0),
+                             scrape("run:9464", {"live": (100, 100, 100, 0.0005), "side": (0, 100, 100, 0.004)}, 0.0)])
+    # In 10 s: the router's loop always on time; the all-roles process's side loop late by 10 ms and more.
+    after = top_view.merge([scrape("router:9464", {"live": (300, 300, 300, 0.0005)}, 10.0),
+                            scrape("run:9464", {"live": (300, 300, 300, 0.0008), "side": (0, 100, 300, 0.250)}, 10.0)])
+    view = top_view.summarise(before, after)
+
+    assert [(source, loop) for source, loop, *_ in view.loops] == [("router:9464", "live"), ("run:9464", "live"),
+                                                                   ("run:9464", "side")]
+    by = {(source, loop): figures for source, loop, *figures in view.loops}
+    assert by[("router:9464", "live")][1] <= 1.0 and by[("run:9464", "side")][0] >= 10.0  # p99, then p50
+    assert by[("run:9464", "side")][2] == pytest.approx(250.0)  # the worst since start, in ms
+    frame = top_view.render(view)
+    assert "LOOP" in frame and "side" in frame and "250.0" in frame
+    assert "(no process reports its event loop)" in top_view.render(_view())

@@ -415,3 +415,43 @@ async def test_a_backlog_older_than_the_window_is_compared_not_timed_out(kafka, 
     comparisons = [codec.decode_comparison(r.value) for r in out.records]
     assert Counter(c.reason for c in comparisons) == Counter({None: total})
     check_against_sides(comparisons, [s for pair in pairs for s in pair])
+
+
+def _is_faust(task: asyncio.Task) -> bool:
+    """Whether ``task`` runs code of faust or of mode, its service library: the comparator's work."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and any(f"/{package}/" in code.co_filename for package in ("faust", "mode"))
+
+
+def _runs_side_work(task: asyncio.Task) -> bool:
+    """Whether ``task`` belongs to a side role: the shadow worker, the rollout controller or the comparator."""
+    return task.get_name() in ("scoreline-shadow", "rollout-controller") or _is_faust(task)
+
+
+@pytest.mark.kafka
+async def test_the_side_roles_run_on_their_own_loop_and_still_compare_every_request(kafka, layout, shadow_all_rules,
+                                                                                      registry):
+    """``scoreline run``'s layout: the live path's loop runs no shadow, comparator or controller task."""
+    from streams.client.score_client import ScoreClient
+
+    options = PipelineOptions(follow_rules=False, side_loop=True)
+    async with Pipeline(kafka, layout, shadow_all_rules, registry, options) as pipeline:
+        await pipeline.wait_ready()
+        async with TopicTail(kafka, [layout.shadow_comparisons]) as out, \
+                ScoreClient(kafka, "demo", layout=layout) as client:
+            requests = [client.request("title-ranking", i.context, i.payload)
+                        for i in sample_items("title-ranking", 30, seed=4)]
+            results = await client.score_many(requests, timeout=60, return_exceptions=False)
+            assert await out.wait_for(lambda: len(out.records) >= len(requests), timeout=60)
+            live_loop = [t for t in asyncio.all_tasks() if _runs_side_work(t)]
+            assert pipeline.side is not None
+            side_loop = pipeline.side.tasks()
+        names = {t.get_name() for t in side_loop}
+
+    assert all(r.status == "ok" for r in results)
+    assert live_loop == []
+    assert {"scoreline-shadow", "rollout-controller"} <= names
+    assert any(_is_faust(t) for t in side_loop)
+    comparisons = [codec.decode_comparison(r.value) for r in out.records]
+    assert Counter(c.request_id for c in comparisons) == Counter(r.request_id for r in requests)
+    assert pipeline.side is None  # stopped with the pipeline
