@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 
 from schemas import codec
 from schemas import headers as H
@@ -19,7 +20,7 @@ from streams.ops.tracing import trace_headers
 from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
 from streams.transport.kafka import KafkaTransport
-from streams.transport.outbox import Outbox
+from streams.transport.outbox import Outbox, Sent
 from streams.transport.protocols import Batch, Consumer, Producer, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
@@ -29,6 +30,9 @@ BACKFILL_SUFFIX = ".backfill"
 """Topics whose names end so carry backfill traffic, served after live work."""
 
 log = logging.getLogger(__name__)
+
+MAX_UNACKED = 4
+"""Batches a service may have sent and not yet seen acknowledged while it handles the next one."""
 
 
 class BatchService(ABC):
@@ -66,6 +70,8 @@ class BatchService(ABC):
         self._partitions: dict[str, int] = {}
         self._stopped_at: dict[TopicPartition, tuple[int, int]] = {}
         """Partitions whose commit stopped short of the batch's end for work held back: (end, committed)."""
+        self._replay: list[Batch] = []
+        """Batches to fetch again, oldest first: one failed, and every batch handled after it."""
         self.batches = 0
         self.records = 0
         self.dead_letters = 0
@@ -137,30 +143,75 @@ class BatchService(ABC):
         return None
 
     async def _run(self) -> None:
+        """Poll, handle, send; the acknowledgements are awaited in the background, in order, while the next batch
+        is polled and handled (at most :data:`MAX_UNACKED` batches waiting); each batch is committed once its
+        output is acknowledged and every batch before it is committed-to. A batch whose output fails is replayed
+        from its first offsets, with every batch handled after it."""
         assert self.consumer is not None and self.producer is not None
-        outbox: Outbox = Outbox(self.producer)
-        while not self._stopping.is_set():
-            batch = await self._poll()
-            if not batch and not self.held():
-                continue  # with work held back, an empty poll still lets ``handle`` finish it
-            began = time.perf_counter()
-            try:
-                await self.handle(batch, outbox)
-                handled = time.perf_counter()
-                await self._settle(batch, outbox)
-            except Exception:
-                log.exception("%s: batch failed; rewinding to replay it", self.role)
-                self.metrics.batch_failed()
-                outbox.discard()  # the replay queues its output afresh
-                self._rewind(batch)
-                await asyncio.sleep(self.retry_pause_s)
-                continue
-            settled = time.perf_counter()
-            self._commit_soon(batch)
-            if batch:
-                self.batches += 1
-                self.records += sum(len(r) for r in batch.values())
-                self.metrics.batch_done(batch, began, handled, settled)
+        acking: deque[asyncio.Task[None]] = deque()
+        try:
+            while not self._stopping.is_set():
+                if self._replay:
+                    await self._replay_failed(acking)
+                    continue
+                batch = await self._poll()
+                if not batch and not self.held():
+                    continue  # with work held back, an empty poll still lets ``handle`` finish it
+                outbox: Outbox = Outbox(self.producer)
+                began = time.perf_counter()
+                try:
+                    await self.handle(batch, outbox)
+                    handled = time.perf_counter()
+                    sent = await outbox.send()
+                except Exception:
+                    log.exception("%s: batch failed; rewinding to replay it", self.role)
+                    self.metrics.batch_failed()
+                    outbox.discard()  # the replay queues its output afresh
+                    self._replay.append(batch)
+                    continue
+                acking.append(asyncio.create_task(self._acknowledge(
+                    batch, outbox, sent, acking[-1] if acking else None, began, handled)))
+                while acking and (acking[0].done() or len(acking) > MAX_UNACKED):
+                    await acking.popleft()
+        finally:
+            # Stopping: the batches in hand are acknowledged and committed (or left to be replayed).
+            await asyncio.gather(*acking, return_exceptions=True)
+
+    async def _acknowledge(self, batch: Batch, outbox: Outbox, sent: Sent, previous: asyncio.Task[None] | None,
+                           began: float, handled: float) -> None:
+        """Once the batch before has been: wait for this batch's acknowledgements, then commit it (never raises)."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        if self._replay:
+            self._replay.append(batch)  # an earlier batch failed: this one is replayed with it
+            return
+        try:
+            await self._settle(batch, outbox, sent)
+        except Exception:
+            log.exception("%s: batch output failed; rewinding to replay it", self.role)
+            self.metrics.batch_failed()
+            self._replay.append(batch)
+            return
+        settled = time.perf_counter()
+        self._commit_soon(batch)
+        if batch:
+            self.batches += 1
+            self.records += sum(len(r) for r in batch.values())
+            self.metrics.batch_done(batch, began, handled, settled)
+
+    async def _replay_failed(self, acking: deque[asyncio.Task[None]]) -> None:
+        """Once every batch in hand has settled or joined the replay: seek back to the first failed batch's
+        offsets, pause, and let the loop fetch them again."""
+        await asyncio.gather(*acking, return_exceptions=True)
+        acking.clear()
+        replay, self._replay = self._replay, []
+        first: Batch = {}
+        for batch in replay:  # the lowest offset per partition: batches join in the order they settle, not arrive
+            for tp, records in batch.items():
+                if tp not in first or records[0].offset < first[tp][0].offset:
+                    first[tp] = records
+        self._rewind(first)
+        await asyncio.sleep(self.retry_pause_s)
 
     async def _poll(self) -> Batch:
         """The next batch, live work first: backfill only fills the room live leaves, a slice at a time.
@@ -188,9 +239,9 @@ class BatchService(ABC):
         # Idle: wait for whatever comes first, but take backfill no faster than a slice at a time.
         return await consumer.getmany(timeout_ms=idle_ms, max_records=self.kafka.backfill_slice)
 
-    async def _settle(self, batch: Batch, outbox: Outbox) -> None:
+    async def _settle(self, batch: Batch, outbox: Outbox, sent: Sent) -> None:
         """Wait for every send; dead-letter the records whose output the broker refused."""
-        failures = await outbox.flush()
+        failures = await outbox.acknowledged(sent)
         if not failures:
             return
         for record, exc in failures:

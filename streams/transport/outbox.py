@@ -10,7 +10,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from routing.allocation import partitions_for_keys
 from streams.transport.protocols import Producer, RecordBatch
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "Sent"]
 
 Tag = TypeVar("Tag")
 
@@ -21,6 +21,10 @@ class _Pending(NamedTuple):
     headers: list[tuple[str, bytes]]
     timestamp_ms: int | None
     tag: Any
+
+
+Sent = list[tuple[asyncio.Future, str, int, list[_Pending]]]
+"""What :meth:`Outbox.send` handed over: per record batch, its acknowledgement, topic, partition and records."""
 
 
 class Outbox(Generic[Tag]):
@@ -73,14 +77,28 @@ class Outbox(Generic[Tag]):
 
     async def flush(self) -> list[tuple[Tag | None, BaseException]]:
         """Send every record queued so far and wait; return the ones the broker refused, with why."""
+        return await self.acknowledged(await self.send())
+
+    async def send(self) -> Sent:
+        """Hand every record queued so far to the producer, in order; the acknowledgements to wait for.
+
+        Nothing is awaited but the producer taking the batches, so the caller may go on (handle the
+        next batch) while the broker acknowledges these; the producer keeps their order per partition.
+        """
         if not self._count:
             return []
         queued, self._queued, self._count = self._queued, {}, 0
-        sent: list[tuple[asyncio.Future, str, int, list[_Pending]]] = []
+        sent: Sent = []
         for (topic, partition), records in (await self._by_partition(queued)).items():
             for builder, rows in self._batches(records):
                 sent.append((await self._producer.send_batch(builder, topic, partition=partition), topic,
                              partition, rows))
+        return sent
+
+    async def acknowledged(self, sent: Sent) -> list[tuple[Tag | None, BaseException]]:
+        """Wait for ``sent``'s acknowledgements; the records the broker refused, with why (retried one by one)."""
+        if not sent:
+            return []
         outcomes: list[Any] = await asyncio.gather(*(s[0] for s in sent), return_exceptions=True)
         failures: list[tuple[Tag | None, BaseException]] = []
         for (_, topic, partition, rows), outcome in zip(sent, outcomes):

@@ -104,6 +104,46 @@ async def test_a_failed_batch_is_rewound_and_replayed_and_its_output_sent_once()
     assert relay.failed is None
 
 
+async def test_the_next_batch_is_handled_while_the_one_before_waits_for_its_acknowledgements():
+    broker = MemoryBroker()
+    fill(broker, "in", 4)
+    broker.hold_acks()
+    async with Relay(MemoryTransport(broker), topics=["in"],
+                     kafka=dataclasses.replace(KAFKA, fetch_max_records=2)) as relay:
+        try:  # no acknowledgement yet: both batches were handled and sent all the same, and nothing committed
+            assert await eventually(lambda: len(relay.seen) == 2, timeout=5)
+            assert broker.commit_log == [] and broker.values("out") == []
+        finally:
+            broker.release_acks()
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 4}, timeout=5)
+    assert relay.seen == [[b"v0", b"v1"], [b"v2", b"v3"]]
+    assert broker.values("out") == [b"v0", b"v1", b"v2", b"v3"]  # in order
+    assert all(offsets[TopicPartition("in", 0)] in (2, 4) for _, offsets in broker.commit_log)
+
+
+async def test_a_batch_whose_output_failed_is_replayed_with_every_batch_handled_after_it():
+    broker = MemoryBroker()
+    fill(broker, "in", 4)
+    refusing = [True]  # v0's output and its dead letter: the first batch cannot settle
+    broker.refuse(lambda topic, r: RecordRefused("no") if refusing[0] and (
+        (topic == "out" and r.value == b"v0") or topic == LAYOUT.deadletter) else None)
+    broker.hold_acks()
+    async with Relay(MemoryTransport(broker), topics=["in"],
+                     kafka=dataclasses.replace(KAFKA, fetch_max_records=2)) as relay:
+        try:
+            assert await eventually(lambda: len(relay.seen) == 2, timeout=5)  # the second handled meanwhile
+        finally:
+            broker.release_acks()
+        assert await eventually(lambda: len(relay.seen) >= 3, timeout=5)
+        committed_while_failing = list(broker.commit_log)
+        refusing[0] = False
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 4}, timeout=5)
+    assert relay.seen[2][0] == b"v0"  # replayed from the failed batch's first offset, the later batch with it
+    assert committed_while_failing == []  # no commit passed the batch that failed
+    letters = [base64.b64decode(orjson.loads(v)["original_b64"]) for v in broker.values(LAYOUT.deadletter)]
+    assert {b"v0", b"v1", b"v2", b"v3"} <= set(broker.values("out")) | set(letters)  # nothing lost
+
+
 async def test_a_commit_lost_in_transit_is_covered_by_the_next_one():
     broker = MemoryBroker()
     fill(broker, "in", 4)
