@@ -12,12 +12,13 @@ the increase (as Prometheus' ``rate`` treats a reset).
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from streams.quantiles import bucket_quantile as quantile
 
 __all__ = ["Scrape", "View", "ModelRow", "ScoringRow", "parse", "merge", "summarise", "agreement", "render", "quantile",
            "rollout_lines"]
@@ -131,27 +132,6 @@ def _increase(before: Scrape | None, after: Scrape, name: str) -> dict[tuple[str
         prior = old.get(key, 0.0)
         out[key] = value - prior if value >= prior else value
     return out
-
-
-def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
-    """The ``q`` quantile from cumulative bucket counts ``{upper bound: count}`` (Prometheus' interpolation)."""
-    bounds = sorted(buckets)
-    if not bounds:
-        return None
-    total = buckets[bounds[-1]]
-    if total <= 0:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower  # in the overflow bucket: the best one can say is "over the last bound"
-            in_bucket = count - below
-            return lower + (bound - lower) * ((rank - below) / in_bucket if in_bucket else 1.0)
-        lower, below = bound, count
-    return lower
 
 
 def summarise(before: Scrape | None, after: Scrape) -> View:

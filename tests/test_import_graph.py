@@ -32,7 +32,7 @@ STREAMS_LAYERS = {
     # run is measured through the client they call it with.
     "streams.bench": {"streams.transport", "streams.services", "streams.broker", "streams.scoring", "streams.client"},
 }
-STREAMS_TOP = {"streams.errors", "streams.topics"}
+STREAMS_TOP = {"streams.errors", "streams.topics", "streams.quantiles"}
 
 
 def _modules() -> dict[str, Path]:
@@ -179,8 +179,11 @@ def test_every_package_init_exports_names_that_exist():
 
 def test_bench_only_and_training_only_packages_stay_where_they_belong():
     """What a worker imports never needs an extra: Quix Streams and MLServer are the bench's, scikit-learn
-    training's."""
+    training's, pyarrow the data tools' (backfill tables and results, the shadow export), duckdb the analysts'
+    (only the tests run it)."""
     extras = {"quixstreams": ("streams.bench.quix_app",), "mlserver": ("streams.bench.mlserver_runtime",),
+              "pyarrow": ("streams.client.backfill_tables", "streams.client.backfill_results",
+                          "streams.client.shadow_export"), "duckdb": (),
               "sklearn": ("workflows.training.",),
               "skl2onnx": ("workflows.training.",), "onnx": ("workflows.training.",)}
     for module, path in MODULES.items():

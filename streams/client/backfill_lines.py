@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 
 from schemas import codec
 from schemas.errors import ErrorCode, InvalidMessage
 from schemas.messages import ErrorInfo, Request, Result, Status, Traffic
+from streams.client.backfill_tables import RowBody, parse_line
 from streams.topics import TopicLayout
 
-__all__ = ["Line", "file_digest", "output_line", "prepare_lines", "read_done_lines", "rejected_result"]
+__all__ = ["Line", "RequestIds", "file_digest", "output_line", "prepare_lines", "prepare_rows", "read_done_lines",
+           "rejected_result"]
 
 
 
@@ -41,22 +46,69 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:10]
 
 
-def prepare_lines(raw_lines: Iterator[bytes], *, digest: str, objective: str, client: str,
-                  layout: TopicLayout) -> Iterator[Line]:
-    """Turn raw JSON Lines into requests: ids, client, ``reply_to`` and objective filled in,
-    ``traffic`` forced to backfill. Blank lines are skipped (they hold no request) but keep
-    their number, so line numbers always match the file.
+class RequestIds:
+    """Every row's request id, kept as a 64-bit hash beside its row number: 16 bytes a row, so a
+    backfill of millions of rows can recognise each result (and each id used twice) without a
+    dict of every id. Hashes are Python's own, stable within the process that made them."""
+
+    def __init__(self) -> None:
+        self._hashes = array.array("q")
+        self._rows = array.array("q")
+        self._sorted: np.ndarray | None = None
+        self._sorted_rows: np.ndarray | None = None
+        self._first_use: dict[int, int] = {}
+
+    def add(self, request_id: str, row: int) -> None:
+        """Note ``row``'s id (rows in increasing order)."""
+        self._hashes.append(hash(request_id))
+        self._rows.append(row)
+
+    def freeze(self) -> None:
+        """Sort for lookups and find the rows whose id an earlier row already has."""
+        hashes = np.frombuffer(self._hashes, dtype=np.int64) if self._hashes else np.zeros(0, np.int64)
+        rows = np.frombuffer(self._rows, dtype=np.int64) if self._rows else np.zeros(0, np.int64)
+        order = np.lexsort((rows, hashes))
+        self._sorted, self._sorted_rows = hashes[order], rows[order]
+        self._hashes, self._rows = array.array("q"), array.array("q")
+        repeated = np.flatnonzero(self._sorted[1:] == self._sorted[:-1]) + 1
+        for index in repeated.tolist():
+            first = int(np.searchsorted(self._sorted, self._sorted[index]))
+            self._first_use[int(self._sorted_rows[index])] = int(self._sorted_rows[first])
+
+    def __len__(self) -> int:
+        return len(self._sorted) if self._sorted is not None else len(self._hashes)
+
+    def row_of(self, request_id: str) -> int | None:
+        """The (first) row published under ``request_id``; None for an id of no row."""
+        assert self._sorted is not None and self._sorted_rows is not None, "freeze() first"
+        h = hash(request_id)
+        index = int(np.searchsorted(self._sorted, h))
+        if index < len(self._sorted) and self._sorted[index] == h:
+            return int(self._sorted_rows[index])
+        return None
+
+    def first_use(self, row: int) -> int | None:
+        """The earlier row that has ``row``'s request id, if any."""
+        return self._first_use.get(row)
+
+
+def prepare_rows(rows: Iterable[tuple[int, RowBody]], *, digest: str, objective: str, client: str,
+                 layout: TopicLayout, ids: RequestIds | None = None) -> Iterator[Line]:
+    """Turn request bodies into requests: ids, client, ``reply_to`` and objective filled in,
+    ``traffic`` forced to backfill. A frozen ``ids`` says which rows reuse an earlier row's id;
+    without it they are found as the rows go by.
     """
     seen: dict[str, int] = {}
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
+    for number, body in rows:
         derived = f"bf-{digest}-{number}"
         try:
-            request = _request_of(raw, derived, objective, client, layout)
-            if (first := seen.setdefault(request.request_id, number)) != number:
+            if isinstance(body, InvalidMessage):
+                raise body
+            request = _request_of(body, derived, objective, client, layout)
+            first = ids.first_use(number) if ids is not None else seen.setdefault(request.request_id, number)
+            if first is not None and first != number:
                 raise InvalidMessage(ErrorCode.INVALID_VALUE,
-                                     f"request_id {request.request_id!r} is already used by line {first}",
+                                     f"request_id {request.request_id!r} is already used by row {first}",
                                      field="request_id")
         except InvalidMessage as exc:
             yield Line(number, derived, None, exc.to_error_info())
@@ -64,13 +116,16 @@ def prepare_lines(raw_lines: Iterator[bytes], *, digest: str, objective: str, cl
         yield Line(number, request.request_id, request)
 
 
-def _request_of(raw: bytes, derived_id: str, objective: str, client: str, layout: TopicLayout) -> Request:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(ErrorCode.MALFORMED_JSON, f"line is not valid JSON: {exc}") from None
-    if type(body) is not dict:
-        raise InvalidMessage(ErrorCode.NOT_AN_OBJECT, "line must hold a JSON object (one request)")
+def prepare_lines(raw_lines: Iterable[bytes], *, digest: str, objective: str, client: str,
+                  layout: TopicLayout) -> Iterator[Line]:
+    """:func:`prepare_rows` over raw JSON Lines. Blank lines are skipped (they hold no request)
+    but keep their number, so line numbers always match the file.
+    """
+    rows = ((n, parse_line(raw)) for n, raw in enumerate(raw_lines, start=1) if raw.strip())
+    return prepare_rows(rows, digest=digest, objective=objective, client=client, layout=layout)
+
+
+def _request_of(body: dict[str, Any], derived_id: str, objective: str, client: str, layout: TopicLayout) -> Request:
     if body.get("objective") is None:
         body["objective"] = objective
     elif body["objective"] != objective:

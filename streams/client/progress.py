@@ -17,13 +17,15 @@ class Progress:
     """
 
     def __init__(self, total: int, write: Callable[[str], None], *, tty: bool, every: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic, label: str = "backfill") -> None:
+                 clock: Callable[[], float] = time.monotonic, label: str = "backfill",
+                 second: str = "published") -> None:
         self.total = total
         self.write = write
         self.tty = tty
         self.every = every if not tty else 0.2
         self.clock = clock
         self.label = label
+        self.second = second
         self.began = clock()
         self._last = float("-inf")
         self._samples: deque[tuple[float, int]] = deque()
@@ -55,7 +57,7 @@ class Progress:
         eta = _clock_text(left / rate) if rate > 0 and left > 0 else ("0:00" if left <= 0 else "?")
         share = done / self.total if self.total else 1.0
         text = (f"{self.label} {done:,}/{self.total:,} {share:4.0%}  {rate:,.0f}/s  ETA {eta}  "
-                f"(published {published:,})")
+                f"({self.second} {published:,})")
         if not self.tty:
             return text + "\n"
         width = 24

@@ -25,7 +25,7 @@ batches_total                               counter    role, group
 batch_failures_total                        counter    role, group
 batch_size_records                          histogram  role
 batch_stage_seconds                         histogram  role, stage (handle, settle, commit)
-result_latency_seconds                      histogram  role, objective, model
+result_latency_seconds                      histogram  role, objective, model, traffic
 consumer_lag_records                        gauge      group, topic, partition
 assigned_partitions                         gauge      role, group
 rules_version                               gauge      (none)
@@ -111,8 +111,9 @@ class PipelineMetrics:
             ["role", "stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.latency = Histogram(
             "scoreline_result_latency_seconds",
-            "From the request's Kafka timestamp to its result being queued (end to end through the router).",
-            ["role", "objective", "model"], buckets=LATENCY_BUCKETS, registry=r)
+            "From the request's Kafka timestamp to its result being queued (end to end through the router); "
+            "traffic live, backfill or shadow, so live latency can be watched apart (a backfill governs itself by it).",
+            ["role", "objective", "model", "traffic"], buckets=LATENCY_BUCKETS, registry=r)
         self.services: list[ServiceMetrics] = []
         r.register(_LiveState(self))
 
@@ -201,12 +202,12 @@ class ServiceMetrics:
         for candidate in shadows:
             self._shadows[(objective, candidate)] += 1
 
-    def result(self, objective: str | None, model: str | None, status: str, total_ms: float | None = None) -> None:
+    def result(self, objective: str | None, model: str | None, status: str, total_ms: float | None = None,
+               traffic: str = "live") -> None:
         """One result (or shadow-side record) queued; ``total_ms`` since the request's timestamp."""
-        key = (objective or "", model or "")
-        self._results[(*key, status)] += 1
+        self._results[(objective or "", model or "", status)] += 1
         if total_ms is not None:
-            self._latencies[key].append(total_ms / 1000.0)
+            self._latencies[(objective or "", model or "", traffic)].append(total_ms / 1000.0)
 
     def dead_letter(self, code: str) -> None:
         """One record dead-lettered with ``code``."""
@@ -237,8 +238,8 @@ class ServiceMetrics:
                 m.results.labels(self.role, self.shard, objective, model, status).inc(n)
             for code, n in self._dead.items():
                 m.dead_letters.labels(self.role, code).inc(n)
-            for (objective, model), values in self._latencies.items():
-                _observe_many(m.latency.labels(self.role, objective, model), values)
+            for (objective, model, traffic), values in self._latencies.items():
+                _observe_many(m.latency.labels(self.role, objective, model, traffic), values)
         if tracing.enabled():
             tracing.batch_spans(self.role, batch, began, handled, settled, done)
         self._clear()

@@ -450,7 +450,7 @@ class Worker(BatchService):
         if routed_at is not None:
             timings["routed"] = _ms(routed_at - record.timestamp)
         self.results[status] += 1
-        self.metrics.result(request.objective, model_id, status, timings["total"])
+        self.metrics.result(request.objective, model_id, status, timings["total"], request.traffic)
         key = request.request_id.encode()
         trace = trace_headers(headers)
         shadows = headers.get(H.SHADOWS)
@@ -503,7 +503,8 @@ class ShadowWorker(Worker):
         status = status or (Status.OK if outcome.error is None else Status.ERROR)
         self.results[status] += 1
         now_ms = time.time() * 1000
-        self.metrics.result(work.request.objective, model_id, status, now_ms - work.record.timestamp)
+        self.metrics.result(work.request.objective, model_id, status, now_ms - work.record.timestamp,
+                            work.request.traffic)
         shadows = work.headers.get(H.SHADOWS, "")
         side = self._shadow_side(work, Role.SHADOW, model_id, outcome, status, scored_ms, now_ms,
                                  primary_model=work.headers.get(H.PRIMARY_MODEL, ""),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from streams.services.pipeline import Pipeline
 from streams.topics import TopicLayout
 from streams.transport.settings import KafkaSettings
 from streams.transport.tail import TopicTail
+from streams.transport.topic_reader import TopicSpan
 from workflows import ModelRegistry, sample_items
 
 SCORELINE = [sys.executable, "-m", "scoreline"]
@@ -121,7 +123,100 @@ async def test_backfill_reports_progress_and_bad_lines_on_stderr(kafka_bootstrap
     assert summary["results"]["ok"] == 198 and summary["published"] == 198
     text = stderr.decode()
     assert "line 3: malformed_json" in text and "line 7: invalid_value: objective is 'fraud-score'" in text
-    assert "backfill 198/198 100%" in text and "\r" not in text  # plain lines: stderr is not a terminal
+    assert "backfill 198/198" not in text  # --json: no progress
+    process = await _scoreline("backfill", str(source), "--objective", "title-ranking", env=env)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 50)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert "backfill 198/198 100%" in stderr.decode() and "\r" not in stderr.decode()  # plain lines, no terminal
+    assert stdout.decode().startswith("200 rows: 198 published")
+
+
+def _parquet_requests(path: Path, n: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    rows = [{"account": f"acct-{i}", **item.context, **item.payload}
+            for i, item in enumerate(sample_items("title-ranking", n, seed=23), start=1)]
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000)
+
+
+@pytest.mark.kafka
+async def test_a_killed_parquet_backfill_resumes_into_one_parquet_file_without_duplicates(kafka_bootstrap, layout,
+                                                                                         pipeline, tmp_path):
+    import pyarrow.parquet as pq
+    total = 6000
+    source = tmp_path / "requests.parquet"
+    _parquet_requests(source, total)
+    out = tmp_path / "results.parquet"
+    parts = tmp_path / "results.parquet.parts"
+    env = _env(kafka_bootstrap, layout)
+    args = ("backfill", str(source), "--objective", "title-ranking", "--id-col", "account",
+            "--context-cols", "user_id,country,device,surface", "--payload-cols", "titles", "--out", str(out))
+    # 6,000 rows at 400/s take 15 s, and results are written out as a part every 2 s: the kill lands once a
+    # part exists, mid-file however slow the machine.
+    first = await _scoreline(*args, "--rate", "400/s", "--json", env=env)
+    deadline = time.monotonic() + 90
+    while not any(parts.glob("part-*.parquet")) and first.returncode is None:
+        assert time.monotonic() < deadline, "no part written in 90 s"
+        await asyncio.sleep(0.05)
+    assert first.returncode is None, (await first.stderr.read()).decode()
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    assert not out.exists()
+    kept = sum(pq.read_metadata(part).num_rows for part in parts.glob("part-*.parquet"))
+    assert 0 < kept < total
+
+    resumed = await _scoreline(*args, "--resume", "--json", env=env)
+    stdout, stderr = await asyncio.wait_for(resumed.communicate(), 120)
+    assert resumed.returncode == 0, stderr.decode()[-2000:]
+    summary = orjson.loads(stdout)
+    assert summary["format"] == "parquet" and summary["skipped"] == kept
+    assert summary["published"] == total - kept and not parts.exists()
+    table = pq.read_table(out)
+    rows = Counter(table.column("row").to_pylist())
+    assert set(rows) == set(range(1, total + 1)), "a gap"
+    assert set(rows.values()) == {1}, "a duplicate"
+    by_row = {r["row"]: r for r in table.to_pylist()}
+    assert by_row[1]["request_id"] == "acct-1" and by_row[total]["request_id"] == f"acct-{total}"
+    assert {r["status"] for r in by_row.values()} == {"ok"} and orjson.loads(by_row[1]["result"])
+
+    again = await _scoreline(*args, "--resume", "--json", env=env)
+    stdout, stderr = await asyncio.wait_for(again.communicate(), 60)
+    assert again.returncode == 0, stderr.decode()[-2000:]
+    assert orjson.loads(stdout)["published"] == 0 and pq.read_table(out).num_rows == total
+
+
+async def _published(bootstrap: str, layout: TopicLayout) -> int:
+    """Records on the backfill request topic so far."""
+    async with TopicSpan(KafkaSettings(bootstrap), layout.requests_backfill) as span:
+        return span.total
+
+
+@pytest.mark.kafka
+async def test_a_csv_backfill_and_an_unreadable_input_that_publishes_nothing(kafka_bootstrap, layout, pipeline,
+                                                                             tmp_path):
+    source = tmp_path / "requests.csv"
+    with source.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user_id", "country", "titles"])
+        for i, item in enumerate(sample_items("title-ranking", 50, seed=5)):
+            writer.writerow([f"u-{i}", item.context["country"], orjson.dumps(item.payload["titles"]).decode()])
+    env = _env(kafka_bootstrap, layout)
+    process = await _scoreline("backfill", str(source), "--objective", "title-ranking", "--context-cols",
+                               "user_id,country", "--out", str(tmp_path / "out.jsonl"), "--json", env=env)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    summary = orjson.loads(stdout)
+    assert (summary["lines"], summary["published"], summary["results"]["ok"]) == (50, 50, 50)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.parquet").write_bytes((tmp_path / "out.jsonl").read_bytes()[:10])
+    before = await _published(kafka_bootstrap, layout)
+    process = await _scoreline("backfill", str(broken), "--objective", "title-ranking", "--json", env=env)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2 and stdout == b""
+    assert "a.parquet cannot be read as parquet" in stderr.decode()
+    assert await _published(kafka_bootstrap, layout) == before
 
 
 @pytest.mark.kafka

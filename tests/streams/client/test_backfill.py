@@ -126,7 +126,7 @@ def test_bad_lines_keep_their_number_and_say_why():
         (1, None), (3, "malformed_json"), (4, "not_an_object"), (5, "wrong_type"), (6, "invalid_value"),
         (7, "invalid_value")]  # blank line 2 holds no request and is skipped
     assert lines[3].error.field == "context" and lines[4].error.field == "objective"
-    assert "line 1" in lines[5].error.message
+    assert "row 1" in lines[5].error.message
 
 
 def test_done_lines_survive_a_torn_last_write(tmp_path: Path):
