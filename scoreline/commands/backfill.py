@@ -12,7 +12,7 @@ from scoreline import settings
 from scoreline.commands.top import DEFAULT_ENDPOINT, endpoint_url
 from scoreline.output import emit_json, progress
 from streams.client.backfill import BackfillOptions, Columns, backfill, check_options, parse_rate, router_running
-from streams.client.backfill_tables import FORMATS
+from streams.client.backfill_tables import FORMATS, input_format, release_memory_promptly
 from streams.client.governor import MetricsSignal
 from streams.services.pipeline import Pipeline
 
@@ -82,6 +82,9 @@ async def _backfill(args: argparse.Namespace) -> dict:
                               columns=Columns.parse(args.id_col, args.context_cols, args.payload_cols),
                               govern=not args.no_govern)
     check_options(options)
+    parquet_out = options.out is not None and options.out.suffix.lower() == ".parquet"
+    if parquet_out or input_format(options.path, options.format) != "jsonl":
+        release_memory_promptly()
     kafka = settings.kafka_settings(args)
     layout = settings.layout(args)
     tty = sys.stderr.isatty()

@@ -191,22 +191,28 @@ async def backfill(kafka: KafkaSettings, layout: TopicLayout, options: BackfillO
     done = out.done_rows() if options.resume and out is not None else DoneRows()
     skipped = len(done)
 
-    def rows(ids: RequestIds | None = None) -> Iterator[Line]:
+    def rows(ids: RequestIds) -> Iterator[Line]:
         return prepare_rows(read_rows(files, fmt, options.columns), digest=digest, objective=options.objective,
                             client=options.client, layout=layout, ids=ids)
 
     # First pass: every row's id (to recognise results and duplicates) and the reply topics to read;
-    # a file that cannot be read fails here, before anything is published.
-    ids, scan = RequestIds(), _Scan()
-    for line in rows():
+    # a file that cannot be read fails here, before anything is published. Ids used twice are found
+    # when ``ids`` is frozen (the unfrozen ``ids`` keeps prepare_rows from holding a dict of every id).
+    ids, scan, rejected = RequestIds(), _Scan(), DoneRows()
+    for line in rows(ids):
         scan.rows += 1
         ids.add(line.request_id, line.number)
         if line.request is None:
             scan.malformed += 1
+            rejected.add(line.number)
             continue
         scan.reply_topics.add(line.request.reply_to)
         scan.to_publish += line.number not in done
     ids.freeze()
+    for number in ids.repeated_rows():
+        if number not in rejected:
+            scan.malformed += 1
+            scan.to_publish -= number not in done
     if len(scan.reply_topics) > MAX_REPLY_TOPICS:
         raise InvalidMessage(ErrorCode.INVALID_VALUE,
                              f"the input names {len(scan.reply_topics)} reply_to topics; a backfill reads at most "

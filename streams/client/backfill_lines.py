@@ -88,15 +88,20 @@ class RequestIds:
         return None
 
     def first_use(self, row: int) -> int | None:
-        """The earlier row that has ``row``'s request id, if any."""
+        """The earlier row that has ``row``'s request id, if any (None for every row before ``freeze``)."""
         return self._first_use.get(row)
+
+    def repeated_rows(self) -> list[int]:
+        """The rows whose id an earlier row already has (known after ``freeze``)."""
+        return list(self._first_use)
 
 
 def prepare_rows(rows: Iterable[tuple[int, RowBody]], *, digest: str, objective: str, client: str,
                  layout: TopicLayout, ids: RequestIds | None = None) -> Iterator[Line]:
     """Turn request bodies into requests: ids, client, ``reply_to`` and objective filled in,
-    ``traffic`` forced to backfill. A frozen ``ids`` says which rows reuse an earlier row's id;
-    without it they are found as the rows go by.
+    ``traffic`` forced to backfill. A frozen ``ids`` says which rows reuse an earlier row's id
+    (one not frozen yet says none does: a first pass that is building it); without it they are
+    found as the rows go by, in a dict of every id.
     """
     seen: dict[str, int] = {}
     for number, body in rows:
