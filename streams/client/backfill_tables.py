@@ -23,9 +23,12 @@ however long the input. pyarrow is imported only when a table is read (``scoreli
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
 import decimal
 import hashlib
+import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,14 +275,25 @@ def _plain(value: Any, column: str) -> Any:
 
 
 def release_memory_promptly() -> None:
-    """Allocate pyarrow's buffers with the C library's malloc, not its default pool (mimalloc).
+    """Allocate pyarrow's buffers with the C library's malloc, not its default pool (mimalloc), and
+    keep glibc from moving large buffers onto its heap.
 
-    A backfill decodes a row group at a time and writes a part of results every few seconds;
-    mimalloc keeps pages it once used, and a 100,000-row backfill with Parquet output held
-    about 50 MB more with it than with malloc (docs/clients.md, "A million rows, measured").
+    A backfill decodes a row group at a time and writes a part of results every few seconds.
+    mimalloc keeps pages it once used: a 100,000-row backfill with Parquet output held about
+    50 MB more with it than with malloc. glibc serves buffers over 128 KiB with ``mmap`` and
+    returns them when freed, but raises that threshold to the largest buffer freed so far, after
+    which such buffers come from the heap and stay there; a fixed threshold took the peak of a
+    300,000-row backfill from 301 to 276 MB (docs/clients.md, "A million rows, measured").
     For the process that runs the backfill, not for a library caller's.
     """
     _pyarrow().set_memory_pool(_pyarrow().system_memory_pool())
+    if platform.libc_ver()[0] == "glibc":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # a fixed threshold: no dynamic raise
+
+
+_M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number (``malloc.h``)."""
 
 
 def _pyarrow() -> Any:
