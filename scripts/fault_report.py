@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "faults")]
 
 from cluster_scenarios import CLUSTER_SCENARIOS, ClusterEnv, restore  # noqa: E402
-from fault_scenarios import SCENARIOS, Env, Tally, check, drop_topics, free_port_run, markdown  # noqa: E402
+from fault_scenarios import SCENARIOS, Env, Tally, check, drop_topics, free_port_run, markdown, span  # noqa: E402
 
 from streams.transport.settings import KafkaSettings  # noqa: E402
 from workflows import ModelRegistry  # noqa: E402
@@ -96,13 +96,6 @@ async def run_cluster(names: list[str], runs: int) -> list[Tally]:
 
 def ranges(tallies: list[Tally]) -> str:
     """The cluster table of ``docs/reliability.md``: each scenario's figures as min-max over its runs."""
-    def span(values: list) -> str:
-        values = [v for v in values if v is not None]
-        if not values:
-            return "—"
-        low, high = min(values), max(values)
-        return f"{low:g}" if low == high else f"{low:g}-{high:g}"
-
     by_name: dict[str, list[Tally]] = {}
     for t in tallies:
         by_name.setdefault(t.scenario, []).append(t)

@@ -63,6 +63,13 @@ class BrokerSettings:
     """Cache and state root; ``scoreline_home()`` when None."""
     sasl: SaslListener | None = None
     """SASL and ACLs on the client port; None (the default) for a PLAINTEXT broker without ACLs."""
+    node_hosts: tuple[str, ...] = ()
+    """One address per node, for nodes on hosts of their own (the network-fault harness, where
+    each node runs in a network namespace): every node then listens on ``port`` and
+    ``port + 1`` of its own address. Empty (the default): every node on ``host``, on
+    consecutive ports."""
+    node_netns: tuple[str, ...] = ()
+    """The network namespace each node's process runs in (``ip netns exec``); empty: this one."""
 
     @classmethod
     def from_env(cls, port: int | None = None, nodes: int | None = None) -> BrokerSettings:
@@ -79,15 +86,24 @@ class BrokerSettings:
     @property
     def bootstrap(self) -> str:
         """The bootstrap address clients use: every node's client port, comma-separated."""
-        return ",".join(f"{self.host}:{self.client_port(n)}" for n in range(1, self.nodes + 1))
+        return ",".join(f"{self.host_of(n)}:{self.client_port(n)}" for n in range(1, self.nodes + 1))
+
+    def host_of(self, node_id: int) -> str:
+        """The address node ``node_id`` listens on and advertises."""
+        return self.node_hosts[node_id - 1] if self.node_hosts else self.host
+
+    def netns_of(self, node_id: int) -> str | None:
+        """The network namespace node ``node_id`` runs in, if not this process's."""
+        return self.node_netns[node_id - 1] if self.node_netns else None
 
     def client_port(self, node_id: int) -> int:
-        """Node ``node_id``'s client port: consecutive from ``port``."""
-        return self.port + node_id - 1
+        """Node ``node_id``'s client port: consecutive from ``port`` (``port`` itself on hosts of their own)."""
+        return self.port if self.node_hosts else self.port + node_id - 1
 
     def controller_port(self, node_id: int) -> int:
-        """Node ``node_id``'s controller port: consecutive after the client ports (``port + 1`` on one node)."""
-        return self.port + self.nodes + node_id - 1
+        """Node ``node_id``'s controller port: consecutive after the client ports (``port + 1`` on one node
+        or on hosts of their own)."""
+        return self.port + 1 if self.node_hosts else self.port + self.nodes + node_id - 1
 
     @property
     def ports(self) -> list[int]:
@@ -152,14 +168,14 @@ def server_properties(s: BrokerSettings, data_dir: Path, node_id: int = 1) -> di
     topic (internal ones too), and no unclean leader election: an acknowledged record is on
     two replicas before the producer hears so, and only an in-sync replica may lead.
     """
-    port, controller = s.client_port(node_id), s.controller_port(node_id)
+    port, controller, host = s.client_port(node_id), s.controller_port(node_id), s.host_of(node_id)
     replicas, min_isr = (str(min(3, s.nodes)), str(min(2, s.nodes)))
     props = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
-        "controller.quorum.bootstrap.servers": f"{s.host}:{controller}",
-        "listeners": f"PLAINTEXT://{s.host}:{port},CONTROLLER://{s.host}:{controller}",
-        "advertised.listeners": f"PLAINTEXT://{s.host}:{port}",
+        "controller.quorum.bootstrap.servers": f"{host}:{controller}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -185,7 +201,8 @@ def server_properties(s: BrokerSettings, data_dir: Path, node_id: int = 1) -> di
     if s.nodes > 1:
         del props["controller.quorum.bootstrap.servers"]
         props.update({
-            "controller.quorum.voters": ",".join(f"{n}@{s.host}:{s.controller_port(n)}" for n in range(1, s.nodes + 1)),
+            "controller.quorum.voters": ",".join(f"{n}@{s.host_of(n)}:{s.controller_port(n)}"
+                                                for n in range(1, s.nodes + 1)),
             "default.replication.factor": replicas,
             "min.insync.replicas": min_isr,
             "unclean.leader.election.enable": "false",

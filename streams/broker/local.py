@@ -68,7 +68,9 @@ class LocalBroker:
         self.settings = settings or BrokerSettings.from_env()
         self.node_id = node_id
         self.port = self.settings.client_port(node_id)
-        self.bootstrap = f"{self.settings.host}:{self.port}"
+        self.host = self.settings.host_of(node_id)
+        self.netns = self.settings.netns_of(node_id)
+        self.bootstrap = f"{self.host}:{self.port}"
         home = self.settings.home or scoreline_home()
         self.libs_dir = home / f"kafka-{self.settings.kafka_version}" / "libs"
         self.cluster_dir = home / "clusters" / str(self.settings.port)
@@ -219,14 +221,16 @@ class LocalBroker:
         return java
 
     def _check_port_free(self) -> None:
+        if self.netns is not None:
+            return  # its own namespace: nothing here can hold its address
         for port in (self.port, self.settings.controller_port(self.node_id)):
             with socket.socket() as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    sock.bind((self.settings.host, port))
+                    sock.bind((self.host, port))
                 except OSError:
                     raise BrokerError(
-                        f"port {port} on {self.settings.host} is taken by another process; "
+                        f"port {port} on {self.host} is taken by another process; "
                         "stop it, or run the broker on another port (--port / SCORELINE_BROKER_PORT), "
                         "or use that Kafka with --bootstrap / SCORELINE_BOOTSTRAP."
                     ) from None
@@ -264,8 +268,9 @@ class LocalBroker:
         ]
 
     def _launch(self, java: str, libs: Path) -> subprocess.Popen:
+        netns = ["ip", "netns", "exec", self.netns] if self.netns is not None else []  # exec: the pid is java's
         cmd = [
-            java, "-Xms128m", f"-Xmx{self.settings.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            *netns, java, "-Xms128m", f"-Xmx{self.settings.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true", *self._log_options(),
             "-cp", self._classpath(libs), "kafka.Kafka", str(self.properties_file),
         ]

@@ -42,7 +42,7 @@ from streams.transport.settings import KafkaSettings
 from streams.transport.tail import TopicTail
 from workflows import Item, ModelRegistry, Outcome, sample_items
 
-__all__ = ["Env", "Tally", "SCENARIOS", "free_port_pair", "free_port_run"]
+__all__ = ["Env", "Tally", "SCENARIOS", "free_port_pair", "free_port_run", "span"]
 
 REQUESTS = 240
 """Requests per scenario: enough for batches on both sides of the fault, small enough for 2 cores."""
@@ -94,6 +94,8 @@ class Tally:
     """From the fault to the first result of a request sent after it."""
     longest_gap_s: float | None = None
     """The longest a client waited between two replies while the stream ran (the cluster scenarios)."""
+    longest_wait_s: float | None = None
+    """The longest one request waited for its first reply (the network scenarios)."""
     shadowed: int | None = None
     """Requests copied to a shadow candidate (the cluster scenarios)."""
     shadow_unpaired: int | None = None
@@ -264,8 +266,9 @@ class Role:
     """``scoreline run --role <role>`` as a separate process, as an operator runs it."""
 
     def __init__(self, env: Env, role: str, rules: Rules | None = None, name: str | None = None,
-                 args: Sequence[str] = ()) -> None:
-        self.env, self.role, self.rules, self.args = env, role, rules, tuple(args)
+                 args: Sequence[str] = (), wrap: Sequence[str] = ()) -> None:
+        """``args`` go after the command's own; ``wrap`` before it (``ip netns exec HOST``: another host)."""
+        self.env, self.role, self.rules, self.args, self.wrap = env, role, rules, tuple(args), tuple(wrap)
         self.log = env.tmp / f"{name or role}.log"
         self.procs: list[subprocess.Popen] = []
 
@@ -273,8 +276,9 @@ class Role:
         """Start one more process and return once it says it is running."""
         before = self.log.read_text(errors="replace").count("scoreline running on") if self.log.exists() else 0
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scoreline", "run", "--role", self.role, "--bootstrap", self.env.kafka.bootstrap,
-             "--prefix", self.env.layout.prefix, "--rules", str(self.env.rules_file(self.rules)), *self.args],
+            [*self.wrap, sys.executable, "-m", "scoreline", "run", "--role", self.role,
+             "--bootstrap", self.env.kafka.bootstrap, "--prefix", self.env.layout.prefix,
+             "--rules", str(self.env.rules_file(self.rules)), *self.args],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
             env={**os.environ, "SCORELINE_LOG_LEVEL": "INFO", "SCORELINE_METRICS_PORT": "0",
                  "SCORELINE_SHARD_PARTITIONS": str(self.env.layout.shard_partitions),
@@ -566,6 +570,15 @@ def check(tally: Tally) -> list[str]:
     if tally.inconsistent:
         problems.append(f"{tally.inconsistent} duplicates disagree with their original or answer unknown ids")
     return problems
+
+
+def span(values: Sequence[float | None]) -> str:
+    """A figure over several runs: ``low-high``, one number when they agree, ``—`` when none has it."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "—"
+    low, high = min(known), max(known)
+    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
 
 
 def markdown(tallies: Sequence[Tally]) -> str:

@@ -34,3 +34,18 @@ def test_topics_follow_the_cluster_up_to_three_replicas():
     assert [replication_for(n) for n in (0, 1, 2, 3, 5)] == [1, 1, 2, 3, 3]
     assert topic_replication(3) == {"min.insync.replicas": "2"}
     assert topic_replication(2) == {} and topic_replication(1) == {}  # two of two would stop every write on one loss
+
+
+def test_nodes_on_hosts_of_their_own_listen_and_advertise_their_own_address():
+    """The network-fault harness: each node in a namespace of its own, on the same ports of its own address."""
+    from streams.broker.local import LocalBroker
+
+    hosts = ("10.213.77.1", "10.213.77.2", "10.213.77.3")
+    settings = BrokerSettings(port=9092, nodes=3, node_hosts=hosts, node_netns=("n1", "n2", "n3"))
+    assert settings.bootstrap == "10.213.77.1:9092,10.213.77.2:9092,10.213.77.3:9092"
+    props = server_properties(settings, Path("/data"), node_id=3)
+    assert props["listeners"] == "PLAINTEXT://10.213.77.3:9092,CONTROLLER://10.213.77.3:9093"
+    assert props["advertised.listeners"] == "PLAINTEXT://10.213.77.3:9092"
+    assert props["controller.quorum.voters"] == "1@10.213.77.1:9093,2@10.213.77.2:9093,3@10.213.77.3:9093"
+    node = LocalBroker(settings, node_id=2)
+    assert (node.bootstrap, node.netns) == ("10.213.77.2:9092", "n2")
