@@ -95,7 +95,7 @@ async def inside(args: argparse.Namespace) -> int:
                 prefix = f"net{uuid.uuid4().hex[:8]}."
                 began = time.monotonic()
                 say(f"{name} run {run}/{args.runs} under {prefix} ...")
-                nenv = NetEnv.make(net, cluster, prefix, Path(state["tmp"]) / prefix.rstrip("."), registry)
+                nenv = NetEnv.on(net, cluster, prefix, Path(state["tmp"]) / prefix.rstrip("."), registry)
                 nenv.env.tmp.mkdir()
                 try:
                     tally = await NET_SCENARIOS[name](nenv)
@@ -131,7 +131,7 @@ def markdown(report: dict) -> str:
         runs = [r for r in scenario["runs"] if "error" not in r]
         if len(runs) < len(scenario["runs"]):
             lines.append(f"| `{scenario['name']}` | {len(scenario['runs']) - len(runs)} failed to finish | "
-                         + " | ".join("-" * 1 for _ in range(8)) + " |")
+                         + " | ".join(["-"] * 8) + " |")
         if not runs:
             continue
         cells = [span([r[k] for r in runs]) for k in ("sent", "answered", "dead_lettered", "lost", "duplicated",

@@ -68,8 +68,7 @@ class LocalBroker:
         self.settings = settings or BrokerSettings.from_env()
         self.node_id = node_id
         self.port = self.settings.client_port(node_id)
-        self.host = self.settings.host_of(node_id)
-        self.netns = self.settings.netns_of(node_id)
+        self.host, self.netns = self.settings.host_of(node_id), self.settings.netns_of(node_id)
         self.bootstrap = f"{self.host}:{self.port}"
         home = self.settings.home or scoreline_home()
         self.libs_dir = home / f"kafka-{self.settings.kafka_version}" / "libs"

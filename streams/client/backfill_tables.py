@@ -286,7 +286,8 @@ def release_memory_promptly() -> None:
     300,000-row backfill from 301 to 276 MB (docs/clients.md, "A million rows, measured").
     For the process that runs the backfill, not for a library caller's.
     """
-    _pyarrow().set_memory_pool(_pyarrow().system_memory_pool())
+    pa = _pyarrow()
+    pa.set_memory_pool(pa.system_memory_pool())
     if platform.libc_ver()[0] == "glibc":
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # a fixed threshold: no dynamic raise

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cluster_scenarios import _unpaired, longest_gap, steady_stream, wait_in_sync
+from cluster_scenarios import ClusterEnv, _unpaired, longest_gap, steady_stream
+from cluster_scenarios import restore as restore_cluster
 from fault_scenarios import Env, Ledger, Role, Tally, _workload, settle, watching
 from netns import Network
 
 from schemas import codec
-from streams.broker.cluster import LocalCluster, leader_counts
+from streams.broker.cluster import LocalCluster
 from streams.broker.config import BrokerSettings
 from streams.client.score_client import ScoreClient, ScoreTimeout
 from streams.transport.settings import KafkaSettings
@@ -56,29 +57,28 @@ TAIL_S = 15.0
 
 
 @dataclasses.dataclass
-class NetEnv:
-    """A scenario's environment (:class:`fault_scenarios.Env`) on the namespaced cluster, and the network to fault."""
+class NetEnv(ClusterEnv):
+    """A scenario's environment on the namespaced cluster (:class:`cluster_scenarios.ClusterEnv`), and its network."""
 
-    env: Env
     net: Network
-    cluster: LocalCluster
 
     @classmethod
-    def make(cls, net: Network, cluster: LocalCluster, prefix: str, tmp: Path,
-             registry: ModelRegistry | None = None) -> NetEnv:
-        return cls(Env.make(KafkaSettings(bootstrap=cluster.bootstrap), prefix, tmp, registry), net, cluster)
+    def on(cls, net: Network, cluster: LocalCluster, prefix: str, tmp: Path,
+           registry: ModelRegistry | None = None) -> NetEnv:
+        return cls(Env.make(KafkaSettings(bootstrap=cluster.bootstrap), prefix, tmp, registry), cluster, net)
 
     def role(self, host: str, role: str, *more: str) -> Role:
         """``scoreline run --role role [--role more ...]`` on ``host``."""
         extra = [arg for r in more for arg in ("--role", r)]
         return Role(self.env, role, name=f"{host}-{role}", args=extra, wrap=self.net.hosts[host].exec())
 
-    async def busiest_leader(self) -> int:
-        layout = self.env.layout
-        topics = [layout.requests, layout.client_requests("demo"), *(layout.shard(s) for s in self.env.rules.shards)]
-        counts = await leader_counts(self.cluster.bootstrap, topics)
-        assert counts, "the cluster did not say who leads what"
-        return max(sorted(counts), key=lambda node: counts[node])
+    async def start_roles(self) -> list[Role]:
+        """Router and shadow on h1, a worker on h2 and on h3; once both workers hold partitions of every shard."""
+        roles = [self.role("h1", "router", "shadow"), self.role("h2", "worker"), self.role("h3", "worker")]
+        for role in roles:
+            await role.start()
+        await _workers_assigned(self.env, roles[1:])
+        return roles
 
 
 def cluster_on(net: Network, home: Path, heap: str = "384m") -> LocalCluster:
@@ -124,11 +124,9 @@ async def _workers_assigned(env: Env, workers: list[Role], timeout: float = 90.0
 async def _run(nenv: NetEnv, scenario: str, fault_text: str, fault: Callable[[], Awaitable[None]]) -> Tally:
     """Router and shadow on h1, a worker on h2 and on h3, a steady stream from c, ``fault`` in the middle."""
     env, ledger, net = nenv.env, Ledger(), nenv.net
-    roles = [nenv.role("h1", "router", "shadow"), nenv.role("h2", "worker"), nenv.role("h3", "worker")]
+    roles: list[Role] = []
     try:
-        for role in roles:
-            await role.start()
-        await _workers_assigned(env, roles[1:])
+        roles = await nenv.start_roles()
         async with watching(env, ledger) as tail, \
                 TopicTail(env.kafka, [env.layout.shadow_results], on_record=ledger.on_side) as sides:
             await steady_stream(env, ledger, fault)
@@ -210,14 +208,12 @@ async def client_cut_off(nenv: NetEnv) -> Tally:
     and every caller got a result or an exception, none waited forever.
     """
     env, net, ledger = nenv.env, nenv.net, Ledger()
-    roles = [nenv.role("h1", "router", "shadow"), nenv.role("h2", "worker"), nenv.role("h3", "worker")]
+    roles: list[Role] = []
     outcomes: dict[str, str] = {}
     waits: list[float] = []
     healed_at: float | None = None
     try:
-        for role in roles:
-            await role.start()
-        await _workers_assigned(env, roles[1:])
+        roles = await nenv.start_roles()
         async with watching(env, ledger) as tail:
             async with ScoreClient(env.kafka, "demo", layout=env.layout) as client:
                 async def one(objective: str, context: dict, payload: dict) -> None:
@@ -291,12 +287,10 @@ def net_tally(tally: Tally) -> dict[str, Any]:
 
 
 async def restore(nenv: NetEnv) -> None:
-    """The network whole and every replica in sync again, for the next scenario."""
+    """The network whole (no cut, no slow link) and the cluster whole again, for the next scenario."""
     nenv.net.heal()
-    for name in ("h1",):
-        nenv.net.fast(name)
-    await asyncio.to_thread(nenv.cluster.start, 180.0)
-    await wait_in_sync(nenv.cluster.bootstrap)
+    nenv.net.fast("h1")
+    await restore_cluster(nenv.cluster)
 
 
 NET_SCENARIOS: dict[str, Callable[[NetEnv], Awaitable[Tally]]] = {
