@@ -46,6 +46,15 @@ class TopicLayout:
         base = f"{self.prefix}shard.{shard}"
         return f"{base}.backfill" if traffic == "backfill" else base
 
+    def worker_group(self, shard: str) -> str:
+        """The consumer group of one shard's workers: the router reads its lag, KEDA scales on it."""
+        return f"{self.prefix}worker.{shard}"
+
+    @property
+    def shadow_group(self) -> str:
+        """The consumer group of the shadow workers."""
+        return f"{self.prefix}shadow"
+
     def client_requests(self, client: str, traffic: str = "live") -> str:
         """A client's own request topic: writable by that client alone, so the topic is its identity."""
         base = f"{self.requests}.{client}"

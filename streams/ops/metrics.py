@@ -28,6 +28,7 @@ batch_stage_seconds                         histogram  role, stage (handle, sett
 result_latency_seconds                      histogram  role, objective, model, traffic
 consumer_lag_records                        gauge      group, topic, partition
 assigned_partitions                         gauge      role, group
+work_in_flight_records                      gauge      role, group (taken from Kafka, not committed yet)
 rules_version                               gauge      (none)
 model_loaded                                gauge      model
 model_loads_total                           counter    model, outcome (loaded, failed)
@@ -295,7 +296,13 @@ class _LiveState(Collector):
                                 labels=["group", "topic", "partition"])
         assigned = GaugeMetricFamily("scoreline_assigned_partitions", "Partitions the role owns right now.",
                                      labels=["role", "group"])
+        in_flight = GaugeMetricFamily("scoreline_work_in_flight_records",
+                                      "Records the role has taken from Kafka and not committed yet (queued, being "
+                                      "scored, or waiting for their output's acknowledgement).",
+                                      labels=["role", "group"])
         for m in self.metrics.services:
+            held = getattr(m.service, "in_flight", None)
+            in_flight.add_metric([m.role, m.group], held() if held is not None else 0)
             consumer = m.service.consumer
             if consumer is None:
                 assigned.add_metric([m.role, m.group], 0)
@@ -308,6 +315,7 @@ class _LiveState(Collector):
                     lag.add_metric([m.group, tp.topic, str(tp.partition)], behind)
         yield lag
         yield assigned
+        yield in_flight
         yield from _scoring_families(self.metrics.services)
         pipeline = self.metrics.pipeline
         if pipeline is None:

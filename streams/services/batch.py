@@ -72,6 +72,10 @@ class BatchService(ABC):
         """Partitions whose commit stopped short of the batch's end for work held back: (end, committed)."""
         self._replay: list[Batch] = []
         """Batches to fetch again, oldest first: one failed, and every batch handled after it."""
+        self._taken_to: dict[TopicPartition, int] = {}
+        """The offset after the last record taken from each partition (for work in flight)."""
+        self._committed_at: dict[TopicPartition, int] = {}
+        """The offset this member last committed per partition, else the first it took there."""
         self.batches = 0
         self.records = 0
         self.dead_letters = 0
@@ -135,6 +139,17 @@ class BatchService(ABC):
         partition = int(raw)
         return partition if partition < await self.partition_count(reply_to) else None
 
+    def in_flight(self) -> int:
+        """Records this member has taken from its partitions and not committed yet: work it has in hand.
+
+        Queued for a model, in a model call, or waiting for its output's acknowledgement; what an
+        autoscaler reads beside the lag (work waiting) to see how busy the role is.
+        """
+        if self.consumer is None:
+            return 0
+        owned = self.consumer.assignment()
+        return sum(max(0, end - self._committed_at.get(tp, end)) for tp, end in self._taken_to.items() if tp in owned)
+
     @property
     def failed(self) -> BaseException | None:
         """The exception that ended the loop, if one did."""
@@ -157,6 +172,9 @@ class BatchService(ABC):
                 batch = await self._poll()
                 if not batch and not self.held():
                     continue  # with work held back, an empty poll still lets ``handle`` finish it
+                for tp, records in batch.items():
+                    self._committed_at.setdefault(tp, records[0].offset)
+                    self._taken_to[tp] = records[-1].offset + 1
                 outbox: Outbox = Outbox(self.producer)
                 began = time.perf_counter()
                 try:
@@ -270,6 +288,7 @@ class BatchService(ABC):
     def _rewind(self, batch: Batch) -> None:
         assert self.consumer is not None
         for tp, records in batch.items():
+            self._taken_to[tp] = records[0].offset
             with contextlib.suppress(PartitionRevoked):  # revoked meanwhile: the new owner replays
                 self.consumer.seek(tp, records[0].offset)
 
@@ -325,6 +344,7 @@ class BatchService(ABC):
         assert self.consumer is not None
         try:
             await self.consumer.commit(offsets)
+            self._committed_at.update(offsets)
         except PartitionRevoked as exc:
             # A rebalance took the partitions: their new owner replays from the last commit.
             log.warning("%s: commit after rebalance failed (%s); the batch will be replayed", self.role, exc)

@@ -176,7 +176,9 @@ class Pipeline:
         if "router" in roles:
             self.services.append(Router(self.kafka, self.layout, self.rules, group_id=self._group("router"),
                                         max_request_bytes=self.options.max_request_bytes,
-                                        trust_client_field=self.options.trust_client_field))
+                                        trust_client_field=self.options.trust_client_field,
+                                        worker_group=lambda shard: self._group(
+                                            "shadow" if shard == "shadow" else f"worker.{shard}")))
         if "worker" in roles:
             for shard in shards:
                 for _ in range(self.options.workers_per_shard):

@@ -11,9 +11,8 @@ decision as headers, keyed and partitioned by the shard key.
 from __future__ import annotations
 
 import functools
-import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from routing import Decision, RequestView, RoutingError, Rules, extract_shard_key, partition_for
 from routing import route as route_request
@@ -23,6 +22,7 @@ from schemas.errors import ErrorCode, InvalidMessage
 from schemas.json_body import partial_of_request
 from schemas.messages import Result, Stage, Status, Traffic
 from streams.ops.tracing import trace_headers
+from streams.services.balance import LagPoller, PartitionLoad
 from streams.services.batch import BatchService
 from streams.services.tenancy import ClientRateLimiter, RequestSource, request_topic_pattern, source_of
 from streams.topics import TopicLayout
@@ -49,7 +49,8 @@ class Router(BatchService):
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, rules: Callable[[], Rules], *,
                  max_request_bytes: int = codec.DEFAULT_MAX_REQUEST_BYTES, group_id: str | None = None,
-                 trust_client_field: bool = True, transport: Transport | None = None) -> None:
+                 trust_client_field: bool = True, transport: Transport | None = None,
+                 worker_group: Callable[[str], str] | None = None, balance: bool = True) -> None:
         super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}router",
                          topics=[layout.requests, layout.requests_backfill], transport=transport)
         # The shared request topics and every client's own ones (see streams.services.tenancy).
@@ -59,9 +60,34 @@ class Router(BatchService):
         self.trust_client_field = trust_client_field
         """Whether a request on a shared topic may name its own client; off where clients have own topics."""
         self._limiter = ClientRateLimiter()
-        self._spread = itertools.count()
+        self.load = PartitionLoad()
+        """Work waiting per partition of the shard and shadow topics: where keyless requests go."""
+        self.worker_group = worker_group or (lambda s: layout.shadow_group if s == "shadow" else layout.worker_group(s))
+        """Shard name (``shadow`` for the shadow topic) -> the consumer group that works it."""
+        self._lag = LagPoller(self.transport.lag_reader(self.role), self.load, self._lag_targets) if balance else None
         self.routed = 0
         self.parsed_bodies = 0
+
+    async def start(self) -> None:
+        """Join the request topics' group, then start reading the workers' lag (for keyless requests)."""
+        await super().start()
+        if self._lag is not None:
+            await self._lag.start()
+
+    async def stop(self) -> None:
+        """Stop reading lag, then finish the batch in hand and disconnect."""
+        if self._lag is not None:
+            await self._lag.stop()
+        await super().stop()
+
+    def _lag_targets(self) -> Iterator[tuple[str, str, int]]:
+        """The live shard topics and the shadow topic whose partition counts are known: (group, topic, count)."""
+        rules = self.rules()
+        for shard in (*rules.shards, "shadow"):
+            topic = self.layout.shadow if shard == "shadow" else self.layout.shard(shard)
+            count = self._partitions.get(topic)
+            if count is not None and count > 1:
+                yield self.worker_group(shard), topic, count
 
     async def handle(self, batch: Batch, outbox: Outbox) -> None:
         rules = self.rules()  # one snapshot per batch: a reload never splits a batch
@@ -183,9 +209,11 @@ class Router(BatchService):
             # Not looked up (backfill work): the outbox places it by the same key hash, or spreads it.
             return None
         if shard_key is None:
-            # No shard key: no locality to keep, so spread evenly over the shard's partitions.
-            return next(self._spread) % count
-        return _partition_for(shard_key, count)
+            # No shard key: no locality to keep, so the less loaded of two partitions (streams.services.balance).
+            return self.load.pick(topic, count)
+        partition = _partition_for(shard_key, count)
+        self.load.sent(topic, partition)
+        return partition
 
     async def _reject(self, record: Record, exc: InvalidMessage, headers: dict[str, str], rules: Rules,
                       outbox: Outbox) -> None:

@@ -94,7 +94,7 @@ class Worker(BatchService):
                  facts: FactTopicMaterialiser | None = None, transport: Transport | None = None,
                  repository: ModelRepository | None = None, rules: RulesHolder | None = None,
                  executor: ScoringExecutor | None = None) -> None:
-        super().__init__(kafka, layout, group_id=group_id or f"{layout.prefix}worker.{shard}",
+        super().__init__(kafka, layout, group_id=group_id or layout.worker_group(shard),
                          topics=self._topics(layout, shard), transport=transport)
         self._own_executor = executor is None
         self.executor = executor if executor is not None else ScoringExecutor(name=f"scoreline-{self.role}-scoring")
@@ -488,7 +488,7 @@ class ShadowWorker(Worker):
                  group_id: str | None = None, facts: FactTopicMaterialiser | None = None,
                  transport: Transport | None = None, repository: ModelRepository | None = None,
                  rules: RulesHolder | None = None, executor: ScoringExecutor | None = None) -> None:
-        super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or f"{layout.prefix}shadow",
+        super().__init__(kafka, layout, registry, shard="shadow", group_id=group_id or layout.shadow_group,
                          facts=facts, transport=transport, repository=repository, rules=rules, executor=executor)
 
     @staticmethod

@@ -13,10 +13,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams.errors import PartitionRevoked
 from streams.transport.admin import wait_for_coordinator
+from streams.transport.admin_client import ClusterAdmin
 from streams.transport.protocols import Batch
 from streams.transport.settings import KafkaSettings
 
-__all__ = ["KafkaConsumer", "KafkaTransport"]
+__all__ = ["KafkaConsumer", "KafkaLagReader", "KafkaTransport"]
 
 
 class KafkaConsumer:
@@ -84,6 +85,47 @@ class KafkaConsumer:
         return state.position if state is not None and state.has_valid_position else None
 
 
+class KafkaLagReader:
+    """A group's lag from the cluster: committed offsets from the admin API, end offsets from a group-less consumer."""
+
+    __slots__ = ("_settings", "_role", "_admin", "_offsets")
+
+    def __init__(self, settings: KafkaSettings, role: str) -> None:
+        self._settings, self._role = settings, role
+        self._admin: ClusterAdmin | None = None
+        self._offsets: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        """Connect both clients."""
+        self._admin = self._settings.admin(client_id=f"{self._settings.client_id}-{self._role}-lag")
+        await self._admin.start()
+        self._offsets = self._settings.consumer(group_id=None, role=f"{self._role}-lag")
+        await self._offsets.start()
+
+    async def stop(self) -> None:
+        """Disconnect both clients."""
+        if self._offsets is not None:
+            await self._offsets.stop()
+            self._offsets = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    async def lag(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offset less the group's committed offset, per partition (the end itself where it committed none)."""
+        assert self._admin is not None and self._offsets is not None, "start() first"
+        if not partitions:
+            return {}
+        ends = await self._offsets.end_offsets(list(partitions))
+        committed = await self._admin.list_consumer_group_offsets(group_id, partitions=list(partitions))
+        out = {}
+        for tp in partitions:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            out[tp] = max(0, ends.get(tp, 0) - done)
+        return out
+
+
 class KafkaTransport:
     """Makes aiokafka consumers and producers with one set of :class:`KafkaSettings`."""
 
@@ -106,3 +148,7 @@ class KafkaTransport:
     def producer(self, role: str) -> AIOKafkaProducer:
         """An idempotent producer that does not linger: the outbox hands it whole batches at flush."""
         return self.settings.producer(role, linger_ms=0)
+
+    def lag_reader(self, role: str) -> KafkaLagReader:
+        """Reads other groups' lag without joining them."""
+        return KafkaLagReader(self.settings, role)

@@ -35,7 +35,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from streams.errors import PartitionRevoked
 from streams.transport.protocols import Batch
 
-__all__ = ["MemoryBroker", "MemoryTransport", "RecordRefused"]
+__all__ = ["MemoryBroker", "MemoryLagReader", "MemoryTransport", "RecordRefused"]
 
 Refusal = Callable[[str, ConsumerRecord], "BaseException | None"]
 
@@ -380,3 +380,26 @@ class MemoryTransport:
         producer = MemoryProducer(self.broker)
         self.producers.append(producer)
         return producer
+
+    def lag_reader(self, role: str) -> MemoryLagReader:
+        """A reader of the broker's groups' lag."""
+        return MemoryLagReader(self.broker)
+
+
+class MemoryLagReader:
+    """Lag as the double's broker has it: log end less the group's committed offset."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to disconnect."""
+
+    async def lag(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offset less committed offset, per partition."""
+        committed = self.broker.committed(group_id)
+        logs = {tp.topic: self.broker._log(tp.topic) for tp in partitions}
+        return {tp: max(0, len(logs[tp.topic][tp.partition]) - committed.get(tp, 0)) for tp in partitions}

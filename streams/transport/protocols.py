@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-__all__ = ["Batch", "Record", "Consumer", "Producer", "RecordBatch", "TopicPartition", "Transport"]
+__all__ = ["Batch", "Record", "Consumer", "LagReader", "Producer", "RecordBatch", "TopicPartition", "Transport"]
 
 Record = ConsumerRecord
 """One consumed record: ``topic``, ``partition``, ``offset``, ``timestamp``, ``key``, ``value``, ``headers``."""
@@ -90,6 +90,19 @@ class Producer(Protocol):
         """Queue one record; the future resolves on acknowledgement (or raises the refusal)."""
 
 
+class LagReader(Protocol):
+    """Reads how far a consumer group is behind, without joining it (the router's view of the workers)."""
+
+    async def start(self) -> None:
+        """Connect."""
+
+    async def stop(self) -> None:
+        """Disconnect."""
+
+    async def lag(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Records past ``group_id``'s committed offset on each of ``partitions`` (all of them if it has none)."""
+
+
 class Transport(Protocol):
     """Makes the consumers and producers a service uses (nothing connects until ``start``)."""
 
@@ -99,3 +112,6 @@ class Transport(Protocol):
 
     def producer(self, role: str) -> Producer:
         """A producer fed whole batches (no lingering)."""
+
+    def lag_reader(self, role: str) -> LagReader:
+        """A reader of consumer groups' lag (nothing connects until ``start``)."""

@@ -177,6 +177,10 @@ async def test_a_running_pipeline_serves_counters_matching_the_requests_sent(kaf
         request_topics = 2 + 2 * len(shadow_all_rules.clients)
         routed = samples(text, "scoreline_assigned_partitions", role="router")
         assert routed == request_topics * layout.request_partitions
+        # Every request answered and committed: nothing in hand (the gauge is there, per role, at zero).
+        in_flight = [s for f in text_string_to_metric_families(text) for s in f.samples
+                     if s.name == "scoreline_work_in_flight_records" and s.labels["role"] == "router"]
+        assert in_flight and sum(s.value for s in in_flight) == 0
         lag_groups = {s.labels["group"] for f in text_string_to_metric_families(text) for s in f.samples
                       if s.name == "scoreline_consumer_lag_records"}
         assert any(".worker." in g for g in lag_groups)

@@ -376,3 +376,22 @@ async def test_held_back_work_not_done_before_stop_is_replayed_by_the_next_membe
     async with Relay(MemoryTransport(broker), topics=["in"]):
         assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 4}, timeout=5)
     assert sorted(set(broker.values("out"))) == [b"v%d" % i for i in range(4)]  # v1 answered; v2, v3 again
+
+
+async def test_work_in_flight_counts_records_taken_and_not_committed():
+    """What an autoscaler reads beside the lag: records in hand, from the take until their commit."""
+    broker = MemoryBroker()
+    fill(broker, "in", 5)
+    broker.hold_acks()
+    transport = MemoryTransport(broker)
+    relay = Relay(transport, topics=["in"])
+    async with relay:
+        try:
+            assert await eventually(lambda: relay.in_flight() == 5, timeout=5)
+        finally:
+            broker.release_acks()
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 5}, timeout=5)
+        assert relay.in_flight() == 0
+        fill(broker, "in", 3, prefix=b"w")
+        assert await eventually(lambda: broker.committed("relay") == {TopicPartition("in", 0): 8}, timeout=5)
+        assert relay.in_flight() == 0
