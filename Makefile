@@ -6,14 +6,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-pure check setup broker-fetch clean
+.PHONY: demo test test-pure check chart-check setup broker-fetch clean
 
 ## demo: the main job: the whole pipeline end to end on the embedded broker
 demo: setup
 	$(BIN)/scoreline demo --requests 2000
 
 ## test: the type and lint checks, then the whole test suite, broker tests against a real Apache Kafka
-test: check broker-fetch
+test: check chart-check broker-fetch
 	$(BIN)/pytest
 
 ## check: mypy (strict on the pure packages) and ruff, in seconds
@@ -21,6 +21,11 @@ check: setup
 	$(BIN)/mypy --strict schemas routing workflows
 	$(BIN)/mypy streams scoreline
 	$(BIN)/ruff check .
+
+## chart-check: render the Helm chart with its default and production values into build/chart/ and validate them
+## (the pinned Helm is built from its Go module on first use: scripts/install_helm.sh)
+chart-check: setup
+	$(BIN)/python scripts/chart_check.py
 
 ## test-pure: only the tests that need no broker (milliseconds each)
 test-pure: setup
