@@ -16,13 +16,14 @@ record, and the old shard's worker scores what was routed to it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from routing.rules import Rules
 from routing.simulate import expected_shares
 
-__all__ = ["Placement", "ShardLoad", "plan_placement", "rules_traffic"]
+__all__ = ["Capacity", "Placement", "RoleCapacity", "ShardLoad", "plan_capacity", "plan_placement", "rules_traffic"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,49 @@ def _loads(placement: Mapping[str, str], primary: Sequence[str], size: Mapping[s
         load = out.get(shard, ShardLoad(0, 0.0, 0))
         out[shard] = ShardLoad(load.memory + size[model], load.traffic + shares.get(model, 0.0), load.models + 1)
     return out
+
+
+@dataclass(frozen=True)
+class RoleCapacity:
+    """What one role (the router, or one shard's workers) needs for a forecast."""
+
+    rps: float
+    "Requests per second the forecast sends this role."
+    replicas: int
+    "Replicas that serve ``rps`` with each at ``utilisation`` of what it sustains."
+    partitions: int
+    "Partitions of its topic: room for ``burst`` times ``replicas`` (the autoscaler's ceiling)."
+    lag_threshold: int
+    "KEDA's ``lagThreshold``: what one replica works off in the drain time."
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Replicas and partitions per role for a traffic forecast (``scoreline placement plan --forecast``)."""
+
+    forecast_rps: float
+    router: RoleCapacity
+    shards: Mapping[str, RoleCapacity]
+
+
+def plan_capacity(shares: Mapping[str, float], forecast_rps: float, *, router_rps: float, worker_rps: float,
+                  utilisation: float = 0.7, burst: float = 2.0, drain_s: float = 2.0) -> Capacity:
+    """Replicas and partitions that serve ``forecast_rps``, split over shards by ``shares`` (shard -> traffic share).
+
+    A role needs ``ceil(rps / (per_replica_rps * utilisation))`` replicas (at least one), and its
+    topic ``ceil(replicas * burst)`` partitions, since a consumer group uses at most one member a
+    partition: ``burst`` is how far past the forecast the autoscaler may go. ``router_rps`` and
+    ``worker_rps`` are what one replica sustains, measured (``scoreline bench``).
+    """
+    if forecast_rps < 0 or router_rps <= 0 or worker_rps <= 0:
+        raise ValueError("the forecast must be >= 0 and each per-replica throughput > 0")
+    if not 0 < utilisation <= 1 or burst < 1:
+        raise ValueError("utilisation must be in (0, 1] and burst at least 1")
+    total = sum(shares.values()) or 1.0
+
+    def role(rps: float, per_replica: float) -> RoleCapacity:
+        replicas = max(1, math.ceil(rps / (per_replica * utilisation)))
+        return RoleCapacity(round(rps, 1), replicas, math.ceil(replicas * burst), max(1, int(per_replica * drain_s)))
+
+    return Capacity(forecast_rps, role(forecast_rps, router_rps),
+                    {s: role(forecast_rps * share / total, worker_rps) for s, share in shares.items()})

@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from routing import Rules, rules_to_doc
-from routing.placement import Placement, plan_placement
+from routing.placement import Placement, plan_capacity, plan_placement
 from scoreline import settings
 from scoreline.output import emit_json
 from streams.repository import ModelRepository
@@ -37,6 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--tolerance", type=float, default=0.1,
                       help="keep a model where it is unless moving it gains more than this share of a fair "
                            "shard (default 0.1): every move costs a cold load")
+    plan.add_argument("--forecast", type=float, default=None, metavar="RPS",
+                      help="peak requests/s to plan for: also print the replicas and partitions each role needs "
+                           "(and KEDA's lagThreshold), split over the shards as the plan places the traffic")
+    plan.add_argument("--router-rps", type=float, default=3000.0, metavar="RPS",
+                      help="requests/s one router replica sustains, measured (default 3000: `scoreline bench` on "
+                           "2 cores)")
+    plan.add_argument("--worker-rps", type=float, default=800.0, metavar="RPS",
+                      help="requests/s one worker replica sustains, measured with your models (`scoreline bench "
+                           "--model`; default 800)")
+    plan.add_argument("--utilisation", type=float, default=0.7,
+                      help="the share of what a replica sustains to plan it at (default 0.7)")
+    plan.add_argument("--burst", type=float, default=2.0,
+                      help="partitions per planned replica: how far the autoscaler may scale past the forecast "
+                           "(default 2)")
     plan.add_argument("--apply", action="store_true", help="publish the plan as a new rules version")
     plan.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who publishes (default $USER)")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
@@ -59,6 +73,12 @@ def run_plan(args: argparse.Namespace) -> int:
         "imbalance": {"before": round(plan.imbalance("before"), 3), "after": round(plan.imbalance("after"), 3)},
         "new_shards": [s for s in plan.shards if s not in rules.shards], "applied": None,
     }
+    if args.forecast is not None:
+        shares = {s: load.traffic for s, load in plan.after.items()}
+        capacity = plan_capacity(shares, args.forecast, router_rps=args.router_rps, worker_rps=args.worker_rps,
+                                 utilisation=args.utilisation, burst=args.burst)
+        report["capacity"] = {"forecast_rps": capacity.forecast_rps, "router": vars(capacity.router),
+                              "shards": {s: vars(c) for s, c in capacity.shards.items()}}
     if args.apply and plan.moves:
         publisher = RulesPublisher(settings.kafka_settings(args), settings.layout(args), published_by=args.by)
         published = asyncio.run(publisher.publish_version(_applied(doc, plan)))
@@ -176,6 +196,8 @@ def _print(report: dict[str, Any], plan: Placement, apply: bool) -> None:
               f"{a.memory / 2**20:>11.1f} {a.traffic:>8.1%}")
     print(f"  imbalance (busiest shard over a fair share): {report['imbalance']['before']} -> "
           f"{report['imbalance']['after']}")
+    if report.get("capacity"):
+        _print_capacity(report["capacity"])
     if not plan.moves:
         print("no model moves: the placement is balanced within the tolerance")
         return
@@ -189,3 +211,14 @@ def _print(report: dict[str, Any], plan: Placement, apply: bool) -> None:
         print(f"published as rules version {report['applied']['version']} on {report['applied']['topic']}")
     elif not apply:
         print("not applied: --apply publishes it as a new rules version")
+
+
+def _print_capacity(capacity: dict[str, Any]) -> None:
+    print(f"for {capacity['forecast_rps']:g} requests/s at peak (Helm values: roles.*.replicas, "
+          "kafka.partitions.*, autoscaling.*.perReplicaRps):")
+    print(f"  {'role':<12} {'req/s':>9} {'replicas':>9} {'partitions':>11} {'lagThreshold':>13}")
+    rows = [("router", capacity["router"])] + [(f"worker {s}", c) for s, c in capacity["shards"].items()]
+    for name, row in rows:
+        print(f"  {name:<12} {row['rps']:>9g} {row['replicas']:>9} {row['partitions']:>11} {row['lag_threshold']:>13}")
+    widest = max(row["partitions"] for _, row in rows[1:])
+    print(f"  partitions are set when a topic is created: kafka.partitions.shard {widest} covers every shard")

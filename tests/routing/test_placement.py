@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from routing import parse_rules
-from routing.placement import plan_placement, rules_traffic
+from routing.placement import plan_capacity, plan_placement, rules_traffic
 
 
 def rules_with(models: dict[str, str], shards=("s1", "s2"), shadow: tuple[str, ...] = ()):
@@ -60,3 +60,19 @@ def test_recent_traffic_outweighs_the_allocation():
     plan = plan_placement(rules_with(models), {m: 100 for m in models},
                           traffic={"a@v1": 900, "b@v1": 900, "c@v1": 10, "d@v1": 10})
     assert plan.placement["a@v1"] != plan.placement["b@v1"]  # the two busy models no longer share a shard
+
+
+def test_capacity_for_a_forecast_splits_it_over_the_shards_by_their_share():
+    capacity = plan_capacity({"s1": 0.6, "s2": 0.4}, 5000, router_rps=3000, worker_rps=800)
+    assert capacity.router.replicas == 3  # 5000 / (3000 x 0.7) = 2.4
+    assert (capacity.shards["s1"].rps, capacity.shards["s2"].rps) == (3000.0, 2000.0)
+    assert capacity.shards["s1"].replicas == 6  # 3000 / (800 x 0.7) = 5.4
+    assert capacity.shards["s1"].partitions == 12  # room for the autoscaler to double it
+    assert capacity.shards["s1"].lag_threshold == 1600  # 800 req/s for a 2 s drain
+
+
+def test_capacity_never_plans_no_replica_and_refuses_nonsense():
+    capacity = plan_capacity({"s1": 1.0, "idle": 0.0}, 0, router_rps=3000, worker_rps=800)
+    assert capacity.shards["idle"].replicas == capacity.router.replicas == 1
+    with pytest.raises(ValueError, match="utilisation"):
+        plan_capacity({"s1": 1.0}, 10, router_rps=1, worker_rps=1, utilisation=0)

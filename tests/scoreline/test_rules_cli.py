@@ -179,6 +179,14 @@ def test_placement_plan_prints_the_diff_and_apply_publishes_it_as_a_new_version(
     assert main(["placement", "plan", *connect]) == 0
     assert "no model moves: the placement is balanced within the tolerance" in capsys.readouterr().out
 
+    # What a forecast needs, split as the placement splits the traffic.
+    code, sized, _ = run_cli(capsys, "placement", "plan", *connect, "--forecast", "4000", "--worker-rps", "500",
+                             "--json")
+    capacity = sized["capacity"]
+    assert code == 0 and capacity["router"]["replicas"] == 2  # 4000 / (3000 x 0.7)
+    assert sum(c["rps"] for c in capacity["shards"].values()) == pytest.approx(4000, abs=1)
+    assert all(c["partitions"] >= c["replicas"] and c["lag_threshold"] == 1000 for c in capacity["shards"].values())
+
 
 @pytest.mark.kafka
 def test_send_says_why_the_router_refused_a_request_instead_of_only_timing_out(capsys, kafka_bootstrap, prefix,
