@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/chart_check.py [--out build/chart] [--json]
 
-Renders ``deploy/chart/scoreline`` with its default values and with
+Lints (``helm lint --strict``) and renders ``deploy/chart/scoreline`` with its default values and with
 ``values-production.yaml`` (``helm template``, the Helm that ``scripts/install_helm.sh`` pins)
 into ``build/chart/default.yaml`` and ``build/chart/production.yaml``, then validates each
 object: Kubernetes' own kinds against the Kubernetes OpenAPI schemas of ``KUBERNETES_VERSIONS``
@@ -51,6 +51,15 @@ def render(values: Path | None, *extra: str) -> str:
     if out.returncode != 0:
         raise ChartError(out.stderr.strip())
     return out.stdout
+
+
+def lint(values: Path | None) -> list[str]:
+    """``helm lint --strict`` of the chart with ``values``: its errors and warnings (INFO lines are advice)."""
+    args = [helm(), "lint", "--strict", str(CHART)] + (["-f", str(values)] if values is not None else [])
+    out = subprocess.run(args, capture_output=True, text=True)
+    found = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip().startswith(("[ERROR]",
+                                                                                                     "[WARNING]"))]
+    return found or ([f"helm lint exited {out.returncode}"] if out.returncode else [])
 
 
 class ChartError(Exception):
@@ -133,7 +142,7 @@ def main() -> int:
         path = args.out / f"{name}.yaml"
         path.write_text(rendered)
         docs = objects(rendered)
-        problems = validate(docs)
+        problems = [f"helm lint: {p}" for p in lint(values)] + validate(docs)
         failed |= bool(problems)
         report["values"][name] = {"file": str(path), "objects": dict(Counter(d["kind"] for d in docs)),
                                   "problems": problems}
