@@ -298,6 +298,12 @@ class Role:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
+    async def stop_oldest(self, timeout: float = 45.0) -> int:
+        """SIGTERM the oldest running process, as Kubernetes stops a pod, and wait; returns its exit status."""
+        proc = next(p for p in self.procs if p.poll() is None)
+        proc.terminate()
+        return await asyncio.to_thread(proc.wait, timeout)
+
     def stop_all(self) -> None:
         """Stop every process still running (SIGTERM, then SIGKILL)."""
         for proc in self.procs:
@@ -336,6 +342,41 @@ async def _kill_and_restart(env: Env, role: str, in_process: tuple[str, ...], sc
         finally:
             processes.stop_all()
     return ledger.tally(scenario, f"kill -9 the {role} process; start another")
+
+
+async def rolling_upgrade(env: Env) -> Tally:
+    """(h) replace both worker processes one at a time, old out first, as the Helm chart's rolling update does.
+
+    Each old process gets SIGTERM (it finishes and commits the batches in hand, then leaves its
+    groups) while requests keep coming; the new one starts once the old one has exited.
+    """
+    ledger = Ledger()
+    workers = Role(env, "worker")
+    exits: list[int] = []
+    async with Pipeline(env.kafka, env.layout, env.rules, env.registry, PipelineOptions(roles=("router",))) as p:
+        await p.wait_ready()
+        try:
+            for _ in range(2):
+                await workers.start()
+            async with watching(env, ledger) as tail:
+                async def upgrade() -> None:
+                    await _first_answer(tail, ledger)
+                    for _ in range(2):
+                        exits.append(await workers.stop_oldest())
+                        await workers.start()
+
+                upgrading: list[asyncio.Task[None]] = []
+
+                async def begin() -> None:  # the upgrade runs beside the stream, not in a pause of it
+                    upgrading.append(asyncio.create_task(upgrade()))
+
+                await stream(env, ledger, faults={20: begin}, n=400, pace_every=5, pace_s=0.25)
+                await upgrading[0]
+                await settle(tail, ledger)
+        finally:
+            workers.stop_all()
+    return ledger.tally("rolling_upgrade", "replace both worker processes one at a time (SIGTERM, then a new one)",
+                        note=f"exit statuses of the stopped workers {exits}")
 
 
 async def kill_worker(env: Env) -> Tally:
@@ -557,6 +598,7 @@ SCENARIOS: dict[str, Callable[[Env], Awaitable[Tally]]] = {
     "scale_workers": scale_workers,
     "poison_request": poison_request,
     "slow_workflow": slow_workflow,
+    "rolling_upgrade": rolling_upgrade,
 }
 
 

@@ -56,6 +56,14 @@ async def test_scale_workers(env):
     assert _all_ok(tally)
 
 
+async def test_rolling_upgrade(env):
+    tally = await SCENARIOS["rolling_upgrade"](env)
+    print(f"rolling_upgrade: {tally.row()}")
+    _passes(tally)
+    assert _all_ok(tally)
+    assert tally.note.endswith("[0, 0]"), tally.note  # each old worker stopped cleanly on SIGTERM
+
+
 async def test_poison_request(env):
     tally = await SCENARIOS["poison_request"](env)
     _passes(tally)
