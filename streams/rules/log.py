@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from routing import Rules, RulesError, parse_rules
 from schemas.errors import ScorelineError
 from streams.errors import KafkaUnavailable
+from streams.transport import follow
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import KafkaError, Reader, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = [
@@ -138,12 +139,13 @@ class RulesLog(NamedTuple):
         return [self.versions[v] for v in sorted(self.versions)]
 
 
-async def read_log(kafka: KafkaSettings, topic: str, timeout: float) -> RulesLog:
+async def read_log(kafka: KafkaSettings, topic: str, timeout: float, *,
+                   transport: Transport | None = None) -> RulesLog:
     """Read ``topic`` to its end and say what it holds; an absent topic reads as empty."""
-    return fold_log(topic, await read_to_end(kafka, topic, timeout))
+    return fold_log(topic, await read_to_end(kafka, topic, timeout, transport=transport))
 
 
-def fold_log(topic: str, records: list[ConsumerRecord]) -> RulesLog:
+def fold_log(topic: str, records: list[Record]) -> RulesLog:
     """What ``records`` (the topic read in order) say: the latest, every kept version, what was unreadable."""
     latest: RulesRecord | None = None
     versions: dict[int, RulesRecord] = {}
@@ -167,40 +169,30 @@ def fold_log(topic: str, records: list[ConsumerRecord]) -> RulesLog:
     return RulesLog(topic, latest, versions, highest, tuple(skipped))
 
 
-async def read_to_end(kafka: KafkaSettings, topic: str, timeout: float) -> list[ConsumerRecord]:
-    """Every committed record of ``topic``, read to the end it has now (empty if no such topic)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    consumer = kafka.consumer(group_id=None, role="rules-reader", isolation_level="read_committed",
-                              fetch_max_wait_ms=50)
+async def read_to_end(kafka: KafkaSettings, topic: str, timeout: float, *,
+                      transport: Transport | None = None) -> list[Record]:
+    """Every committed record of ``topic``'s log partition, read to the end it has now (empty if no such topic)."""
+    reader = (transport if transport is not None else KafkaTransport(kafka)).reader("rules-reader",
+                                                                                     read_committed=True)
     try:
-        await asyncio.wait_for(consumer.start(), timeout)
+        await asyncio.wait_for(reader.start(), timeout)
     except (TimeoutError, KafkaError, OSError) as exc:
-        await quietly(consumer.stop())
+        await quietly(reader.stop())
         raise KafkaUnavailable(f"cannot reach Kafka at {kafka.bootstrap} to read {topic}: {exc!r}") from exc
     try:
-        tps = await log_partitions(consumer, topic, timeout=1.0)
+        tps = await log_partitions(reader, topic, timeout=1.0)
         if tps is None:
             return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        records: list[ConsumerRecord] = []
-        while not await at_end(consumer, end):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise KafkaUnavailable(f"could not read {topic} to its end within {timeout:.0f}s")
-            batch = await consumer.getmany(*tps, timeout_ms=int(min(remaining, 0.5) * 1000))
-            for tp in sorted(batch):
-                records.extend(batch[tp])
-        return records
+        return await follow.read_to_end(reader, tps, timeout=timeout)
+    except TimeoutError as exc:
+        raise KafkaUnavailable(f"could not read {topic} to its end within {timeout:.0f}s") from exc
     except KafkaError as exc:
         raise KafkaUnavailable(f"reading {topic} failed: {exc!r}") from exc
     finally:
-        await quietly(consumer.stop())
+        await quietly(reader.stop())
 
 
-async def log_partitions(consumer: AIOKafkaConsumer, topic: str, *, timeout: float) -> list[TopicPartition] | None:
+async def log_partitions(reader: Reader, topic: str, *, timeout: float) -> list[TopicPartition] | None:
     """The partition holding the rules log, or None if ``topic`` does not exist (yet: metadata may lag).
 
     Publishers write every record to partition 0, so that is the whole log, however many
@@ -209,19 +201,11 @@ async def log_partitions(consumer: AIOKafkaConsumer, topic: str, *, timeout: flo
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        if topic in await consumer.topics():  # asks the cluster, not a cache
+        if topic in await reader.topics():  # asks the cluster, not a cache
             return [TopicPartition(topic, PARTITION)]
         if loop.time() >= deadline:
             return None
         await asyncio.sleep(0.1)
-
-
-async def at_end(consumer: AIOKafkaConsumer, end: Mapping[TopicPartition, int]) -> bool:
-    """Whether ``consumer`` has read every partition up to ``end``."""
-    for tp, offset in end.items():
-        if await consumer.position(tp) < offset:
-            return False
-    return True
 
 
 async def quietly(stopping) -> None:

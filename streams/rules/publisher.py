@@ -31,8 +31,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from aiokafka.errors import KafkaError, ProducerFenced
-
 from routing import Rules, parse_rules
 from schemas.errors import ScorelineError
 from streams.errors import KafkaUnavailable
@@ -51,6 +49,7 @@ from streams.rules.log import (
 from streams.rules.watcher import RulesWatcher
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.protocols import KafkaError, ProducerFenced
 from streams.transport.settings import KafkaSettings
 
 __all__ = [

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
-
 from routing import Rules, RulesError
 from streams.rules.holder import RulesHolder
-from streams.rules.log import LATEST_KEY, RulesRecord, at_end, decode_record, log_partitions, quietly
+from streams.rules.log import LATEST_KEY, RulesRecord, decode_record, log_partitions, quietly
 from streams.topics import TopicLayout
+from streams.transport.follow import Follower
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import KafkaError, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["RulesWatcher"]
@@ -34,8 +34,10 @@ class RulesWatcher:
     """
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, holder: RulesHolder, *,
-                 catch_up_timeout: float = 15.0, check_interval: float = 15.0, retry_after: float = 2.0) -> None:
+                 catch_up_timeout: float = 15.0, check_interval: float = 15.0, retry_after: float = 2.0,
+                 transport: Transport | None = None) -> None:
         self.kafka = kafka
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.topic = layout.rules
         self.holder = holder
         self.catch_up_timeout = catch_up_timeout
@@ -50,7 +52,7 @@ class RulesWatcher:
         self._caught_up = asyncio.Event()
         self._changed = asyncio.Event()
         self._unreachable = False
-        self._consumer: AIOKafkaConsumer | None = None
+        self._follower: Follower | None = None
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> RulesWatcher:
@@ -118,47 +120,40 @@ class RulesWatcher:
                 await asyncio.sleep(self.retry_after)
 
     async def _connect(self) -> None:
-        self._consumer = self.kafka.consumer(group_id=None, role="rules-watcher", isolation_level="read_committed",
-                                             fetch_max_wait_ms=200)
-        await asyncio.wait_for(self._consumer.start(), 10)
-        tps = await log_partitions(self._consumer, self.topic, timeout=10)
+        self._follower = follower = Follower(self.transport.reader("rules-watcher", read_committed=True))
+        await asyncio.wait_for(follower.start(), 10)
+        tps = await log_partitions(follower.reader, self.topic, timeout=10)
         if tps is None:
             raise LookupError(f"topic {self.topic} does not exist")
-        self._consumer.assign(tps)
-        for tp in tps:
-            if tp in self._next:  # reconnecting: carry on where we were
-                self._consumer.seek(tp, self._next[tp])
-            else:
-                await self._consumer.seek_to_beginning(tp)
+        await follower.follow(tps, start_at=self._next)  # reconnecting: carry on where we were
 
     async def _read(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        tps = sorted(consumer.assignment())
-        end = await consumer.end_offsets(tps)
+        follower = self._follower
+        assert follower is not None
+        tps = sorted(follower.assignment())
         self._reachable()
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self.check_interval
         while True:
-            if not self._caught_up.is_set() and await at_end(consumer, end):
+            if not self._caught_up.is_set() and follower.caught_up:
                 self._catch_up()
-            batch = await consumer.getmany(*tps, timeout_ms=500)
+            batch = await follower.poll(timeout_ms=500)
             for tp, records in batch.items():
                 for record in records:
                     self._take(record)
                     self._next[tp] = record.offset + 1
             if loop.time() >= next_check:
-                # aiokafka reconnects on its own and a fetch to a dead broker just returns
+                # Kafka clients reconnect on their own and a fetch to a dead broker just returns
                 # nothing, so ask for the end offsets to learn (and log) whether we are cut off.
                 next_check = loop.time() + self.check_interval
                 try:
-                    await asyncio.wait_for(consumer.end_offsets(tps), 10)
+                    await asyncio.wait_for(follower.reader.end_offsets(tps), 10)
                 except (TimeoutError, KafkaError, OSError) as exc:
                     self._report_unreachable(exc)
                 else:
                     self._reachable()
 
-    def _take(self, record: ConsumerRecord) -> None:
+    def _take(self, record: Record) -> None:
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
         if key != LATEST_KEY:
             return  # per-version keys are history, read by the publisher
@@ -211,6 +206,6 @@ class RulesWatcher:
         self._unreachable = False
 
     async def _close(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await quietly(consumer.stop())
+        if self._follower is not None:
+            follower, self._follower = self._follower, None
+            await quietly(follower.stop())

@@ -97,10 +97,11 @@ class LagPoller:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._connected = False
 
     async def start(self) -> None:
-        """Connect the reader and start reading in the background."""
-        await self.reader.start()
+        """Start reading in the background; the reader connects there, so a cluster that cannot be reached
+        now never holds up (or fails) the router's own start."""
         self._task = asyncio.create_task(self._run(), name="scoreline-router-lag")
 
     async def stop(self) -> None:
@@ -110,7 +111,10 @@ class LagPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.reader.stop()
+        if self._connected:
+            self._connected = False
+            with contextlib.suppress(Exception):  # closing a client whose connection is gone must not fail a stop
+                await self.reader.stop()
 
     async def read_once(self) -> None:
         """Read every target's lag now and take it in."""
@@ -127,6 +131,9 @@ class LagPoller:
         while True:
             began = time.monotonic()
             try:
+                if not self._connected:
+                    await asyncio.wait_for(self.reader.start(), timeout=10.0)
+                    self._connected = True
                 await asyncio.wait_for(self.read_once(), timeout=max(5.0, 4 * self.interval))
                 if self._failing:
                     log.info("router: reading the workers' lag again")

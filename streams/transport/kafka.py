@@ -6,7 +6,9 @@ aiokafka's errors for partitions a member no longer owns are translated here int
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -17,7 +19,7 @@ from streams.transport.admin_client import ClusterAdmin
 from streams.transport.protocols import Batch
 from streams.transport.settings import KafkaSettings
 
-__all__ = ["KafkaConsumer", "KafkaLagReader", "KafkaTransport"]
+__all__ = ["KafkaConsumer", "KafkaLagReader", "KafkaReader", "KafkaTransport"]
 
 
 class KafkaConsumer:
@@ -85,6 +87,67 @@ class KafkaConsumer:
         return state.position if state is not None and state.has_valid_position else None
 
 
+class KafkaReader:
+    """An :class:`AIOKafkaConsumer` without a group behind the :class:`~streams.transport.protocols.Reader` Protocol."""
+
+    __slots__ = ("kafka",)
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.kafka = consumer
+        """The aiokafka consumer itself."""
+
+    async def start(self) -> None:
+        """Connect."""
+        await self.kafka.start()
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self.kafka.stop()
+
+    async def topics(self) -> set[str]:
+        """Every topic the cluster has now (a metadata request)."""
+        return set(await self.kafka.topics())
+
+    async def partitions(self, topic: str) -> set[int] | None:
+        """The partitions of ``topic`` from fresh metadata, or None if there is no such topic."""
+        if topic not in await self.kafka.topics():  # asks the cluster, and refreshes the metadata
+            return None
+        return set(self.kafka.partitions_for_topic(topic) or ())
+
+    def assign(self, partitions: Sequence[TopicPartition]) -> None:
+        """Read exactly ``partitions``."""
+        self.kafka.assign(list(partitions))
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned."""
+        return set(self.kafka.assignment())
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` next."""
+        self.kafka.seek(partition, offset)
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` from their first record still in the log next."""
+        await self.kafka.seek_to_beginning(*partitions)
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The next offset to fetch."""
+        return int(await self.kafka.position(partition))
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offset of each partition (the last stable one when reading committed)."""
+        return dict(await self.kafka.end_offsets(list(partitions)))
+
+    async def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
+        """The first offset at or after each time."""
+        return dict(await self.kafka.offsets_for_times(times))
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> Batch:
+        """Records from the assigned ``partitions``."""
+        return await self.kafka.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+
 class KafkaLagReader:
     """A group's lag from the cluster: committed offsets from the admin API, end offsets from a group-less consumer."""
 
@@ -96,11 +159,25 @@ class KafkaLagReader:
         self._offsets: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        """Connect both clients."""
-        self._admin = self._settings.admin(client_id=f"{self._settings.client_id}-{self._role}-lag")
-        await self._admin.start()
-        self._offsets = self._settings.consumer(group_id=None, role=f"{self._role}-lag")
-        await self._offsets.start()
+        """Connect both clients (again after a start that failed or was cancelled half way: nothing leaks)."""
+        if self._admin is None:
+            admin = self._settings.admin(client_id=f"{self._settings.client_id}-{self._role}-lag")
+            try:
+                await admin.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+                raise
+            self._admin = admin
+        if self._offsets is None:
+            offsets = self._settings.consumer(group_id=None, role=f"{self._role}-lag")
+            try:
+                await offsets.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await offsets.stop()
+                raise
+            self._offsets = offsets
 
     async def stop(self) -> None:
         """Disconnect both clients."""
@@ -152,3 +229,9 @@ class KafkaTransport:
     def lag_reader(self, role: str) -> KafkaLagReader:
         """Reads other groups' lag without joining them."""
         return KafkaLagReader(self.settings, role)
+
+    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> KafkaReader:
+        """A consumer without a group, fetching promptly (50 ms at most) for readers that follow a topic."""
+        return KafkaReader(self.settings.consumer(
+            group_id=None, role=role, fetch_max_wait_ms=50, max_poll_records=max_records,
+            isolation_level="read_committed" if read_committed else "read_uncommitted"))

@@ -14,7 +14,10 @@ What it models: partitioned logs with offsets; a group's committed offsets (a me
 from them, or from the beginning); fetching from the owned partitions in order, up to a
 limit, waiting for new records up to a timeout; idempotent-free, in-order appends whose
 acknowledgement can be held back (:meth:`MemoryBroker.hold_acks`) or refused
-(:meth:`MemoryBroker.refuse`); a record batch written whole or not at all.
+(:meth:`MemoryBroker.refuse`); a record batch written whole or not at all; readers without a
+group (:class:`MemoryReader`: assign, seek, positions, end offsets, offsets for times); and
+compaction (:meth:`MemoryBroker.compact`: the newest record per key stays, at its offset, and
+readers skip the gaps), which Kafka's log cleaner does whenever it likes.
 
 What it does not model, on purpose: group membership beyond one member per group (a second
 member of a live group is refused), rebalances, replication, idempotence, retries, real I/O
@@ -25,17 +28,21 @@ a real broker; this double replaces no broker test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
+from aiokafka.structs import OffsetAndTimestamp
 
+from routing.allocation import murmur2
 from streams.errors import PartitionRevoked
 from streams.transport.protocols import Batch
 
-__all__ = ["MemoryBroker", "MemoryLagReader", "MemoryTransport", "RecordRefused"]
+__all__ = ["MemoryBroker", "MemoryLagReader", "MemoryReader", "MemoryTransport", "RecordRefused"]
 
 Refusal = Callable[[str, ConsumerRecord], "BaseException | None"]
 
@@ -50,7 +57,8 @@ class MemoryBroker:
     def __init__(self, default_partitions: int = 1) -> None:
         self.default_partitions = default_partitions
         """Partitions of a topic first named by a producer or a consumer (as ``auto.create.topics``)."""
-        self._logs: dict[str, list[list[ConsumerRecord]]] = {}
+        self._logs: dict[str, list[list[ConsumerRecord | None]]] = {}
+        """Topic -> partition -> records by offset; None where compaction removed one."""
         self._commits: dict[str, dict[TopicPartition, int]] = {}
         self._members: dict[str, MemoryConsumer] = {}
         self._refusals: list[Refusal] = []
@@ -86,8 +94,26 @@ class MemoryBroker:
         return record
 
     def records(self, topic: str) -> list[ConsumerRecord]:
-        """Every record of ``topic``, partition by partition, in offset order."""
-        return [r for log in self._logs.get(topic, []) for r in log]
+        """Every record of ``topic`` (that compaction left), partition by partition, in offset order."""
+        return [r for log in self._logs.get(topic, []) for r in log if r is not None]
+
+    def compact(self, topic: str, *, drop_tombstones: bool = False) -> int:
+        """Do what Kafka's log cleaner does to ``topic``: keep the newest record of each key, at its offset.
+
+        Records without a key stay. A tombstone (no value) stays as the newest of its key unless
+        ``drop_tombstones`` (the cleaner removes them after ``delete.retention.ms``). Returns how
+        many records went.
+        """
+        removed = 0
+        for log in self._logs.get(topic, []):
+            newest = {r.key: r.offset for r in log if r is not None and r.key is not None}
+            for i, r in enumerate(log):
+                if r is None or r.key is None:
+                    continue
+                if newest[r.key] != r.offset or (drop_tombstones and r.value is None):
+                    log[i] = None
+                    removed += 1
+        return removed
 
     def values(self, topic: str) -> list[bytes | None]:
         """The values of :meth:`records`."""
@@ -118,9 +144,14 @@ class MemoryBroker:
 
     # For the double's clients.
 
-    def _log(self, topic: str) -> list[list[ConsumerRecord]]:
+    def _log(self, topic: str) -> list[list[ConsumerRecord | None]]:
         self.create_topic(topic)
         return self._logs[topic]
+
+    def _first(self, tp: TopicPartition) -> int:
+        """The offset of the partition's first record still in the log (its end if it has none)."""
+        log = self._log(tp.topic)[tp.partition]
+        return next((i for i, r in enumerate(log) if r is not None), len(log))
 
     def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                 headers: Sequence[tuple[str, bytes]], timestamp_ms: int | None) -> ConsumerRecord:
@@ -249,10 +280,11 @@ class MemoryConsumer:
                 break
             log = self.broker._log(tp.topic)[tp.partition]
             position = self._positions[tp]
-            records = log[position:position + room]
+            taken = log[position:position + room]
+            self._positions[tp] = position + len(taken)
+            records = [r for r in taken if r is not None]
             if records:
                 batch[tp] = records
-                self._positions[tp] = position + len(records)
                 room -= len(records)
         return batch
 
@@ -329,8 +361,18 @@ class MemoryProducer:
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                    partition: int | None = None, timestamp_ms: int | None = None,
                    headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
-        """Append one record (to ``partition``, default 0)."""
-        return self._acknowledge(topic, partition or 0, [(timestamp_ms, key, value, list(headers or ()))])
+        """Append one record to ``partition``; without one, where Kafka's default partitioner puts its key
+        (partition 0 for a record without a key)."""
+        if partition is None:
+            count = len(self.broker._log(topic))
+            partition = (murmur2(key) & 0x7FFFFFFF) % count if key is not None else 0
+        return self._acknowledge(topic, partition, [(timestamp_ms, key, value, list(headers or ()))])
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                            partition: int | None = None, timestamp_ms: int | None = None,
+                            headers: Sequence[tuple[str, bytes]] | None = None) -> Any:
+        """Append one record and wait for its acknowledgement."""
+        return await (await self.send(topic, value, key, partition, timestamp_ms, headers))
 
     def _acknowledge(self, topic: str, partition: int, rows: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -367,6 +409,7 @@ class MemoryTransport:
         self.broker = broker if broker is not None else MemoryBroker()
         self.consumers: list[MemoryConsumer] = []
         self.producers: list[MemoryProducer] = []
+        self.readers: list[MemoryReader] = []
 
     def consumer(self, topics: Sequence[str], *, group_id: str, role: str,
                  pattern: str | None = None) -> MemoryConsumer:
@@ -384,6 +427,113 @@ class MemoryTransport:
     def lag_reader(self, role: str) -> MemoryLagReader:
         """A reader of the broker's groups' lag."""
         return MemoryLagReader(self.broker)
+
+    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> MemoryReader:
+        """A consumer without a group over the broker's logs (every write here is committed)."""
+        reader = MemoryReader(self.broker, max_records=max_records)
+        self.readers.append(reader)
+        return reader
+
+
+class MemoryReader:
+    """Reads assigned partitions of the broker's logs from positions of its own, as a group-less consumer does.
+
+    A partition assigned without a seek starts at its beginning (the first record compaction left).
+    """
+
+    def __init__(self, broker: MemoryBroker, *, max_records: int = 5000) -> None:
+        self.broker = broker
+        self.max_records = max_records
+        self._positions: dict[TopicPartition, int] = {}
+        self.running = False
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+        self.running = True
+
+    async def stop(self) -> None:
+        """Forget the assignment."""
+        self.running = False
+        self._positions.clear()
+
+    async def topics(self) -> set[str]:
+        """Every topic of the broker."""
+        return set(self.broker.topics)
+
+    async def partitions(self, topic: str) -> set[int] | None:
+        """The partitions of ``topic``, or None if the broker has no such topic (asking creates none)."""
+        logs = self.broker._logs.get(topic)
+        return set(range(len(logs))) if logs is not None else None
+
+    def assign(self, partitions: Sequence[TopicPartition]) -> None:
+        """Read exactly ``partitions``; a new one starts at its beginning."""
+        self._positions = {tp: self._positions.get(tp, self.broker._first(tp)) for tp in partitions}
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned."""
+        return set(self._positions)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` next."""
+        self._owned(partition)
+        self._positions[partition] = offset
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` from the first record compaction left."""
+        for tp in partitions:
+            self.seek(tp, self.broker._first(tp))
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The next offset to fetch."""
+        self._owned(partition)
+        return self._positions[partition]
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset after each partition's last record."""
+        return {tp: len(self.broker._log(tp.topic)[tp.partition]) for tp in partitions}
+
+    async def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
+        """The first record at or after each time, as ``(offset, timestamp)``; None past the last."""
+        out: dict[TopicPartition, Any] = {}
+        for tp, ms in times.items():
+            found = next((r for r in self.broker._log(tp.topic)[tp.partition] if r is not None and r.timestamp >= ms),
+                         None)
+            out[tp] = OffsetAndTimestamp(found.offset, found.timestamp) if found is not None else None
+        return out
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> Batch:
+        """Records from the positions on, skipping what compaction removed; waits up to ``timeout_ms`` for some."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        while True:
+            batch = self._take(partitions or sorted(self._positions), max_records or self.max_records)
+            remaining = deadline - loop.time()
+            if batch or remaining <= 0 or not self.running:
+                return batch
+            changed = self.broker._condition()
+            async with changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+
+    def _take(self, partitions: Sequence[TopicPartition], room: int) -> Batch:
+        batch: Batch = {}
+        for tp in partitions:
+            self._owned(tp)
+            log = self.broker._log(tp.topic)[tp.partition]
+            position = self._positions[tp]
+            records = [r for r in log[position:position + room] if r is not None]
+            self._positions[tp] = min(len(log), position + room)
+            if records:
+                batch[tp] = records
+                room -= len(records)
+            if room <= 0:
+                break
+        return batch
+
+    def _owned(self, partition: TopicPartition) -> None:
+        if partition not in self._positions:
+            raise IllegalStateError(f"{partition.topic}:{partition.partition} is not assigned to this reader")
 
 
 class MemoryLagReader:

@@ -10,6 +10,10 @@ structs (``ConsumerRecord``, ``TopicPartition``), which the double builds too.
 Errors a transport raises for the loop to act on are scoreline's (:mod:`streams.errors`):
 ``PartitionRevoked`` when a seek or commit names partitions this member no longer owns.
 Anything else is an I/O failure: the loop rewinds and replays.
+
+Code above the transport names Kafka's types and errors through this module only
+(``TopicPartition``, ``Record``, ``KafkaError``, ``ProducerFenced``, ``RebalanceListener``): which
+client library is behind them is the transport's business (``tests/test_import_graph.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
 
-__all__ = ["Batch", "Record", "Consumer", "LagReader", "Producer", "RecordBatch", "TopicPartition", "Transport"]
+__all__ = ["Batch", "Record", "Consumer", "KafkaError", "LagReader", "Producer", "ProducerFenced", "Reader",
+           "RebalanceListener", "RecordBatch", "TopicPartition", "Transport"]
+
+RebalanceListener = ConsumerRebalanceListener
+"""What a group member's owner subclasses to hear of partitions assigned and revoked (``on_partitions_*``)."""
+
+# Kafka's errors, under the names code above the transport catches: ``KafkaError`` is the root of every
+# error a Kafka call raises (``retriable`` says whether trying again may help); ``ProducerFenced``: a newer
+# producer with the same transactional id took over.
 
 Record = ConsumerRecord
 """One consumed record: ``topic``, ``partition``, ``offset``, ``timestamp``, ``key``, ``value``, ``headers``."""
@@ -58,6 +71,51 @@ class Consumer(Protocol):
         """The next offset this member will fetch, if known without a round trip (for lag)."""
 
 
+class Reader(Protocol):
+    """A consumer without a group: partitions assigned by hand, positions its own, nothing committed.
+
+    What the readers of compacted topics (:mod:`streams.transport.follow`), the reports and the
+    replays use. ``role`` names it in the broker's client ids.
+    """
+
+    async def start(self) -> None:
+        """Connect."""
+
+    async def stop(self) -> None:
+        """Disconnect."""
+
+    async def topics(self) -> set[str]:
+        """Every topic the cluster has now (asks the cluster, not a cache)."""
+
+    async def partitions(self, topic: str) -> set[int] | None:
+        """The partition numbers of ``topic``, or None if the cluster has no such topic."""
+
+    def assign(self, partitions: Sequence[TopicPartition]) -> None:
+        """Read exactly ``partitions`` from now on (positions of partitions no longer assigned are forgotten)."""
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned."""
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` next."""
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` from their first record still in the log next."""
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record to be fetched from ``partition``."""
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset after the last record (read committed: after the last stable one) of each partition."""
+
+    async def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
+        """Per partition, the first offset whose record's timestamp is at or after the time (``.offset``), or None."""
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> Batch:
+        """Up to ``max_records`` records from ``partitions`` (default: all assigned), waiting up to ``timeout_ms``."""
+
+
 class RecordBatch(Protocol):
     """A batch being built for one partition (aiokafka's ``BatchBuilder``)."""
 
@@ -89,6 +147,11 @@ class Producer(Protocol):
                    headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
         """Queue one record; the future resolves on acknowledgement (or raises the refusal)."""
 
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                            partition: int | None = None, timestamp_ms: int | None = None,
+                            headers: Sequence[tuple[str, bytes]] | None = None) -> Any:
+        """Send one record and wait for its acknowledgement (its metadata: ``partition``, ``offset``)."""
+
 
 class LagReader(Protocol):
     """Reads how far a consumer group is behind, without joining it (the router's view of the workers)."""
@@ -115,3 +178,7 @@ class Transport(Protocol):
 
     def lag_reader(self, role: str) -> LagReader:
         """A reader of consumer groups' lag (nothing connects until ``start``)."""
+
+    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> Reader:
+        """A consumer without a group (nothing connects until ``start``); ``read_committed`` skips aborted
+        transactions and stops at the last stable offset."""

@@ -100,15 +100,6 @@ async def test_bad_publish_is_refused_and_a_bad_record_is_skipped(kafka, layout,
         assert holder().objectives["title-ranking"].canary.percent == 5
 
 
-async def test_watcher_on_an_empty_topic_serves_the_fallback(kafka, layout, rules):
-    await create_rules_topic(kafka, layout)
-    holder = RulesHolder(rules)
-    async with RulesWatcher(kafka, layout, holder) as watcher:
-        assert watcher.caught_up
-        assert watcher.topic_version is None
-        assert holder() is rules
-
-
 async def test_watcher_that_cannot_reach_kafka_serves_the_fallback(layout, rules, caplog):
     holder = RulesHolder(rules)
     nowhere = KafkaSettings(bootstrap="127.0.0.1:1")
