@@ -11,11 +11,13 @@ from collections.abc import Iterable
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from streams.facts.records import DTYPE_HEADER, KIND_HEADER, SPEC_KEY, WIDTH_HEADER, WIRE_DTYPES
 from streams.topics import TopicLayout
+from streams.transport.follow import Follower
 from streams.transport.headers import headers_of
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 from workflows import InMemoryFactStore, ModelRegistry
 
@@ -48,12 +50,14 @@ class FactTopicMaterialiser:
     the partition numbers the worker owns; it re-targets when they change and returns
     once every newly assigned fact partition is read up to the end offset seen when it
     was assigned. No consumer group: partitions are assigned explicitly and read from
-    the beginning each time they are (re)acquired.
+    the beginning each time they are (re)acquired (:class:`~streams.transport.follow.Follower`).
     """
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, facts: Iterable[str],
-                 store: InMemoryFactStore | None = None, *, ready_timeout: float = 120.0) -> None:
+                 store: InMemoryFactStore | None = None, *, ready_timeout: float = 120.0,
+                 transport: Transport | None = None) -> None:
         self.kafka = kafka
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.layout = layout
         self.facts = tuple(facts)
         self.store = store if store is not None else InMemoryFactStore()
@@ -68,11 +72,10 @@ class FactTopicMaterialiser:
         self._specs: dict[str, dict] = {}
         self._pending: dict[str, dict[str, tuple[TopicPartition, np.ndarray | None]]] = defaultdict(dict)
         self._keys: dict[TopicPartition, set[str]] = defaultdict(set)
-        self._targets: dict[TopicPartition, int] = {}
         self._owned: frozenset[int] | None = None
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._follower: Follower | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> FactTopicMaterialiser:
@@ -84,9 +87,8 @@ class FactTopicMaterialiser:
 
     async def start(self) -> None:
         """Connect; nothing is read until the first :meth:`follow`."""
-        self._consumer = consumer = self.kafka.consumer(group_id=None, role="facts", fetch_max_wait_ms=50,
-                                                        max_poll_records=5000)
-        await consumer.start()
+        self._follower = Follower(self.transport.reader("facts", max_records=5000))
+        await self._follower.start()
         self._task = asyncio.create_task(self._follow_loop(), name="scoreline-facts")
 
     async def stop(self) -> None:
@@ -95,15 +97,15 @@ class FactTopicMaterialiser:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        if self._follower is not None:
+            await self._follower.stop()
 
     @property
-    def _live(self) -> AIOKafkaConsumer:
-        """The consumer, once started."""
-        if self._consumer is None:
+    def _live(self) -> Follower:
+        """The reader of the fact partitions, once started."""
+        if self._follower is None:
             raise RuntimeError("the fact materialiser is not started")
-        return self._consumer
+        return self._follower
 
     @property
     def ready(self) -> bool:
@@ -130,7 +132,7 @@ class FactTopicMaterialiser:
     def stats(self) -> dict:
         """What is held and read: rows per fact, assigned partitions, readiness, counters."""
         rows = {f: len(self.store.keys(f)) for f in self.store.facts()}
-        owned = self._consumer.assignment() if self._consumer else ()
+        owned = self._follower.assignment() if self._follower else ()
         assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in owned)
         return {"rows": rows, "owned": sorted(self._owned or ()), "assigned": assigned, "ready": self.ready,
                 "global": sorted(self._global), "records": self.records, "skipped": self.skipped,
@@ -141,18 +143,10 @@ class FactTopicMaterialiser:
     async def _discover(self) -> None:
         """Learn the partition counts of the fact topics not seen yet (a topic may appear later)."""
         unknown = [t for t in self._fact_of if t not in self._partitions]
-        if not unknown:
-            return
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
-            described = await admin.describe_topics(unknown)
-        finally:
-            await admin.close()
-        counts = {d["topic"]: len(d["partitions"]) for d in described if not d["error_code"] and d["partitions"]}
         for topic in unknown:
-            if topic in counts:
-                self._partitions[topic] = counts[topic]
+            partitions = await self._live.reader.partitions(topic)
+            if partitions:
+                self._partitions[topic] = len(partitions)
             else:
                 log.warning("fact topic %s does not exist: publish it (scoreline facts publish); models that "
                             "need fact %s are unavailable until then", topic, self._fact_of[topic])
@@ -167,22 +161,11 @@ class FactTopicMaterialiser:
             else:
                 numbers = (p for p in self._owned or () if p < count)
             wanted.update(TopicPartition(topic, p) for p in numbers)
-        current = set(self._live.assignment())
-        if wanted != current:
-            # assign() replaces the assignment and forgets positions: keep those of retained partitions.
-            kept = {tp: await self._live.position(tp) for tp in current & wanted}
-            self._live.assign(sorted(wanted))
-            for tp, offset in kept.items():
-                self._live.seek(tp, offset)
-            added = sorted(wanted - current)
-            if added:
-                await self._live.seek_to_beginning(*added)
-                self._targets.update(await self._live.end_offsets(added))
-            for tp in current - wanted:
-                self._targets.pop(tp, None)
+        if wanted != self._live.assignment():
+            for tp in await self._live.follow(wanted):  # new partitions replay from the beginning
                 self._drop(tp)
             log.info("facts: following %d partitions for shard partitions %s", len(wanted), sorted(self._owned or ()))
-        await self._check_ready()
+        self._check_ready()
 
     def _drop(self, tp: TopicPartition) -> None:
         """Forget the rows of a partition this worker no longer owns."""
@@ -193,14 +176,11 @@ class FactTopicMaterialiser:
         for key in [k for k, (p, _) in self._pending[fact].items() if p == tp]:
             del self._pending[fact][key]
 
-    async def _check_ready(self) -> None:
-        for tp, end in list(self._targets.items()):
-            if await self._live.position(tp) >= end:
-                del self._targets[tp]
-        if self._targets:
-            self._ready.clear()
-        else:
+    def _check_ready(self) -> None:
+        if self._live.caught_up:
             self._ready.set()
+        else:
+            self._ready.clear()
 
     # -- reading ----------------------------------------------------------------
 
@@ -210,14 +190,14 @@ class FactTopicMaterialiser:
                 await asyncio.sleep(0.1)
                 continue
             async with self._lock:
-                batch = await self._live.getmany(timeout_ms=100)
+                batch = await self._live.poll(timeout_ms=100)
                 for tp, records in batch.items():
                     self._apply(tp, records)
                 rescope = self._global - {self._fact_of[t] for t in self._all_partitions_assigned()}
                 if rescope:
                     await self._reassign()  # a spec said global: read every partition of that fact
                 else:
-                    await self._check_ready()
+                    self._check_ready()
 
     def _all_partitions_assigned(self) -> set[str]:
         assigned: dict[str, int] = defaultdict(int)
@@ -225,7 +205,7 @@ class FactTopicMaterialiser:
             assigned[tp.topic] += 1
         return {t for t, n in assigned.items() if n == self._partitions.get(t)}
 
-    def _apply(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    def _apply(self, tp: TopicPartition, records: list[Record]) -> None:
         fact = self._fact_of[tp.topic]
         keys: list[str] = []
         rows: list[np.ndarray] = []
@@ -263,7 +243,7 @@ class FactTopicMaterialiser:
             log.warning("fact %s: %d rows do not match the spec; skipped", fact, len(keys), exc_info=True)
             self.skipped += len(keys)
 
-    def _decode_row(self, fact: str, record: ConsumerRecord) -> np.ndarray | None:
+    def _decode_row(self, fact: str, record: Record) -> np.ndarray | None:
         if record.value is None:
             return None
         headers = headers_of(record.headers)
@@ -275,7 +255,7 @@ class FactTopicMaterialiser:
             return None
         return np.frombuffer(record.value, dtype=dtype).astype(np.float64)
 
-    def _apply_spec(self, fact: str, record: ConsumerRecord) -> None:
+    def _apply_spec(self, fact: str, record: Record) -> None:
         try:
             doc = orjson.loads(record.value or b"")
             columns, default = [str(c) for c in doc["columns"]], [float(x) for x in doc["default"]]

@@ -39,7 +39,8 @@ from streams.facts.records import (
     wire_dtype,
 )
 from streams.topics import TopicLayout, TopicSpec
-from streams.transport.admin import ensure_topics
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import Transport
 from streams.transport.settings import KafkaSettings
 from workflows import InMemoryFactStore
 
@@ -64,7 +65,8 @@ class FactTopicError(ScorelineError):
 
 async def publish_facts(kafka: KafkaSettings, layout: TopicLayout, store_or_dir: InMemoryFactStore | str | Path,
                         facts: Iterable[str] | None = None, *,
-                        shard_key_fields: Collection[str] = SHARD_KEY_FIELDS) -> dict[str, dict]:
+                        shard_key_fields: Collection[str] = SHARD_KEY_FIELDS,
+                        transport: Transport | None = None) -> dict[str, dict]:
     """Publish facts to their compacted topics (created with the shard topics' partition count).
 
     Args:
@@ -90,10 +92,10 @@ async def publish_facts(kafka: KafkaSettings, layout: TopicLayout, store_or_dir:
     if unknown:
         raise FactTopicError(f"fact: no fact named {', '.join(unknown)} (have: {', '.join(store.facts())})")
     partitions = layout.shard_partitions
-    await ensure_topics(kafka.bootstrap, [TopicSpec(layout.facts(n), partitions, (("cleanup.policy", "compact"),))
-                                          for n in names],
-                        replication_factor=layout.replication_factor, **kafka.security)
-    producer = kafka.producer("facts")
+    transport = transport if transport is not None else KafkaTransport(kafka)
+    await transport.ensure_topics([TopicSpec(layout.facts(n), partitions, (("cleanup.policy", "compact"),))
+                                   for n in names], replication_factor=layout.replication_factor)
+    producer = transport.producer("facts")
     await producer.start()
     report: dict[str, dict] = {}
     try:

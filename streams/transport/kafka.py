@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams.errors import PartitionRevoked
-from streams.transport.admin import wait_for_coordinator
+from streams.transport.admin import ensure_topics, wait_for_coordinator
 from streams.transport.admin_client import ClusterAdmin
 from streams.transport.protocols import Batch
 from streams.transport.settings import KafkaSettings
@@ -110,9 +110,11 @@ class KafkaReader:
 
     async def partitions(self, topic: str) -> set[int] | None:
         """The partitions of ``topic`` from fresh metadata, or None if there is no such topic."""
-        if topic not in await self.kafka.topics():  # asks the cluster, and refreshes the metadata
+        # What topics() asks for, kept: the consumer's own cache is not refreshed by that request.
+        cluster = await self.kafka._client.fetch_all_metadata()  # noqa: SLF001 - aiokafka has no public call
+        if topic not in cluster.topics():
             return None
-        return set(self.kafka.partitions_for_topic(topic) or ())
+        return set(cluster.partitions_for_topic(topic) or ())
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         """Read exactly ``partitions``."""
@@ -229,6 +231,11 @@ class KafkaTransport:
     def lag_reader(self, role: str) -> KafkaLagReader:
         """Reads other groups' lag without joining them."""
         return KafkaLagReader(self.settings, role)
+
+    async def ensure_topics(self, specs: Sequence[Any], *, replication_factor: int | None = None) -> list[str]:
+        """Create the missing topics with the admin API (replicas following the cluster unless given)."""
+        return await ensure_topics(self.settings.bootstrap, specs, replication_factor=replication_factor,
+                                   **self.settings.security)
 
     def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> KafkaReader:
         """A consumer without a group, fetching promptly (50 ms at most) for readers that follow a topic."""

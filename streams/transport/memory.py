@@ -428,6 +428,14 @@ class MemoryTransport:
         """A reader of the broker's groups' lag."""
         return MemoryLagReader(self.broker)
 
+    async def ensure_topics(self, specs: Sequence[Any], *, replication_factor: int | None = None) -> list[str]:
+        """Create the missing topics with their partition counts (configs such as compaction are not kept:
+        :meth:`MemoryBroker.compact` compacts when a test says so)."""
+        created = [s.name for s in specs if s.name not in self.broker._logs]
+        for spec in specs:
+            self.broker.create_topic(spec.name, spec.partitions)
+        return created
+
     def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> MemoryReader:
         """A consumer without a group over the broker's logs (every write here is committed)."""
         reader = MemoryReader(self.broker, max_records=max_records)

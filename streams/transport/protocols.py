@@ -179,6 +179,9 @@ class Transport(Protocol):
     def lag_reader(self, role: str) -> LagReader:
         """A reader of consumer groups' lag (nothing connects until ``start``)."""
 
+    async def ensure_topics(self, specs: Sequence[Any], *, replication_factor: int | None = None) -> list[str]:
+        """Create the topics of ``specs`` (``streams.topics.TopicSpec``) that do not exist yet; return their names."""
+
     def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> Reader:
         """A consumer without a group (nothing connects until ``start``); ``read_committed`` skips aborted
         transactions and stops at the last stable offset."""

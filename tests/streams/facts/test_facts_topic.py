@@ -1,15 +1,17 @@
-"""Facts on Kafka against a real broker: publish, co-partitioning, materialise what a worker owns, score."""
+"""Facts on Kafka against a real broker: publish, co-partitioning, workers materialising what they own, score.
+
+What a materialiser holds as partitions come and go, later publishes and tombstones, is tested on
+the in-memory transport (``test_facts_materialiser.py``).
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from streams_testing import eventually
 
 from routing import partition_for
 from schemas.messages import Status
 from streams.client.score_client import ScoreClient
-from streams.facts.topic import SPEC_KEY, FactTopicError, FactTopicMaterialiser, publish_facts
+from streams.facts.topic import SPEC_KEY, FactTopicError, publish_facts
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.topics import TopicLayout
 from streams.transport.tail import TopicTail
@@ -48,54 +50,6 @@ async def test_publish_places_each_user_on_the_partition_of_its_work(kafka, layo
     rows = [r for r in tail.records if r.key != SPEC_KEY]
     assert {r.partition for r in tail.records if r.key == SPEC_KEY} == set(range(layout.shard_partitions))
     assert all(r.partition == partition_for(r.key.decode(), layout.shard_partitions) for r in rows)
-
-
-async def test_a_worker_owning_some_partitions_holds_exactly_its_users(kafka, layout, files):
-    await publish_facts(kafka, layout, files)
-    n = layout.shard_partitions
-    async with FactTopicMaterialiser(kafka, layout, ["title_availability", *USER_FACTS]) as facts:
-        await facts.follow({0})
-        assert facts.ready
-        for fact in USER_FACTS:
-            assert set(facts.store.keys(fact)) == users_on(files, {0}, n)
-        assert set(facts.store.keys("title_availability")) == set(files.keys("title_availability"))  # global
-        mine = sorted(users_on(files, {0}, n))[:50]
-        for fact in USER_FACTS:
-            np.testing.assert_array_equal(facts.store.lookup(fact, mine).values, files.lookup(fact, mine).values)
-
-        # A rebalance moves partition 0 away and brings 1: its users come, partition 0's go.
-        await facts.follow({1})
-        for fact in USER_FACTS:
-            assert set(facts.store.keys(fact)) == users_on(files, {1}, n)
-        assert set(facts.store.keys("title_availability")) == set(files.keys("title_availability"))
-        # A user held elsewhere gets the documented default and is counted.
-        before = facts.store.missing_counts()["user_embedding"]
-        batch = facts.store.lookup("user_embedding", mine[:3])
-        assert not batch.found.any() and not batch.values.any()
-        assert facts.store.missing_counts()["user_embedding"] == before + 3
-
-
-async def test_later_publishes_and_tombstones_are_followed(kafka, layout, files):
-    small = InMemoryFactStore()
-    small.define("user_embedding", [f"d{i}" for i in range(16)], np.zeros(16), key="user_id")
-    small.put("user_embedding", ["u-1", "u-2"], np.ones((2, 16)))
-    await publish_facts(kafka, layout, small)
-    async with FactTopicMaterialiser(kafka, layout, ["user_embedding"]) as facts:
-        await facts.follow(range(layout.shard_partitions))
-        assert set(facts.store.keys("user_embedding")) == {"u-1", "u-2"}
-        small.put("user_embedding", ["u-1"], np.full((1, 16), 0.1))  # not float32-exact: sent as float64
-        await publish_facts(kafka, layout, small)
-        producer = kafka.producer("test-tombstone")
-        await producer.start()
-        try:
-            await producer.send_and_wait(layout.facts("user_embedding"), None, key=b"u-2",
-                                         partition=partition_for("u-2", layout.shard_partitions))
-        finally:
-            await producer.stop()
-        deadline_ok = await eventually(lambda: set(facts.store.keys("user_embedding")) == {"u-1"}
-                                       and facts.store.lookup("user_embedding", ["u-1"]).values[0, 0] == 0.1,
-                                       timeout=30)
-        assert deadline_ok, facts.stats()
 
 
 async def test_publish_refuses_a_fact_topic_that_would_not_line_up(kafka, layout, files):
