@@ -22,15 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import ConsumerRecord, TopicPartition
-
 from schemas.errors import ScorelineError
 from streams.repository.records import CHUNK_SHA_HEADER, Head, chunk_key, chunks_of, pack, parse_key, unpack
 from streams.topics import TopicLayout, TopicSpec
-from streams.transport.admin import ensure_topics
+from streams.transport.follow import read_to_end
 from streams.transport.headers import headers_of
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
-from streams.transport.topic_reader import read_topic
 from workflows import ModelUnavailable, load_manifest, package_sha256
 
 __all__ = ["DEFAULT_MAX_PACKAGE_BYTES", "ModelConflict", "ModelRepository", "Published", "RepositoryError"]
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PACKAGE_BYTES = 256 * 2**20
 """The largest package (as an archive) a repository takes."""
 
-_REFRESH_S = 1.0  # a worker's miss reads the repository again at most this often
+_REFRESH_S = 1.0  # a worker's misses of one model read the repository again at most this often
 
 
 class ModelConflict(ScorelineError):
@@ -69,18 +68,23 @@ class ModelRepository:
     """The packages published on ``<prefix>models``, as one process sees them."""
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, cache_dir: Path,
-                 max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES, timeout: float = 60.0) -> None:
+                 max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES, timeout: float = 60.0,
+                 transport: Transport | None = None) -> None:
         self.kafka = kafka
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.layout = layout
         self.topic = layout.models
         self.cache_dir = cache_dir
         """Where :meth:`ensure` keeps pulled packages, ``<cache>/<sha256 prefix>/<id>/``, each moved in by a rename."""
         self.max_package_bytes = max_package_bytes
         self.timeout = timeout
-        self._records: dict[str, ConsumerRecord] = {}
+        self._records: dict[str, Record] = {}
         self._next: int | None = None
         """The offset after the last record read (None: nothing read yet)."""
-        self._read_at = 0.0
+        self._read_at = -1.0
+        """When the last completed read of the topic began (monotonic seconds)."""
+        self._missed_at: dict[str, float] = {}
+        """When each model last missed (monotonic seconds): its misses re-read the topic once a second at most."""
         self._refreshing = asyncio.Lock()
         """One read of the topic at a time (each continues where the last stopped)."""
         self._pulls: dict[str, asyncio.Lock] = {}
@@ -88,8 +92,8 @@ class ModelRepository:
 
     async def create_topic(self) -> None:
         """Create the compacted repository topic if it is missing (one partition: chunks stay in order)."""
-        await ensure_topics(self.kafka.bootstrap, [TopicSpec(self.topic, 1, (("cleanup.policy", "compact"),))],
-                            replication_factor=self.layout.replication_factor, **self.kafka.security)
+        await self.transport.ensure_topics([TopicSpec(self.topic, 1, (("cleanup.policy", "compact"),))],
+                                           replication_factor=self.layout.replication_factor)
 
     async def refresh(self) -> None:
         """Read the repository topic to its end: the heads, and where each key's latest chunk is.
@@ -98,11 +102,16 @@ class ModelRepository:
         are not kept (a repository of hundreds of packages would not fit in a worker): :meth:`_archive`
         fetches a package's chunks again, by offset, when it is pulled.
         """
+        await self._refresh()
+
+    async def _refresh(self, *, unless_read_since: float | None = None) -> None:
         async with self._refreshing:
+            if unless_read_since is not None and self._read_at >= unless_read_since:
+                return  # a read that began after the caller asked has just ended: it covers the caller
+            began = time.monotonic()
             if self._next is None:
                 await self.create_topic()
-            records = await read_topic(self.kafka, self.topic, timeout=self.timeout,
-                                       from_offsets={0: self._next} if self._next is not None else None)
+            records = await self._read(self._next)
             for record in records:
                 key = record.key.decode("utf-8", "replace") if record.key else ""
                 if parse_key(key)[1] is not None and record.value is not None:
@@ -112,7 +121,18 @@ class ModelRepository:
                 self._next = records[-1].offset + 1
             elif self._next is None:
                 self._next = 0
-            self._read_at = time.monotonic()
+            self._read_at = began
+
+    async def _read(self, start: int | None) -> list[Record]:
+        """The topic's records from ``start`` (None: the beginning) to its end now (read committed)."""
+        tp = TopicPartition(self.topic, 0)
+        reader = self.transport.reader("models", read_committed=True)
+        await reader.start()
+        try:
+            return await read_to_end(reader, [tp], timeout=self.timeout,
+                                     start_at={tp: start} if start is not None else None)
+        finally:
+            await reader.stop()
 
     def heads(self) -> dict[str, Head]:
         """Every published (not retired) version as of the last :meth:`refresh`, by id."""
@@ -151,7 +171,7 @@ class ModelRepository:
         archive_sha256 = await asyncio.to_thread(lambda: hashlib.sha256(archive).hexdigest())
         head = Head(manifest.id, sha256, len(archive), len(chunks), archive_sha256,
                     int(time.time() * 1000), by, manifest.to_dict())
-        producer = self.kafka.producer("models-publish", max_request_size=4 * 2**20)
+        producer = self.transport.producer("models-publish")
         await producer.start()
         try:
             acks = [await producer.send(self.topic, part, key=chunk_key(manifest.id, i).encode(),
@@ -173,7 +193,7 @@ class ModelRepository:
         head = self.heads().get(model_id)
         if head is None:
             raise ModelUnavailable(f"no model {model_id!r} in the repository {self.topic}")
-        producer = self.kafka.producer("models-retire")
+        producer = self.transport.producer("models-retire")
         await producer.start()
         try:
             for i in range(head.chunks):
@@ -201,8 +221,13 @@ class ModelRepository:
         """
         async with self._pulls.setdefault(model_id, asyncio.Lock()):
             head = self.heads().get(model_id)
-            if head is None and time.monotonic() - self._read_at >= _REFRESH_S:
-                await self.refresh()
+            now = time.monotonic()
+            if head is None and now - self._missed_at.get(model_id, -_REFRESH_S) >= _REFRESH_S:
+                # The first miss of a model always reads what was published since (a rules version naming a
+                # model published a moment ago must find it); misses of the same model re-read once a second
+                # at most, and misses of many models at once share one read.
+                self._missed_at[model_id] = now
+                await self._refresh(unless_read_since=now)
                 head = self.heads().get(model_id)
             if head is None:
                 return None
@@ -243,7 +268,7 @@ class ModelRepository:
         log.info("pulled %s (sha256 %s) into %s", head.id, head.sha256, final)
         return final
 
-    async def _fetch_chunks(self, head: Head) -> dict[int, ConsumerRecord]:
+    async def _fetch_chunks(self, head: Head) -> dict[int, Record]:
         """The latest record of each chunk of ``head``, read back from the topic by offset."""
         wanted: dict[int, int] = {}  # offset -> chunk index
         for i in range(head.chunks):
@@ -253,29 +278,28 @@ class ModelRepository:
         if not wanted:
             return {}
         tp = TopicPartition(self.topic, 0)
-        consumer = self.kafka.consumer(group_id=None, role="models-pull", fetch_max_wait_ms=50,
-                                       max_partition_fetch_bytes=4 * 2**20)
-        await consumer.start()
-        found: dict[int, ConsumerRecord] = {}
+        reader = self.transport.reader("models-pull", max_records=64)
+        await reader.start()
+        found: dict[int, Record] = {}
         try:
-            consumer.assign([tp])
-            consumer.seek(tp, min(wanted))
+            reader.assign([tp])
+            reader.seek(tp, min(wanted))
             last = max(wanted)
             deadline = asyncio.get_running_loop().time() + self.timeout
             while len(found) < len(wanted):
                 if asyncio.get_running_loop().time() > deadline:
                     break
-                batch = await consumer.getmany(tp, timeout_ms=200)
+                batch = await reader.getmany(tp, timeout_ms=200)
                 for record in batch.get(tp, []):
                     if record.offset in wanted:
                         found[wanted[record.offset]] = record
-                if await consumer.position(tp) > last:
+                if await reader.position(tp) > last:
                     break
         finally:
-            await consumer.stop()
+            await reader.stop()
         return found
 
-    def _archive(self, head: Head, chunks: Mapping[int, ConsumerRecord]) -> bytes:
+    def _archive(self, head: Head, chunks: Mapping[int, Record]) -> bytes:
         parts = []
         missing = []
         for i in range(head.chunks):
