@@ -6,8 +6,6 @@ import asyncio
 import time
 import uuid
 
-from aiokafka.errors import KafkaError
-
 from routing import Rules
 from streams.errors import KafkaUnavailable
 from streams.rollouts.records import (
@@ -25,6 +23,7 @@ from streams.rules.log import PARTITION, quietly, read_to_end
 from streams.rules.publisher import RulesPublisher, operator_name
 from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
+from streams.transport.protocols import KafkaError
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["RolloutClient", "RolloutRefused"]

@@ -25,9 +25,6 @@ import contextlib
 import logging
 import time
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
-
 from routing import Rules, rules_to_doc
 from routing.errors import RulesError
 from routing.rollout import (
@@ -61,7 +58,9 @@ from streams.rules.holder import RulesHolder
 from streams.rules.log import PARTITION, quietly
 from streams.rules.publisher import RulesConflict, RulesPublisher
 from streams.topics import TopicLayout
-from streams.transport.admin import ensure_topics, wait_for_coordinator
+from streams.transport.follow import CatchUp
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import KafkaError, RebalanceListener, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["RolloutController", "SHADOW_LOOKBACK_S"]
@@ -87,8 +86,9 @@ class RolloutController:
     stage = "rollout"
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, rules: RulesHolder, *, group_id: str,
-                 tick_s: float = 1.0, clock=time.time) -> None:
+                 tick_s: float = 1.0, clock=time.time, transport: Transport | None = None) -> None:
         self.kafka, self.layout, self.rules = kafka, layout, rules
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.topic = layout.rollouts
         self.group_id, self.tick_s, self.clock = group_id, tick_s, clock
         self.log = RolloutLog()
@@ -96,14 +96,16 @@ class RolloutController:
         """Whether this controller holds the rollouts partition and has read it to its end."""
         self.epoch = 0
         """This controller's epoch while active (``records.EPOCH_KEY``): every state record it writes carries it."""
-        self.evidence = Evidence(kafka, layout.prefix, layout.shadow_comparisons, self._reply_topics)
+        self.evidence = Evidence(self.transport, layout.prefix, layout.shadow_comparisons, self._reply_topics)
         """Each running rollout's step window and shadow comparisons, read from the reply and comparison topics."""
         self.batches = self.records = self.dead_letters = 0
-        self._consumer = kafka.consumer(group_id=group_id, role="rollout", auto_offset_reset="earliest",
-                                        session_timeout_ms=10_000)
-        self._producer = kafka.producer("rollout", linger_ms=0)
+        # The group's one partition is the lease; the listener hears who holds it (see _Lease).
+        self._consumer = self.transport.consumer([self.topic], group_id=group_id, role="rollout",
+                                                 listener=_Lease(self))
+        self._producer = self.transport.producer("rollout")
         self._joined = asyncio.Event()
-        self._catch_up_to: int | None = None
+        self._catch_up = CatchUp(self._consumer)
+        self._catching_up = False
         self._written_at: dict[str, float] = {}
         self._unwritten: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -114,13 +116,11 @@ class RolloutController:
         return self._failed
 
     async def start(self) -> None:
-        await ensure_topics(self.kafka.bootstrap, [s for s in self.layout.specs(()) if s.name == self.topic],
-                            replication_factor=self.layout.replication_factor, **self.kafka.security)
-        await wait_for_coordinator(self.kafka, self.group_id)  # a fresh cluster: the group's lease needs one
+        await self.transport.ensure_topics([s for s in self.layout.specs(()) if s.name == self.topic],
+                                           replication_factor=self.layout.replication_factor)
         await self._producer.start()
         await self.evidence.start()
-        await self._consumer.start()
-        self._consumer.subscribe([self.topic], listener=_Lease(self))
+        await self._consumer.start()  # waits for the group's coordinator: a fresh cluster's lease needs one
         self._task = asyncio.create_task(self._run(), name="rollout-controller")
 
     async def __aenter__(self) -> RolloutController:
@@ -181,9 +181,9 @@ class RolloutController:
                 # newest state itself: its own records coming back would only be older.
                 if not self.active or key.startswith(COMMAND_PREFIX):
                     self.log.take(key, record.value, record.offset)
-        if self._catch_up_to is not None:
+        if self._catching_up:
             tp = TopicPartition(self.topic, PARTITION)
-            if tp in self._consumer.assignment() and await self._consumer.position(tp) >= self._catch_up_to:
+            if tp in self._consumer.assignment() and await self._catch_up.done():
                 # A new epoch, one past any read, written before the first state write: whatever a deposed
                 # controller (paused, cut off) writes later carries an older one, and every reader ignores it.
                 epoch = self.log.epoch + 1
@@ -193,7 +193,7 @@ class RolloutController:
                     log.warning("rollout controller: writing epoch %d failed (%r); retrying", epoch, exc)
                     return
                 self.epoch, self.log.epoch = epoch, epoch
-                self._catch_up_to = None
+                self._catching_up = False
                 self.active = True
                 running = [r.objective for r in self.log.current.values() if r.state in ACTIVE]
                 log.info("rollout controller active on %s; rollouts in progress: %s", self.topic,
@@ -202,10 +202,12 @@ class RolloutController:
     def _took_lease(self) -> None:
         self.log, self._unwritten = RolloutLog(), set()
         self.evidence.clear()
-        self._catch_up_to, self.active = None, False
+        self._catch_up.forget(list(self._catch_up.targets))
+        self._catching_up, self.active = False, False
 
     def _lost_lease(self) -> None:
-        self.active, self._catch_up_to = False, None
+        self._catch_up.forget(list(self._catch_up.targets))
+        self.active, self._catching_up = False, False
 
     async def _tick(self) -> None:
         # Kafka away or a publish fenced: the next tick tries again. Every step keeps what it has
@@ -455,7 +457,7 @@ class RolloutController:
         return int(self.clock() * 1000)
 
 
-class _Lease(ConsumerRebalanceListener):
+class _Lease(RebalanceListener):
     """The rollouts partition as a lease: whoever holds it runs the rollouts."""
 
     def __init__(self, controller: RolloutController) -> None:
@@ -470,10 +472,9 @@ class _Lease(ConsumerRebalanceListener):
         controller = self.controller
         tp = TopicPartition(controller.topic, PARTITION)
         if tp in assigned:
-            consumer = controller._consumer
             controller._took_lease()  # before the seek: the loop may fold records while this awaits
-            await consumer.seek_to_beginning(tp)
-            controller._catch_up_to = (await consumer.end_offsets([tp]))[tp]
+            await controller._catch_up.replay([tp])  # from the beginning, to the end it has now
+            controller._catching_up = True
         elif assigned is not None:
             log.info("rollout controller: standing by (another controller holds %s)", controller.topic)
         controller._joined.set()

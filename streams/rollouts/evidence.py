@@ -17,13 +17,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from routing.rollout import Arm, quantile_interval
 from schemas.messages import Status, Traffic
 from streams.rules.log import quietly
-from streams.transport.settings import KafkaSettings
+from streams.transport.follow import CatchUp
+from streams.transport.protocols import KafkaError, TopicPartition, Transport
 
 __all__ = ["Evidence", "EvidenceReader", "Window", "reply_topic_pattern"]
 
@@ -126,14 +125,13 @@ class EvidenceReader:
     reads it again, so the evidence survives the controller.
     """
 
-    def __init__(self, kafka: KafkaSettings, comparisons_topic: str) -> None:
-        self.kafka = kafka
+    def __init__(self, transport: Transport, comparisons_topic: str) -> None:
         self.comparisons_topic = comparisons_topic
-        self.consumer = kafka.consumer(group_id=None, role="rollout-evidence", fetch_max_wait_ms=200,
-                                       auto_offset_reset="latest")
+        self.consumer = transport.reader("rollout-evidence")
         self.started = False
         self.assigned: set[TopicPartition] = set()
-        self.comparison_ends: dict[TopicPartition, int] = {}
+        self.comparisons = CatchUp(self.consumer)
+        """The comparison partitions being read up to where they ended when a shadow was last opened."""
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -153,20 +151,18 @@ class EvidenceReader:
         after that it is followed where it is.
         """
         reading_comparisons = any(tp.topic == self.comparisons_topic for tp in self.assigned)
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
-            topics = {t for t in await admin.list_topics() if pattern.match(t)}
-            if comparisons_since_ms is not None:
-                topics.add(self.comparisons_topic)
-            described = await admin.describe_topics(sorted(topics)) if topics else []
-        finally:
-            await admin.close()
-        wanted = {TopicPartition(d["topic"], p["partition"]) for d in described if not d["error_code"]
-                  for p in d["partitions"]}
+        topics = {t for t in await self.consumer.topics() if pattern.match(t)}
+        if comparisons_since_ms is not None:
+            topics.add(self.comparisons_topic)
+        wanted = {TopicPartition(topic, p) for topic in sorted(topics) for p in await self.consumer.partitions(topic)
+                  or ()}
         new = wanted - self.assigned
+        # Assigning replaces the assignment and forgets positions: those already read stay where they are.
+        kept = {tp: await self.consumer.position(tp) for tp in self.assigned}
         self.assigned |= wanted
         self.consumer.assign(sorted(self.assigned))
+        for tp, offset in kept.items():
+            self.consumer.seek(tp, offset)
         ends = await self.consumer.end_offsets(list(self.assigned))
         since = {tp: results_since_ms for tp in self.assigned
                  if tp.topic != self.comparisons_topic and results_since_ms is not None}
@@ -179,14 +175,11 @@ class EvidenceReader:
         for tp in new - set(since):
             self.consumer.seek(tp, ends[tp])
         if comparisons_since_ms is not None:
-            self.comparison_ends = {tp: end for tp, end in ends.items() if tp.topic == self.comparisons_topic}
+            self.comparisons.targets = {tp: end for tp, end in ends.items() if tp.topic == self.comparisons_topic}
 
     async def comparisons_read(self) -> bool:
         """Whether the comparison topic has been read up to where it ended when :meth:`follow` last looked."""
-        for tp, end in self.comparison_ends.items():
-            if await self.consumer.position(tp) < end:
-                return False
-        return True
+        return await self.comparisons.done()
 
     async def poll(self, timeout_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The results and comparisons read within ``timeout_s`` (decoded; unreadable records skipped)."""
@@ -220,9 +213,9 @@ class Evidence:
     window, so a client added meanwhile is followed too).
     """
 
-    def __init__(self, kafka: KafkaSettings, prefix: str, comparisons_topic: str,
+    def __init__(self, transport: Transport, prefix: str, comparisons_topic: str,
                  reply_topics: Callable[[], Iterable[str]]) -> None:
-        self.reader = EvidenceReader(kafka, comparisons_topic)
+        self.reader = EvidenceReader(transport, comparisons_topic)
         self.prefix, self.reply_topics = prefix, reply_topics
         self.windows: dict[str, Window] = {}
         self.shadow: dict[str, Window] = {}

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka.structs import ConsumerRecord
 
 from schemas.errors import ScorelineError
+from streams.transport.protocols import Record
 
 __all__ = ["Command", "Rollout", "RolloutLog", "RolloutRefused", "RolloutSpec", "State", "Step", "command_key",
            "done_key", "fold", "ACTIONS", "ACTIVE", "FINISHED"]
@@ -251,7 +251,7 @@ class RolloutLog:
         return next((r for r in self.current.values() if command_id in r.applied), None)
 
 
-def fold(records: list[ConsumerRecord]) -> RolloutLog:
+def fold(records: list[Record]) -> RolloutLog:
     """The log ``records`` (the topic read in order) make."""
     log = RolloutLog()
     for record in records:

@@ -16,7 +16,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from streams.errors import PartitionRevoked
 from streams.transport.admin import ensure_topics, wait_for_coordinator
 from streams.transport.admin_client import ClusterAdmin
-from streams.transport.protocols import Batch
+from streams.transport.protocols import Batch, RebalanceListener
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["KafkaConsumer", "KafkaLagReader", "KafkaReader", "KafkaTransport"]
@@ -25,14 +25,16 @@ __all__ = ["KafkaConsumer", "KafkaLagReader", "KafkaReader", "KafkaTransport"]
 class KafkaConsumer:
     """An :class:`AIOKafkaConsumer` behind the :class:`~streams.transport.protocols.Consumer` Protocol."""
 
-    __slots__ = ("kafka", "_pattern", "_settings", "_group_id")
+    __slots__ = ("kafka", "_pattern", "_settings", "_group_id", "_listener", "_topics")
 
     def __init__(self, consumer: AIOKafkaConsumer, pattern: str | None = None, *,
-                 settings: KafkaSettings | None = None, group_id: str | None = None) -> None:
+                 settings: KafkaSettings | None = None, group_id: str | None = None,
+                 listener: RebalanceListener | None = None, topics: Sequence[str] = ()) -> None:
         self.kafka = consumer
         """The aiokafka consumer itself, for what only Kafka has (tests, diagnostics)."""
         self._pattern = pattern
         self._settings, self._group_id = settings, group_id
+        self._listener, self._topics = listener, tuple(topics)
 
     async def start(self) -> None:
         """Subscribe (to the pattern, if one was given), wait for the group's coordinator, connect and join.
@@ -43,8 +45,10 @@ class KafkaConsumer:
         if self._settings is not None and self._group_id is not None:
             await wait_for_coordinator(self._settings, self._group_id)
         if self._pattern is not None:
-            self.kafka.subscribe(pattern=self._pattern)
+            self.kafka.subscribe(pattern=self._pattern, listener=self._listener)
         await self.kafka.start()
+        if self._listener is not None and self._pattern is None:
+            self.kafka.subscribe(list(self._topics), listener=self._listener)
 
     async def stop(self) -> None:
         """Leave the group and disconnect."""
@@ -85,6 +89,24 @@ class KafkaConsumer:
         except AttributeError:  # not subscribed yet, or another aiokafka's internals
             return None
         return state.position if state is not None and state.has_valid_position else None
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` from their beginning next."""
+        try:
+            await self.kafka.seek_to_beginning(*partitions)
+        except IllegalStateError as exc:
+            raise PartitionRevoked(f"{partitions} no longer assigned") from exc
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The next offset to fetch (a round trip if the position is not known yet)."""
+        try:
+            return int(await self.kafka.position(partition))
+        except IllegalStateError as exc:
+            raise PartitionRevoked(f"{partition.topic}:{partition.partition} is no longer assigned") from exc
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offset of each partition."""
+        return dict(await self.kafka.end_offsets(list(partitions)))
 
 
 class KafkaReader:
@@ -214,15 +236,18 @@ class KafkaTransport:
         self.settings = settings
 
     def consumer(self, topics: Sequence[str], *, group_id: str, role: str,
-                 pattern: str | None = None) -> KafkaConsumer:
+                 pattern: str | None = None, listener: RebalanceListener | None = None) -> KafkaConsumer:
         """A consumer that commits only what it is told to (see :meth:`KafkaSettings.consumer`)."""
+        if listener is not None and pattern is None:  # subscribed with the listener once started
+            return KafkaConsumer(self.settings.consumer(group_id=group_id, role=role), settings=self.settings,
+                                 group_id=group_id, listener=listener, topics=topics)
         if pattern is None:
             return KafkaConsumer(self.settings.consumer(*topics, group_id=group_id, role=role),
                                  settings=self.settings, group_id=group_id)
         # New topics matching the pattern (a client's own request topic) are found on metadata
         # refresh: every 10 s rather than aiokafka's default 5 minutes.
         return KafkaConsumer(self.settings.consumer(group_id=group_id, role=role, metadata_max_age_ms=10_000),
-                             pattern, settings=self.settings, group_id=group_id)
+                             pattern, settings=self.settings, group_id=group_id, listener=listener)
 
     def producer(self, role: str) -> AIOKafkaProducer:
         """An idempotent producer that does not linger: the outbox hands it whole batches at flush."""

@@ -213,8 +213,9 @@ class MemoryConsumer:
     """The only member of its group: owns every partition of its topics (or of the topics matching its pattern)."""
 
     def __init__(self, broker: MemoryBroker, topics: Sequence[str], *, group_id: str,
-                 pattern: str | None = None) -> None:
+                 pattern: str | None = None, listener: Any = None) -> None:
         self.broker = broker
+        self.listener = listener
         self.group_id = group_id
         self._topics = tuple(topics)
         self._pattern = re.compile(pattern) if pattern is not None else None
@@ -226,6 +227,8 @@ class MemoryConsumer:
         self.broker._join(self)
         self._running = True
         self._refresh()
+        if self.listener is not None:
+            await self.listener.on_partitions_assigned(set(self._positions))
 
     async def stop(self) -> None:
         """Leave the group."""
@@ -309,6 +312,21 @@ class MemoryConsumer:
     def position_hint(self, partition: TopicPartition) -> int | None:
         """The next offset to fetch."""
         return self._positions.get(partition)
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` from the first record compaction left."""
+        for tp in partitions:
+            self.seek(tp, self.broker._first(tp))
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The next offset to fetch."""
+        if partition not in self._positions:
+            raise PartitionRevoked(f"{partition.topic}:{partition.partition} is not assigned to this member")
+        return self._positions[partition]
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset after each partition's last record."""
+        return {tp: len(self.broker._log(tp.topic)[tp.partition]) for tp in partitions}
 
 
 class _Builder:
@@ -412,9 +430,10 @@ class MemoryTransport:
         self.readers: list[MemoryReader] = []
 
     def consumer(self, topics: Sequence[str], *, group_id: str, role: str,
-                 pattern: str | None = None) -> MemoryConsumer:
-        """A member of ``group_id`` reading ``topics`` (or those matching ``pattern``)."""
-        consumer = MemoryConsumer(self.broker, topics, group_id=group_id, pattern=pattern)
+                 pattern: str | None = None, listener: Any = None) -> MemoryConsumer:
+        """A member of ``group_id`` reading ``topics`` (or those matching ``pattern``); ``listener`` hears of the
+        one assignment a member gets here (every partition, at its start)."""
+        consumer = MemoryConsumer(self.broker, topics, group_id=group_id, pattern=pattern, listener=listener)
         self.consumers.append(consumer)
         return consumer
 

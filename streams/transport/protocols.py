@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 __all__ = ["Batch", "Record", "Consumer", "KafkaError", "LagReader", "Producer", "ProducerFenced", "Reader",
            "RebalanceListener", "RecordBatch", "TopicPartition", "Transport"]
 
-RebalanceListener = ConsumerRebalanceListener
+RebalanceListener: TypeAlias = ConsumerRebalanceListener
 """What a group member's owner subclasses to hear of partitions assigned and revoked (``on_partitions_*``)."""
 
 # Kafka's errors, under the names code above the transport catches: ``KafkaError`` is the root of every
@@ -69,6 +69,15 @@ class Consumer(Protocol):
 
     def position_hint(self, partition: TopicPartition) -> int | None:
         """The next offset this member will fetch, if known without a round trip (for lag)."""
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch owned ``partitions`` from their first record still in the log next (a replay)."""
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record to be fetched from an owned ``partition``."""
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset after the last record of each partition."""
 
 
 class Reader(Protocol):
@@ -170,8 +179,9 @@ class Transport(Protocol):
     """Makes the consumers and producers a service uses (nothing connects until ``start``)."""
 
     def consumer(self, topics: Sequence[str], *, group_id: str, role: str,
-                 pattern: str | None = None) -> Consumer:
-        """A group member reading ``topics``, or every topic matching the regex ``pattern`` if given."""
+                 pattern: str | None = None, listener: RebalanceListener | None = None) -> Consumer:
+        """A group member reading ``topics``, or every topic matching the regex ``pattern`` if given;
+        ``listener`` hears of each assignment and revocation."""
 
     def producer(self, role: str) -> Producer:
         """A producer fed whole batches (no lingering)."""
