@@ -197,3 +197,32 @@ def _absolute_imports(tree: ast.AST) -> Iterator[str]:
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
             [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
         yield from names
+
+
+KAFKA_CLIENT_ROOMS = ("streams.transport", "streams.broker", "streams.bench")
+"""Where aiokafka may be imported: the seam itself, the local broker's checks, and the bench's raw-client ceiling."""
+FAUST_MODULES = ("streams.services.comparator", "streams.services.faust_recovery")
+"""faust (and its ``mode``) beyond those rooms: only where the comparator's tables need it."""
+
+
+def _kafka_client_imports() -> list[str]:
+    wrong = []
+    for module, path in MODULES.items():
+        for name in _absolute_imports(ast.parse(path.read_text())):
+            top = name.split(".")[0]
+            in_room = module.startswith(tuple(f"{r}." for r in KAFKA_CLIENT_ROOMS))
+            if top == "aiokafka" and not in_room:
+                wrong.append(f"{module} imports {name}")
+            if top in ("faust", "mode") and not (in_room or module in FAUST_MODULES):
+                wrong.append(f"{module} imports {name}")
+    return wrong
+
+
+def test_only_the_transport_the_broker_and_the_bench_import_the_kafka_client():
+    """Everything else reaches Kafka through streams.transport (its Transport, Reader, Follower and the
+    types and errors it names), so a fix to how scoreline talks to Kafka is made in one place, and the
+    in-memory transport can stand in for Kafka under any of it."""
+    assert _kafka_client_imports() == []
+    # The rule sees imports where they are: the seam's own.
+    seam = {name for name in _absolute_imports(ast.parse(MODULES["streams.transport.kafka"].read_text()))}
+    assert any(name.startswith("aiokafka") for name in seam)

@@ -9,13 +9,13 @@ import sys
 import time
 
 import orjson
-from aiokafka.errors import KafkaError
 
 from scoreline import settings
 from scoreline.output import emit_json, progress
 from streams.client.score_client import ScoreClient, ScoreTimeout
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.admin import router_running
+from streams.transport.protocols import KafkaError
 from streams.transport.settings import KafkaSettings
 from streams.transport.topic_reader import read_topic
 

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from aiokafka import TopicPartition
-
 from schemas import codec
 from schemas import headers as H
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
@@ -26,6 +24,8 @@ from streams.client.rate import TokenBucket
 from streams.client.records import request_record
 from streams.topics import TopicLayout
 from streams.transport.headers import headers_of
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import Reader, TopicPartition
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["ReplayFailed", "parse_time", "replay"]
@@ -77,10 +77,15 @@ async def replay(kafka: KafkaSettings, layout: TopicLayout, topic: str, since_ms
     began = time.monotonic()
     if until_ms is not None and until_ms <= since_ms:
         raise InvalidMessage(ErrorCode.INVALID_VALUE, "--until must be later than --since", field="until")
-    partitions = await _topic_partitions(kafka, topic)
-    consumer = kafka.consumer(group_id=None, role="replay", fetch_max_wait_ms=50)
-    producer = kafka.producer("replay")
+    transport = KafkaTransport(kafka)
+    consumer = transport.reader("replay")
     await consumer.start()
+    try:
+        partitions = await _topic_partitions(consumer, topic)
+    except BaseException:
+        await consumer.stop()
+        raise
+    producer = transport.producer("replay")
     await producer.start()
     counts: Counter = Counter()
     bucket = TokenBucket(rate) if rate else None
@@ -170,19 +175,14 @@ def _replayed(record, objective: str | None, new_ids: bool,
     return value, key, headers
 
 
-async def _topic_partitions(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
-    admin = kafka.admin()
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] or not described["partitions"]:
+async def _topic_partitions(reader: Reader, topic: str) -> list[TopicPartition]:
+    partitions = await reader.partitions(topic)
+    if not partitions:
         raise InvalidMessage(ErrorCode.INVALID_VALUE, f"topic {topic} does not exist", field="from_topic")
-    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
-async def _offset_ranges(consumer, partitions: list[TopicPartition], since_ms: int,
+async def _offset_ranges(consumer: Reader, partitions: list[TopicPartition], since_ms: int,
                          until_ms: int | None) -> dict[TopicPartition, tuple[int, int]]:
     ends = await consumer.end_offsets(partitions)
     starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})

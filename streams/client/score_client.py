@@ -34,16 +34,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
-
 from schemas import codec
 from schemas.errors import ErrorCode, InvalidMessage, ScorelineError
 from schemas.messages import Request, Result, Traffic
 from streams.client.records import request_record
 from streams.errors import KafkaUnavailable
 from streams.topics import TopicLayout, TopicSpec
-from streams.transport.admin import ensure_topics
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import KafkaError, Producer, Reader, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["ClientClosed", "ScoreClient", "ScoreTimeout", "now_ms"]
@@ -94,13 +92,17 @@ class ScoreClient:
             wait for a slot before they are published. None: unbounded. ``submit`` is not counted.
         own_topic: publish to this client's own request topic, ``<prefix>requests.<client>``, where
             the topic (writable by this client alone under ACLs) is the client's identity.
+        transport: how it reaches Kafka (default: aiokafka with ``bootstrap``'s settings);
+            :class:`~streams.transport.memory.MemoryTransport` for tests without a broker.
     """
 
     def __init__(self, bootstrap: str | KafkaSettings, client: str, *, reply_to: str | None = None,
                  layout: TopicLayout | None = None, reply_partition: int | None = None,
                  shard_key_field: str = "user_id", on_reply: Callable[[Result], None] | None = None,
-                 own_topic: bool = False, max_in_flight: int | None = None) -> None:
+                 own_topic: bool = False, max_in_flight: int | None = None,
+                 transport: Transport | None = None) -> None:
         self.kafka = bootstrap if isinstance(bootstrap, KafkaSettings) else KafkaSettings.from_env(bootstrap)
+        self.transport = transport if transport is not None else KafkaTransport(self.kafka)
         self.client = client
         self.layout = layout or TopicLayout()
         self.reply_to = reply_to or self.layout.replies(client)
@@ -111,8 +113,8 @@ class ScoreClient:
         self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: Producer | None = None
+        self._consumer: Reader | None = None
         self._reader: asyncio.Task[None] | None = None
         self._running = False
         self.delivered = 0
@@ -138,12 +140,12 @@ class ScoreClient:
 
     async def start(self) -> None:
         """Connect, take a reply partition and start reading replies from now on."""
-        await ensure_topics(self.kafka.bootstrap, [TopicSpec(self.reply_to, self.layout.reply_partitions)],
-                            replication_factor=self.layout.replication_factor, **self.kafka.security)
-        self._producer = producer = self.kafka.producer(f"client-{self.client}", linger_ms=0)
+        await self.transport.ensure_topics([TopicSpec(self.reply_to, self.layout.reply_partitions)],
+                                           replication_factor=self.layout.replication_factor)
+        # No lingering and short fetch waits: a caller waits for each request's round trip.
+        self._producer = producer = self.transport.producer(f"client-{self.client}")
         await producer.start()
-        self._consumer = consumer = self.kafka.consumer(group_id=None, role=f"client-{self.client}",
-                                                        fetch_max_wait_ms=10)
+        self._consumer = consumer = self.transport.reader(f"client-{self.client}", fetch_wait_ms=10)
         try:
             await consumer.start()
             partitions = sorted(await producer.partitions_for(self.reply_to))
@@ -316,7 +318,7 @@ class ScoreClient:
             if not future.done():
                 future.set_exception(error(request_id))
 
-    async def _read_replies(self, consumer: AIOKafkaConsumer) -> None:
+    async def _read_replies(self, consumer: Reader) -> None:
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=200)

@@ -56,6 +56,7 @@ from schemas.errors import InvalidMessage
 from streams.services import pairing
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics, wait_for_coordinator
+from streams.transport.protocols import TopicPartition
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["Comparator", "DEFAULT_WINDOW_S"]
@@ -145,8 +146,6 @@ class Comparator:
 
     async def _start_positions(self) -> dict[int, int]:
         """Where each shadow-results partition resumes: the group's committed offset, else the log start."""
-        from aiokafka import TopicPartition
-
         await wait_for_coordinator(self.kafka, self.app_id)  # committed offsets come from the coordinator
         partitions, _ = await _topic_shape(self.kafka, self.layout.shadow_results)
         probe = self.kafka.consumer(group_id=self.app_id, role="comparator-start")  # never joins: no subscribe
@@ -170,8 +169,6 @@ class Comparator:
         probe = self.kafka.consumer(group_id=self.app_id, role="comparator-drain")  # never joins: no subscribe
         await probe.start()
         try:
-            from aiokafka import TopicPartition
-
             parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
             ends = await probe.end_offsets(parts)
             committed = {tp.partition: (await probe.committed(tp)) or 0 for tp in parts}

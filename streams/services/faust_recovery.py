@@ -50,9 +50,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from aiokafka import TopicPartition
 from faust.tables import TableManager as _TableManager
 from faust.tables.recovery import Recovery as _Recovery
+
+from streams.transport.protocols import TopicPartition
 
 __all__ = ["Recovery", "TableManager"]
 

@@ -154,6 +154,10 @@ class KafkaReader:
         """Fetch ``partitions`` from their first record still in the log next."""
         await self.kafka.seek_to_beginning(*partitions)
 
+    async def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Fetch only what ``partitions`` get from now on."""
+        await self.kafka.seek_to_end(*partitions)
+
     async def position(self, partition: TopicPartition) -> int:
         """The next offset to fetch."""
         return int(await self.kafka.position(partition))
@@ -262,8 +266,9 @@ class KafkaTransport:
         return await ensure_topics(self.settings.bootstrap, specs, replication_factor=replication_factor,
                                    **self.settings.security)
 
-    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> KafkaReader:
-        """A consumer without a group, fetching promptly (50 ms at most) for readers that follow a topic."""
+    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000,
+               fetch_wait_ms: int = 50) -> KafkaReader:
+        """A consumer without a group."""
         return KafkaReader(self.settings.consumer(
-            group_id=None, role=role, fetch_max_wait_ms=50, max_poll_records=max_records,
+            group_id=None, role=role, fetch_max_wait_ms=fetch_wait_ms, max_poll_records=max_records,
             isolation_level="read_committed" if read_committed else "read_uncommitted"))

@@ -455,7 +455,8 @@ class MemoryTransport:
             self.broker.create_topic(spec.name, spec.partitions)
         return created
 
-    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> MemoryReader:
+    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000,
+               fetch_wait_ms: int = 50) -> MemoryReader:
         """A consumer without a group over the broker's logs (every write here is committed)."""
         reader = MemoryReader(self.broker, max_records=max_records)
         self.readers.append(reader)
@@ -509,6 +510,11 @@ class MemoryReader:
         """Fetch ``partitions`` from the first record compaction left."""
         for tp in partitions:
             self.seek(tp, self.broker._first(tp))
+
+    async def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Fetch only what ``partitions`` get from now on."""
+        for tp in partitions:
+            self.seek(tp, len(self.broker._log(tp.topic)[tp.partition]))
 
     async def position(self, partition: TopicPartition) -> int:
         """The next offset to fetch."""

@@ -111,6 +111,9 @@ class Reader(Protocol):
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Fetch ``partitions`` from their first record still in the log next."""
 
+    async def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Fetch only what ``partitions`` get from now on."""
+
     async def position(self, partition: TopicPartition) -> int:
         """The offset of the next record to be fetched from ``partition``."""
 
@@ -192,6 +195,7 @@ class Transport(Protocol):
     async def ensure_topics(self, specs: Sequence[Any], *, replication_factor: int | None = None) -> list[str]:
         """Create the topics of ``specs`` (``streams.topics.TopicSpec``) that do not exist yet; return their names."""
 
-    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000) -> Reader:
+    def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000,
+               fetch_wait_ms: int = 50) -> Reader:
         """A consumer without a group (nothing connects until ``start``); ``read_committed`` skips aborted
-        transactions and stops at the last stable offset."""
+        transactions and stops at the last stable offset; a fetch waits ``fetch_wait_ms`` at most for records."""
