@@ -23,6 +23,7 @@ from streams.rules.log import PARTITION, quietly, read_to_end
 from streams.rules.publisher import RulesPublisher, operator_name
 from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
+from streams.transport.kafka import KafkaTransport
 from streams.transport.protocols import KafkaError
 from streams.transport.settings import KafkaSettings
 
@@ -55,7 +56,7 @@ class RolloutClient:
                           at_ms=int(time.time() * 1000), spec=spec)
         await ensure_topics(self.kafka.bootstrap, [s for s in self.layout.specs(()) if s.name == self.topic],
                             replication_factor=self.layout.replication_factor, **self.kafka.security)
-        producer = self.kafka.producer("rollout-cli", linger_ms=0)
+        producer = KafkaTransport(self.kafka).producer("rollout-cli")
         try:
             await asyncio.wait_for(producer.start(), self.timeout)
             await producer.send_and_wait(self.topic, encode(command), key=command_key(command.id).encode(),
