@@ -21,8 +21,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "streams"), str(ROOT / "tests" / "streams" / "services")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "streams"), str(ROOT / "tests" / "streams" / "services"),
+                str(ROOT / "tests" / "faults")]
 
+from fault_scenarios import drop_topics  # noqa: E402
 from keyless_scenario import as_dict, run_keyless  # noqa: E402
 
 from streams.transport.settings import KafkaSettings  # noqa: E402
@@ -36,17 +38,6 @@ def _bootstrap() -> str:
     return LocalBroker().start(timeout=180).bootstrap
 
 
-async def _drop(bootstrap: str, prefix: str) -> None:
-    admin = KafkaSettings(bootstrap=bootstrap).admin()
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
-
-
 async def _main(args: argparse.Namespace) -> dict:
     bootstrap = _bootstrap()
     runs = []
@@ -58,7 +49,7 @@ async def _main(args: argparse.Namespace) -> dict:
                 runs.append(as_dict(await run_keyless(bootstrap, prefix, balance=balance, rate=args.rate,
                                                       seconds=args.seconds)))
             finally:
-                await _drop(bootstrap, prefix)
+                await drop_topics(KafkaSettings(bootstrap=bootstrap), prefix)
     return {"rate": args.rate, "seconds": args.seconds, "slow_factor": 5.0, "runs": runs}
 
 

@@ -34,18 +34,7 @@ async def test_a_package_larger_than_a_message_travels_in_chunks(repository, tmp
 
 
 async def test_a_refresh_reads_only_what_was_published_since_the_last_one(repository, kafka, layout, tmp_path,
-                                                                          monkeypatch):
-    import streams.repository.repository as module
-
-    reads: list[int] = []
-    real = module.read_to_end
-
-    async def counting(*args, **kwargs):
-        records = await real(*args, **kwargs)
-        reads.append(len(records))
-        return records
-
-    monkeypatch.setattr(module, "read_to_end", counting)
+                                                                          reads):
     big = new_package(tmp_path / "src", "big@v1", "big")
     (big / "vocabulary.bin").write_bytes(os.urandom(1_300_000))
     await repository.publish(big, by="test")  # its refresh: nothing yet

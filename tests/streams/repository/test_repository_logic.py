@@ -149,18 +149,7 @@ async def test_a_compacted_repository_still_serves_every_published_version(repos
 
 
 async def test_a_model_published_a_moment_after_the_last_read_is_found_at_its_first_miss(repository, tmp_path,
-                                                                                        monkeypatch):
-    import streams.repository.repository as module
-
-    reads: list[int] = []
-    real = module.read_to_end
-
-    async def counting(*args, **kwargs):
-        records = await real(*args, **kwargs)
-        reads.append(len(records))
-        return records
-
-    monkeypatch.setattr(module, "read_to_end", counting)
+                                                                                        reads):
     await repository.refresh()  # a worker's read, then a publish right after it
     publisher = ModelRepository(KAFKA, LAYOUT, cache_dir=tmp_path / "unused", transport=repository.transport)
     await publisher.publish(new_package(tmp_path / "src", "echo@v1", "echo"), by="test")
