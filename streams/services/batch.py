@@ -148,7 +148,8 @@ class BatchService(ABC):
         if self.consumer is None:
             return 0
         owned = self.consumer.assignment()
-        return sum(max(0, end - self._committed_at.get(tp, end)) for tp, end in self._taken_to.items() if tp in owned)
+        taken, committed = dict(self._taken_to), dict(self._committed_at)  # copies: a scrape may run on another loop
+        return sum(max(0, end - committed.get(tp, end)) for tp, end in taken.items() if tp in owned)
 
     @property
     def failed(self) -> BaseException | None:
