@@ -176,7 +176,7 @@ def _replayed(record, objective: str | None, new_ids: bool,
 
 
 async def _topic_partitions(reader: Reader, topic: str) -> list[TopicPartition]:
-    partitions = await reader.partitions(topic)
+    partitions = (await reader.partitions(topic)).get(topic)
     if not partitions:
         raise InvalidMessage(ErrorCode.INVALID_VALUE, f"topic {topic} does not exist", field="from_topic")
     return [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -143,8 +143,9 @@ class FactTopicMaterialiser:
     async def _discover(self) -> None:
         """Learn the partition counts of the fact topics not seen yet (a topic may appear later)."""
         unknown = [t for t in self._fact_of if t not in self._partitions]
+        found = await self._live.reader.partitions(*unknown) if unknown else {}
         for topic in unknown:
-            partitions = await self._live.reader.partitions(topic)
+            partitions = found.get(topic)
             if partitions:
                 self._partitions[topic] = len(partitions)
             else:

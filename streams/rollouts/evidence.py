@@ -154,8 +154,8 @@ class EvidenceReader:
         topics = {t for t in await self.consumer.topics() if pattern.match(t)}
         if comparisons_since_ms is not None:
             topics.add(self.comparisons_topic)
-        wanted = {TopicPartition(topic, p) for topic in sorted(topics) for p in await self.consumer.partitions(topic)
-                  or ()}
+        wanted = {TopicPartition(topic, p) for topic, numbers in (await self.consumer.partitions(*topics)).items()
+                  for p in numbers}
         new = wanted - self.assigned
         # Assigning replaces the assignment and forgets positions: those already read stay where they are.
         kept = {tp: await self.consumer.position(tp) for tp in self.assigned}

@@ -111,9 +111,10 @@ class Follower:
         for tp, offset in kept.items():
             self.reader.seek(tp, offset)
         added = sorted(wanted - current)
-        resumed = [tp for tp in added if start_at and tp in start_at]
+        start_at = start_at or {}
+        resumed = [tp for tp in added if tp in start_at]
         for tp in resumed:
-            self.reader.seek(tp, start_at[tp])  # type: ignore[index]
+            self.reader.seek(tp, start_at[tp])
         await self.catch_up.replay([tp for tp in added if tp not in resumed])
         await self.catch_up.replay(resumed, from_beginning=False)
         dropped = current - wanted

@@ -130,13 +130,12 @@ class KafkaReader:
         """Every topic the cluster has now (a metadata request)."""
         return set(await self.kafka.topics())
 
-    async def partitions(self, topic: str) -> set[int] | None:
-        """The partitions of ``topic`` from fresh metadata, or None if there is no such topic."""
+    async def partitions(self, *topics: str) -> dict[str, set[int]]:
+        """The partitions of each of ``topics`` the cluster has, from one fresh metadata request."""
         # What topics() asks for, kept: the consumer's own cache is not refreshed by that request.
         cluster = await self.kafka._client.fetch_all_metadata()  # noqa: SLF001 - aiokafka has no public call
-        if topic not in cluster.topics():
-            return None
-        return set(cluster.partitions_for_topic(topic) or ())
+        known = cluster.topics()
+        return {t: set(cluster.partitions_for_topic(t) or ()) for t in topics if t in known}
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         """Read exactly ``partitions``."""

@@ -209,7 +209,84 @@ class MemoryBroker:
         self.events.append(f"committed {group}")
 
 
-class MemoryConsumer:
+class _PositionedReads:
+    """What a group member and a group-less reader of the double share: positions, seeks, fetching from them.
+
+    A partition that is not owned is refused with :meth:`_not_owned`'s error (a group member's
+    ``PartitionRevoked``, a reader's ``IllegalStateError``, as aiokafka raises them).
+    """
+
+    broker: MemoryBroker
+    _positions: dict[TopicPartition, int]
+    _running: bool
+
+    def _refresh(self) -> None:
+        """Take on partitions that appeared since (a group member's subscription); nothing by default."""
+
+    def _room(self, max_records: int | None) -> int:
+        return max_records if max_records is not None else 1_000_000
+
+    def _not_owned(self, partition: TopicPartition) -> Exception:
+        return PartitionRevoked(f"{partition.topic}:{partition.partition} is not assigned to this member")
+
+    def _owned(self, partition: TopicPartition) -> None:
+        if partition not in self._positions:
+            raise self._not_owned(partition)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch ``partition`` from ``offset`` next."""
+        self._owned(partition)
+        self._positions[partition] = offset
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` from the first record compaction left."""
+        for tp in partitions:
+            self.seek(tp, self.broker._first(tp))
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The next offset to fetch."""
+        self._owned(partition)
+        return self._positions[partition]
+
+    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset after each partition's last record."""
+        return {tp: len(self.broker._log(tp.topic)[tp.partition]) for tp in partitions}
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> Batch:
+        """Records from the positions on, partition by partition, up to ``max_records``, skipping what compaction
+        removed; waits up to ``timeout_ms`` for some."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        while True:
+            batch = self._take(partitions, self._room(max_records))
+            remaining = deadline - loop.time()
+            if batch or remaining <= 0 or not self._running:
+                return batch
+            changed = self.broker._condition()
+            async with changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+
+    def _take(self, partitions: Sequence[TopicPartition], room: int) -> Batch:
+        self._refresh()
+        batch: Batch = {}
+        for tp in partitions or sorted(self._positions):
+            self._owned(tp)
+            if room <= 0:
+                break
+            log = self.broker._log(tp.topic)[tp.partition]
+            position = self._positions[tp]
+            taken = log[position:position + room]
+            self._positions[tp] = position + len(taken)
+            records = [r for r in taken if r is not None]
+            if records:
+                batch[tp] = records
+                room -= len(records)
+        return batch
+
+
+class MemoryConsumer(_PositionedReads):
     """The only member of its group: owns every partition of its topics (or of the topics matching its pattern)."""
 
     def __init__(self, broker: MemoryBroker, topics: Sequence[str], *, group_id: str,
@@ -256,47 +333,6 @@ class MemoryConsumer:
         self._refresh()
         return set(self._positions)
 
-    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
-                      max_records: int | None = None) -> Batch:
-        """Records from the positions on, partition by partition, up to ``max_records``; waits for some."""
-        deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
-        while True:
-            batch = self._take(partitions, max_records)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if batch or remaining <= 0 or not self._running:
-                return batch
-            changed = self.broker._condition()
-            async with changed:
-                try:
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except TimeoutError:
-                    pass
-
-    def _take(self, partitions: Sequence[TopicPartition], max_records: int | None) -> Batch:
-        self._refresh()
-        room = max_records if max_records is not None else 1_000_000
-        batch: Batch = {}
-        for tp in partitions or sorted(self._positions):
-            if tp not in self._positions:
-                raise PartitionRevoked(f"{tp.topic}:{tp.partition} is not assigned to this member")
-            if room <= 0:
-                break
-            log = self.broker._log(tp.topic)[tp.partition]
-            position = self._positions[tp]
-            taken = log[position:position + room]
-            self._positions[tp] = position + len(taken)
-            records = [r for r in taken if r is not None]
-            if records:
-                batch[tp] = records
-                room -= len(records)
-        return batch
-
-    def seek(self, partition: TopicPartition, offset: int) -> None:
-        """Fetch ``partition`` from ``offset`` next."""
-        if partition not in self._positions:
-            raise PartitionRevoked(f"{partition.topic}:{partition.partition} is not assigned to this member")
-        self._positions[partition] = offset
-
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Store ``offsets`` as the group's, after a round trip (``MemoryBroker.commit_delays``, else a yield)."""
         delays = self.broker.commit_delays
@@ -312,22 +348,6 @@ class MemoryConsumer:
     def position_hint(self, partition: TopicPartition) -> int | None:
         """The next offset to fetch."""
         return self._positions.get(partition)
-
-    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        """Fetch ``partitions`` from the first record compaction left."""
-        for tp in partitions:
-            self.seek(tp, self.broker._first(tp))
-
-    async def position(self, partition: TopicPartition) -> int:
-        """The next offset to fetch."""
-        if partition not in self._positions:
-            raise PartitionRevoked(f"{partition.topic}:{partition.partition} is not assigned to this member")
-        return self._positions[partition]
-
-    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """The offset after each partition's last record."""
-        return {tp: len(self.broker._log(tp.topic)[tp.partition]) for tp in partitions}
-
 
 class _Builder:
     """A record batch for one partition: at most ``capacity`` records."""
@@ -463,7 +483,7 @@ class MemoryTransport:
         return reader
 
 
-class MemoryReader:
+class MemoryReader(_PositionedReads):
     """Reads assigned partitions of the broker's logs from positions of its own, as a group-less consumer does.
 
     A partition assigned without a seek starts at its beginning (the first record compaction left).
@@ -473,25 +493,30 @@ class MemoryReader:
         self.broker = broker
         self.max_records = max_records
         self._positions: dict[TopicPartition, int] = {}
-        self.running = False
+        self._running = False
 
     async def start(self) -> None:
         """Nothing to connect."""
-        self.running = True
+        self._running = True
 
     async def stop(self) -> None:
         """Forget the assignment."""
-        self.running = False
+        self._running = False
         self._positions.clear()
+
+    def _room(self, max_records: int | None) -> int:
+        return max_records or self.max_records
+
+    def _not_owned(self, partition: TopicPartition) -> Exception:
+        return IllegalStateError(f"{partition.topic}:{partition.partition} is not assigned to this reader")
 
     async def topics(self) -> set[str]:
         """Every topic of the broker."""
         return set(self.broker.topics)
 
-    async def partitions(self, topic: str) -> set[int] | None:
-        """The partitions of ``topic``, or None if the broker has no such topic (asking creates none)."""
-        logs = self.broker._logs.get(topic)
-        return set(range(len(logs))) if logs is not None else None
+    async def partitions(self, *topics: str) -> dict[str, set[int]]:
+        """The partitions of each of ``topics`` the broker has (asking creates none)."""
+        return {t: set(range(len(self.broker._logs[t]))) for t in topics if t in self.broker._logs}
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         """Read exactly ``partitions``; a new one starts at its beginning."""
@@ -501,29 +526,10 @@ class MemoryReader:
         """The partitions assigned."""
         return set(self._positions)
 
-    def seek(self, partition: TopicPartition, offset: int) -> None:
-        """Fetch ``partition`` from ``offset`` next."""
-        self._owned(partition)
-        self._positions[partition] = offset
-
-    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        """Fetch ``partitions`` from the first record compaction left."""
-        for tp in partitions:
-            self.seek(tp, self.broker._first(tp))
-
     async def seek_to_end(self, *partitions: TopicPartition) -> None:
         """Fetch only what ``partitions`` get from now on."""
         for tp in partitions:
             self.seek(tp, len(self.broker._log(tp.topic)[tp.partition]))
-
-    async def position(self, partition: TopicPartition) -> int:
-        """The next offset to fetch."""
-        self._owned(partition)
-        return self._positions[partition]
-
-    async def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """The offset after each partition's last record."""
-        return {tp: len(self.broker._log(tp.topic)[tp.partition]) for tp in partitions}
 
     async def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
         """The first record at or after each time, as ``(offset, timestamp)``; None past the last."""
@@ -533,41 +539,6 @@ class MemoryReader:
                          None)
             out[tp] = OffsetAndTimestamp(found.offset, found.timestamp) if found is not None else None
         return out
-
-    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
-                      max_records: int | None = None) -> Batch:
-        """Records from the positions on, skipping what compaction removed; waits up to ``timeout_ms`` for some."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_ms / 1000
-        while True:
-            batch = self._take(partitions or sorted(self._positions), max_records or self.max_records)
-            remaining = deadline - loop.time()
-            if batch or remaining <= 0 or not self.running:
-                return batch
-            changed = self.broker._condition()
-            async with changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
-
-    def _take(self, partitions: Sequence[TopicPartition], room: int) -> Batch:
-        batch: Batch = {}
-        for tp in partitions:
-            self._owned(tp)
-            log = self.broker._log(tp.topic)[tp.partition]
-            position = self._positions[tp]
-            records = [r for r in log[position:position + room] if r is not None]
-            self._positions[tp] = min(len(log), position + room)
-            if records:
-                batch[tp] = records
-                room -= len(records)
-            if room <= 0:
-                break
-        return batch
-
-    def _owned(self, partition: TopicPartition) -> None:
-        if partition not in self._positions:
-            raise IllegalStateError(f"{partition.topic}:{partition.partition} is not assigned to this reader")
-
 
 class MemoryLagReader:
     """Lag as the double's broker has it: log end less the group's committed offset."""

@@ -96,8 +96,8 @@ class Reader(Protocol):
     async def topics(self) -> set[str]:
         """Every topic the cluster has now (asks the cluster, not a cache)."""
 
-    async def partitions(self, topic: str) -> set[int] | None:
-        """The partition numbers of ``topic``, or None if the cluster has no such topic."""
+    async def partitions(self, *topics: str) -> dict[str, set[int]]:
+        """The partition numbers of each of ``topics`` the cluster has (one metadata request; absent ones left out)."""
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         """Read exactly ``partitions`` from now on (positions of partitions no longer assigned are forgotten)."""
