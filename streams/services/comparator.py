@@ -20,7 +20,8 @@ Design (see ``docs/shadow.md`` for the analyst's side):
 Guarantee: **at-least-once**, kill -9 included. faust 0.15's table recovery
 drops the records it fetches while it finishes; the app runs with
 :class:`streams.services.faust_recovery.TableManager`, whose recovery does not
-(``docs/reliability.md``, "Found"). An event (a side or a tick)
+(``docs/reliability.md``, "Found"), and replays the table's changelog with the
+transport's reader (:class:`streams.transport.follow.Follower`). An event (a side or a tick)
 counts as processed -- faust acks it, so its offset becomes committable --
 only once everything it caused is acknowledged by the broker: first its
 comparisons, then its table writes on the changelog (:func:`_pairs_table`
@@ -56,7 +57,8 @@ from schemas.errors import InvalidMessage
 from streams.services import pairing
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics, wait_for_coordinator
-from streams.transport.protocols import TopicPartition
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["Comparator", "DEFAULT_WINDOW_S"]
@@ -74,8 +76,10 @@ class Comparator:
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, app_id: str | None = None,
                  window_s: float = DEFAULT_WINDOW_S, retention_s: float | None = None,
-                 tick_s: float | None = None, drain_s: float = 30.0) -> None:
+                 tick_s: float | None = None, drain_s: float = 30.0, transport: Transport | None = None) -> None:
         self.kafka = kafka
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
+        """Reads the table's changelog on recovery and the group's offsets (faust's app has its own clients)."""
         self.layout = layout
         self.app_id = app_id or f"{layout.prefix}comparator"
         self.window_ms = int(window_s * 1000)
@@ -148,32 +152,37 @@ class Comparator:
         """Where each shadow-results partition resumes: the group's committed offset, else the log start."""
         await wait_for_coordinator(self.kafka, self.app_id)  # committed offsets come from the coordinator
         partitions, _ = await _topic_shape(self.kafka, self.layout.shadow_results)
-        probe = self.kafka.consumer(group_id=self.app_id, role="comparator-start")  # never joins: no subscribe
-        await probe.start()
+        parts = [TopicPartition(self.layout.shadow_results, p) for p in range(partitions)]
+        offsets, reader = self.transport.lag_reader("comparator-start"), self.transport.reader("comparator-start")
+        await offsets.start()
+        await reader.start()
         try:
-            # From the admin's description: this client's metadata has not the topic yet (the probe
-            # never subscribes), and an empty list here left every partition without a position.
-            parts = [TopicPartition(self.layout.shadow_results, p) for p in range(partitions)]
-            starts = await probe.beginning_offsets(parts) if parts else {}
-            positions = {tp.partition: (await probe.committed(tp)) or starts[tp] for tp in parts}
+            committed = await offsets.committed(self.app_id, parts)
+            reader.assign(parts)
+            await reader.seek_to_beginning(*parts)
+            positions = {tp.partition: committed[tp] or await reader.position(tp) for tp in parts}
             log.info("comparator %s resumes %s at %s", self.app_id, self.layout.shadow_results, positions)
             return positions
         finally:
-            await probe.stop()
+            await reader.stop()
+            await offsets.stop()
 
     async def _drain(self) -> None:
         """Wait until every assigned shadow-results partition is processed up to its end as of now."""
-        tps = [tp for tp in self.app.consumer.assignment() if tp.topic == self.layout.shadow_results]
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment()
+               if tp.topic == self.layout.shadow_results]
         if not tps:
             return
-        probe = self.kafka.consumer(group_id=self.app_id, role="comparator-drain")  # never joins: no subscribe
-        await probe.start()
+        offsets, reader = self.transport.lag_reader("comparator-drain"), self.transport.reader("comparator-drain")
+        await offsets.start()
+        await reader.start()
         try:
-            parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-            ends = await probe.end_offsets(parts)
-            committed = {tp.partition: (await probe.committed(tp)) or 0 for tp in parts}
+            ends = await reader.end_offsets(tps)
+            done = await offsets.committed(self.app_id, tps)
+            committed = {tp.partition: offset or 0 for tp, offset in done.items()}
         finally:
-            await probe.stop()
+            await reader.stop()
+            await offsets.stop()
         deadline = time.monotonic() + self.drain_s
         while any(max(self._next.get(tp.partition, 0), committed[tp.partition]) < end for tp, end in ends.items()):
             if time.monotonic() > deadline or self._crashed is not None:
@@ -189,7 +198,7 @@ class Comparator:
     def _build(self, partitions: int) -> Any:
         import faust
 
-        from streams.services.faust_recovery import TableManager
+        from streams.services.faust_recovery import table_manager
 
         datadir = self._datadir
         assert datadir is not None  # made by start() before the app is built
@@ -199,7 +208,9 @@ class Comparator:
             broker_credentials=self.kafka.faust_credentials(),  # SASL/SSL like every other role
             store="memory://",
             datadir=datadir.name,
-            TableManager=TableManager,  # recovery that does not drop fetched sides (streams/services/faust_recovery.py)
+            # Recovery that reads the changelog through the transport and drops no fetched side
+            # (streams/services/faust_recovery.py).
+            TableManager=table_manager(self.transport),
             web_enabled=False,
             topic_partitions=partitions,
             topic_replication_factor=self._replicas,

@@ -31,70 +31,128 @@ the new position while the seek awaits the consumer thread), to its committed
 offset, or without one to where ``consumer_auto_offset_reset`` says a new group
 starts, and only then resumes them, so the first record fetched is the one at
 the committed offset and nothing fetched is cleared. It goes through faust's own
-extension point, ``faust.App(..., TableManager=TableManager)``.
+extension point, ``faust.App(..., TableManager=table_manager(transport))``.
 
-A third way, to a recovery that never ends: a fetch that returns while the flow
-is stopped (a rebalance stops it, the recovery resumes it) is thrown away, and
-faust's consumer then seeks every partition back to its committed offset
-(``Consumer.perform_seek``). A changelog partition has none, so it stays past
-the records thrown away. When that fetch held the changelog partition the
-recovery had just sought to the start of, the rest of it never comes, and the
-recovery waits for it for good while the comparator compares nothing (seen
-when a comparator took over its partner's partitions on a loaded machine).
-:class:`Recovery` follows every such seek with its own: each changelog
-partition it is reading goes back to where its reading stands.
+The changelog itself is not read through that consumer at all. faust reads it
+there, with the stream partitions paused around it, and a fetch thrown away while
+the flow is stopped (a rebalance stops it) left a changelog partition past records
+never applied, so a recovery waited for them for good (a comparator taking over
+its partner's partitions on a loaded machine did). :class:`Recovery` replays each
+changelog partition it takes on with the transport's reader instead
+(:class:`~streams.transport.follow.Follower`, the one "replay to the end" reader
+of the rules, facts and repository), applies the records to the table as faust
+would, and keeps the changelog partitions paused in faust's consumer, in faust
+and in aiokafka. A partition kept from one assignment to the next is not read
+again: the table already holds all of it, since only this process wrote to it and
+its writes are flushed before a recovery starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 from faust.tables import TableManager as _TableManager
+from faust.tables.recovery import RebalanceAgain, ServiceStopped
 from faust.tables.recovery import Recovery as _Recovery
+from faust.types import TP, Message
+from mode import Service
 
-from streams.transport.protocols import TopicPartition
+from streams.transport.follow import Follower
+from streams.transport.protocols import KafkaError, Record, TopicPartition, Transport
 
-__all__ = ["Recovery", "TableManager"]
+__all__ = ["Recovery", "TableManager", "table_manager"]
+
+log = logging.getLogger(__name__)
 
 
 class Recovery(_Recovery):
-    """faust's recovery, with the end of it reordered (clear, seek, then resume) and its reading kept in place."""
+    """faust's recovery, restoring tables through the transport's reader and ending in the order above."""
 
-    _seeks_guarded = False
+    transport: Transport
+    _follower: Follower | None = None
+    _whole: frozenset = frozenset()
+    """The changelog partitions whose every record is in the table (replayed, and kept since)."""
 
-    def _set_recovery_started(self) -> None:
-        """As faust's; the first time, also follow each of the consumer's seeks to committed offsets with ours."""
-        super()._set_recovery_started()
-        if not self._seeks_guarded:  # here, not at start: by the first recovery the consumer is the app's own
-            self._seeks_guarded = True
-            consumer: Any = self.app.consumer
-            seek_to_committed = consumer.perform_seek
+    def revoke(self, tp: TP) -> None:
+        """As faust's; a partition given up must be replayed whole if it comes back (others wrote to it meanwhile)."""
+        super().revoke(tp)
+        self._whole = self._whole - {tp}
 
-            async def perform_seek() -> None:
-                await seek_to_committed()
-                await self._keep_reading_in_place()
+    async def on_stop(self) -> None:
+        """As faust's, and disconnect the changelog reader."""
+        await super().on_stop()
+        if self._follower is not None:
+            await self._follower.stop()
+            self._follower = None
 
-            consumer.perform_seek = perform_seek  # faust's only hook here is the method; getmany looks it up per call
+    @Service.task
+    async def _slurp_changelogs(self) -> None:
+        """Nothing to slurp: no changelog record reaches faust's queue (its partitions stay paused)."""
 
-    async def _keep_reading_in_place(self) -> None:
-        """While recovering, seek each changelog partition being read back to where its reading stands.
+    @Service.task
+    async def _restart_recovery(self) -> None:
+        """On each assignment: restore the tables from their changelogs, then resume the streams."""
+        while not self.should_stop:
+            if await self.wait_for_stopped(self.signal_recovery_start):  # type: ignore[arg-type]
+                self.signal_recovery_start.clear()
+                break  # stopped
+            self.signal_recovery_start.clear()
+            generation_id = self._generation_id
+            try:
+                await self._wait(asyncio.sleep(self.recovery_delay))
+                self._set_recovery_started()
+                self.flush_buffers()
+                producer = cast(Any, self.app)._producer
+                if producer is not None:  # the table's own writes are all on the changelog before it is read
+                    await self._wait(producer.flush(), timeout=self.app.conf.broker_request_timeout)
+                await self._wait(self._restore(set(self.active_tps)))
+                await self._wait(self.on_recovery_completed(generation_id))
+            except RebalanceAgain:
+                continue  # another assignment came: start over with it
+            except ServiceStopped:
+                break
+            except KafkaError as exc:  # a partition no longer assigned (a rebalance under way), the reader cut off
+                log.warning("Table recovery for generation %s failed, trying again: %r", generation_id, exc)
+                await self.sleep(1.0)
+                if not self.should_stop:
+                    self.signal_recovery_start.set()  # the same assignment again, unless a newer one came
 
-        faust's seek to committed offsets leaves a changelog partition (never committed) past the
-        records of a fetch that was just thrown away; the offsets are the recovery's own (the last
-        record read, or where the reading starts), sought as the recovery itself seeks them.
-        """
-        if not self.in_recovery:
-            return
+    async def _restore(self, changelogs: set[TP]) -> None:
+        """Replay the changelog partitions the table does not hold whole yet, from their first record to their end."""
         consumer: Any = self.app.consumer
-        reading = self.active_tps & consumer.assignment()
-        # As faust's _seek_offsets: the last record read is read again; none read yet (-1, or no entry) is the start.
-        positions = {tp: max(self.active_offsets.get(tp) or 0, 0) for tp in reading}
-        if positions:
-            self.log.info("Changelog partitions back to where the recovery read: %s",
-                          {f"{tp.topic}:{tp.partition}": offset for tp, offset in sorted(positions.items())})
-            await consumer.seek_wait(positions)
+        if changelogs:  # faust pauses them in faust; in aiokafka too, so its fetcher does not read them for nothing
+            consumer.pause_partitions(changelogs)
+            await _in_aiokafka(consumer, "pause", changelogs)
+        kept = self._whole & changelogs
+        self._whole = kept  # until the rest is replayed: an interrupted replay starts over
+        added = sorted(changelogs - kept)
+        if not added:
+            return
+        follower = await self._changelog_follower()
+        await follower.follow(())
+        await follower.follow([TopicPartition(tp.topic, tp.partition) for tp in added])
+        log.info("Replaying changelog partitions %s", ", ".join(f"{tp.topic}:{tp.partition}" for tp in added))
+        applied = 0
+        while not follower.caught_up:
+            batch = await follower.poll(timeout_ms=500)
+            for tp, records in batch.items():
+                table = self.tp_to_table[TP(tp.topic, tp.partition)]
+                events = [await table.changelog_topic.decode(_message(record), propagate=True) for record in records]
+                for event in events:
+                    await table.on_changelog_event(event)
+                table.apply_changelog_batch(events)
+                applied += len(events)
+        self._whole = frozenset(changelogs)
+        log.info("Replayed %d changelog records", applied)
 
+    async def _changelog_follower(self) -> Follower:
+        if self._follower is None:
+            follower = Follower(self.transport.reader(f"{self.app.conf.id}-recovery"))
+            await follower.start()
+            self._follower = follower
+        return self._follower
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         """As faust's, except the order of the last steps (see the module docstring)."""
@@ -172,10 +230,27 @@ async def _in_aiokafka(consumer: Any, action: str, tps: set) -> None:
 
 
 class TableManager(_TableManager):
-    """faust's table manager, recovering with :class:`Recovery`."""
+    """faust's table manager, recovering with :class:`Recovery` through ``transport``."""
+
+    transport: Transport
 
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            recovery.transport = self.transport
+            self._recovery = recovery
         return cast(Recovery, self._recovery)
+
+
+def table_manager(transport: Transport) -> type[TableManager]:
+    """The :class:`TableManager` to give ``faust.App(TableManager=...)``: changelogs read through ``transport``."""
+    return cast(type[TableManager], type("TableManager", (TableManager,), {"transport": transport}))
+
+
+def _message(record: Record) -> Message:
+    """A changelog record as faust's consumer would hand it on."""
+    return Message(record.topic, record.partition, record.offset, record.timestamp / 1000.0,
+                   record.timestamp_type, list(record.headers or ()), record.key, record.value, record.checksum,
+                   record.serialized_key_size, record.serialized_value_size,
+                   tp=TP(record.topic, record.partition))

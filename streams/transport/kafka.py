@@ -221,12 +221,19 @@ class KafkaLagReader:
         if not partitions:
             return {}
         ends = await self._offsets.end_offsets(list(partitions))
-        committed = await self._admin.list_consumer_group_offsets(group_id, partitions=list(partitions))
-        out = {}
+        committed = await self.committed(group_id, partitions)
+        return {tp: max(0, ends.get(tp, 0) - (committed[tp] or 0)) for tp in partitions}
+
+    async def committed(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets, from its coordinator (None where it committed none)."""
+        assert self._admin is not None, "start() first"
+        if not partitions:
+            return {}
+        offsets = await self._admin.list_consumer_group_offsets(group_id, partitions=list(partitions))
+        out: dict[TopicPartition, int | None] = {}
         for tp in partitions:
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            out[tp] = max(0, ends.get(tp, 0) - done)
+            meta = offsets.get(tp)
+            out[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
         return out
 
 

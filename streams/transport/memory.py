@@ -554,6 +554,11 @@ class MemoryLagReader:
 
     async def lag(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """End offset less committed offset, per partition."""
-        committed = self.broker.committed(group_id)
+        committed = await self.committed(group_id, partitions)
         logs = {tp.topic: self.broker._log(tp.topic) for tp in partitions}
-        return {tp: max(0, len(logs[tp.topic][tp.partition]) - committed.get(tp, 0)) for tp in partitions}
+        return {tp: max(0, len(logs[tp.topic][tp.partition]) - (committed[tp] or 0)) for tp in partitions}
+
+    async def committed(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where it committed none)."""
+        committed = self.broker.committed(group_id)
+        return {tp: committed.get(tp) for tp in partitions}

@@ -177,6 +177,9 @@ class LagReader(Protocol):
     async def lag(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """Records past ``group_id``'s committed offset on each of ``partitions`` (all of them if it has none)."""
 
+    async def committed(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """``group_id``'s committed offset on each of ``partitions`` (None where it has committed none)."""
+
 
 class Transport(Protocol):
     """Makes the consumers and producers a service uses (nothing connects until ``start``)."""
