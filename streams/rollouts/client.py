@@ -22,9 +22,8 @@ from streams.rollouts.steps import check_start
 from streams.rules.log import PARTITION, quietly, read_to_end
 from streams.rules.publisher import RulesPublisher, operator_name
 from streams.topics import TopicLayout
-from streams.transport.admin import ensure_topics
 from streams.transport.kafka import KafkaTransport
-from streams.transport.protocols import KafkaError
+from streams.transport.protocols import KafkaError, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["RolloutClient", "RolloutRefused"]
@@ -33,19 +32,21 @@ __all__ = ["RolloutClient", "RolloutRefused"]
 class RolloutClient:
     """Reads rollouts and sends commands to whichever controller is active on the topic."""
 
-    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, timeout: float = 15.0) -> None:
+    def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, timeout: float = 15.0,
+                 transport: Transport | None = None) -> None:
         self.kafka, self.layout, self.timeout = kafka, layout, timeout
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.topic = layout.rollouts
 
     async def read(self) -> RolloutLog:
         """The topic read to its end (empty if it does not exist yet)."""
-        return fold(await read_to_end(self.kafka, self.topic, self.timeout))
+        return fold(await read_to_end(self.kafka, self.topic, self.timeout, transport=self.transport))
 
     async def check_start(self, spec: RolloutSpec, fallback: Rules) -> tuple[Rules, tuple[float, ...]]:
         """Refuse a start that cannot run, saying why (:func:`~streams.rollouts.steps.check_start`, over the
         rules in force: the latest published, else ``fallback``); return those rules and the steps."""
         current = (await self.read()).active(spec.objective)
-        latest = await RulesPublisher(self.kafka, self.layout, timeout=self.timeout).latest()
+        latest = await RulesPublisher(self.kafka, self.layout, timeout=self.timeout, transport=self.transport).latest()
         rules = latest.rules() if latest is not None else fallback
         return rules, check_start(spec, rules, current)
 
@@ -54,9 +55,9 @@ class RolloutClient:
         """Write a command for the controller."""
         command = Command(id=uuid.uuid4().hex[:12], action=action, objective=objective, by=by or operator_name(),
                           at_ms=int(time.time() * 1000), spec=spec)
-        await ensure_topics(self.kafka.bootstrap, [s for s in self.layout.specs(()) if s.name == self.topic],
-                            replication_factor=self.layout.replication_factor, **self.kafka.security)
-        producer = KafkaTransport(self.kafka).producer("rollout-cli")
+        await self.transport.ensure_topics([s for s in self.layout.specs(()) if s.name == self.topic],
+                                           replication_factor=self.layout.replication_factor)
+        producer = self.transport.producer("rollout-cli")
         try:
             await asyncio.wait_for(producer.start(), self.timeout)
             await producer.send_and_wait(self.topic, encode(command), key=command_key(command.id).encode(),

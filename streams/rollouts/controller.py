@@ -393,7 +393,7 @@ class RolloutController:
     async def _publish(self, rollout: Rollout, rules: Rules, what: str, base: int):
         """Publish ``rules``, made from version ``base``, only if ``base`` is still the latest (``RulesConflict``
         otherwise: a hand-made publish that landed meanwhile is never overwritten)."""
-        publisher = RulesPublisher(self.kafka, self.layout,
+        publisher = RulesPublisher(self.kafka, self.layout, transport=self.transport,
                                    published_by=f"rollout {rollout.id} of {rollout.candidate} ({what})")
         record = (await publisher.publish_version(rules_to_doc(rules), if_version=base)).record
         log.info("rollout of %s on %s: %s, rules version %d", rollout.candidate, rollout.objective, what,
@@ -405,7 +405,7 @@ class RolloutController:
 
     async def _latest(self) -> tuple[Rules, int]:
         """The rules in force, and the published version they are (0: none published, the fallback rules)."""
-        latest = await RulesPublisher(self.kafka, self.layout).latest()
+        latest = await RulesPublisher(self.kafka, self.layout, transport=self.transport).latest()
         return (latest.rules(), latest.version) if latest is not None else (self.rules(), 0)
 
     # -- evidence ------------------------------------------------------------------------------

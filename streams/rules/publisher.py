@@ -48,8 +48,8 @@ from streams.rules.log import (
 )
 from streams.rules.watcher import RulesWatcher
 from streams.topics import TopicLayout, TopicSpec
-from streams.transport.admin import ensure_topics
-from streams.transport.protocols import KafkaError, ProducerFenced
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import KafkaError, ProducerFenced, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = [
@@ -98,8 +98,9 @@ class RulesPublisher:
     """
 
     def __init__(self, kafka: KafkaSettings, layout: TopicLayout, *, published_by: str | None = None,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = 15.0, transport: Transport | None = None) -> None:
         self.kafka = kafka
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.layout = layout
         self.topic = layout.rules
         self.published_by = published_by or operator_name()
@@ -107,7 +108,7 @@ class RulesPublisher:
 
     async def read(self) -> RulesLog:
         """Read the topic to its end; an absent topic reads as empty."""
-        return await read_log(self.kafka, self.topic, self.timeout)
+        return await read_log(self.kafka, self.topic, self.timeout, transport=self.transport)
 
     async def history(self) -> list[RulesRecord]:
         """Every kept version, oldest first."""
@@ -140,12 +141,11 @@ class RulesPublisher:
         the latest, and ``KafkaUnavailable`` when the topic cannot be read to its end in time.
         """
         parse_rules(doc)  # a bad document never reaches the topic, whatever its version
-        await ensure_topics(self.kafka.bootstrap, [self._spec()],
-                            replication_factor=self.layout.replication_factor, **self.kafka.security)
+        await self.transport.ensure_topics([self._spec()], replication_factor=self.layout.replication_factor)
         # One transactional id per rules topic: starting this producer fences any other
         # publisher of the topic that is between reading the highest version and committing.
-        producer = self.kafka.producer("rules-publisher",
-                                       transactional_id=f"{self.kafka.client_id}-rules-publisher.{self.topic}")
+        producer = self.transport.transactional_producer(
+            "rules-publisher", f"{self.kafka.client_id}-rules-publisher.{self.topic}")
         try:
             await asyncio.wait_for(producer.start(), self.timeout)
         except (TimeoutError, KafkaError, OSError) as exc:

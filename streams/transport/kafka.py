@@ -263,6 +263,10 @@ class KafkaTransport:
         """An idempotent producer that does not linger: the outbox hands it whole batches at flush."""
         return self.settings.producer(role, linger_ms=0)
 
+    def transactional_producer(self, role: str, transactional_id: str) -> AIOKafkaProducer:
+        """aiokafka's transactional producer (``transaction()`` commits on exit, aborts on an exception)."""
+        return self.settings.producer(role, transactional_id=transactional_id)
+
     def lag_reader(self, role: str) -> KafkaLagReader:
         """Reads other groups' lag without joining them."""
         return KafkaLagReader(self.settings, role)

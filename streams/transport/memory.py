@@ -31,11 +31,11 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, ProducerFenced
 from aiokafka.structs import OffsetAndTimestamp
 
 from routing.allocation import murmur2
@@ -61,6 +61,8 @@ class MemoryBroker:
         """Topic -> partition -> records by offset; None where compaction removed one."""
         self._commits: dict[str, dict[TopicPartition, int]] = {}
         self._members: dict[str, MemoryConsumer] = {}
+        self._epochs: dict[str, int] = {}
+        """Transactional id -> the epoch of its newest producer (older ones are fenced)."""
         self._refusals: list[Refusal] = []
         self._held: asyncio.Event | None = None
         self._changed: asyncio.Condition | None = None
@@ -163,6 +165,10 @@ class MemoryBroker:
             serialized_value_size=len(value) if value is not None else -1, headers=tuple(headers))
         log.append(record)
         return record
+
+    def _partition_for(self, topic: str, key: bytes | None) -> int:
+        """Where Kafka's default partitioner puts ``key`` (partition 0 for a record without a key)."""
+        return (murmur2(key) & 0x7FFFFFFF) % len(self._log(topic)) if key is not None else 0
 
     def _refusal(self, topic: str, record: ConsumerRecord) -> BaseException | None:
         for rule in self._refusals:
@@ -402,8 +408,7 @@ class MemoryProducer:
         """Append one record to ``partition``; without one, where Kafka's default partitioner puts its key
         (partition 0 for a record without a key)."""
         if partition is None:
-            count = len(self.broker._log(topic))
-            partition = (murmur2(key) & 0x7FFFFFFF) % count if key is not None else 0
+            partition = self.broker._partition_for(topic, key)
         return self._acknowledge(topic, partition, [(timestamp_ms, key, value, list(headers or ()))])
 
     async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None,
@@ -440,6 +445,66 @@ class MemoryProducer:
         return future
 
 
+class MemoryTransactionalProducer:
+    """Whole transactions: what one sends lands at its commit, all at once, or never.
+
+    Every write of the double is committed, so a read-committed reader and any other see the
+    same: nothing of a transaction until it commits. Starting one fences the earlier producers
+    of its transactional id, as Kafka's epoch bump does.
+    """
+
+    def __init__(self, broker: MemoryBroker, transactional_id: str) -> None:
+        self.broker = broker
+        self.transactional_id = transactional_id
+        self._epoch: int | None = None
+        self._open: list[tuple[str, int, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]] | None = None
+
+    async def start(self) -> None:
+        """Take the transactional id: every earlier producer of it is fenced from now on."""
+        epochs = self.broker._epochs
+        self._epoch = epochs[self.transactional_id] = epochs.get(self.transactional_id, 0) + 1
+
+    async def stop(self) -> None:
+        """Abort what is open."""
+        self._open = None
+
+    def _check(self) -> None:
+        if self._epoch is None:
+            raise IllegalStateError("start() first")
+        if self.broker._epochs.get(self.transactional_id) != self._epoch:
+            raise ProducerFenced()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Begin; on leaving the block append every record sent in it (fenced: raise, append nothing)."""
+        self._check()
+        self._open = []
+        try:
+            yield
+            self._check()
+            rows = self._open
+        finally:
+            self._open = None
+        for topic, partition, key, value, headers, ts in rows:
+            self.broker._append(topic, partition, key, value, headers, ts)
+        self.broker.events.append(f"committed transaction {self.transactional_id}")
+        self.broker._notify()
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Hold one record for the commit of the open transaction."""
+        self._check()
+        if self._open is None:
+            raise IllegalStateError("send outside a transaction")
+        if partition is None:
+            partition = self.broker._partition_for(topic, key)
+        self._open.append((topic, partition, key, value, list(headers or ()), timestamp_ms))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
 class MemoryTransport:
     """Makes the double's consumers and producers over one :class:`MemoryBroker`."""
 
@@ -466,6 +531,10 @@ class MemoryTransport:
     def lag_reader(self, role: str) -> MemoryLagReader:
         """A reader of the broker's groups' lag."""
         return MemoryLagReader(self.broker)
+
+    def transactional_producer(self, role: str, transactional_id: str) -> MemoryTransactionalProducer:
+        """A producer of whole transactions under ``transactional_id``."""
+        return MemoryTransactionalProducer(self.broker, transactional_id)
 
     async def ensure_topics(self, specs: Sequence[Any], *, replication_factor: int | None = None) -> list[str]:
         """Create the missing topics with their partition counts (configs such as compaction are not kept:

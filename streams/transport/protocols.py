@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeAlias
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 __all__ = ["Batch", "Record", "Consumer", "KafkaError", "LagReader", "Producer", "ProducerFenced", "Reader",
-           "RebalanceListener", "RecordBatch", "TopicPartition", "Transport"]
+           "RebalanceListener", "RecordBatch", "TopicPartition", "TransactionalProducer", "Transport"]
 
 RebalanceListener: TypeAlias = ConsumerRebalanceListener
 """What a group member's owner subclasses to hear of partitions assigned and revoked (``on_partitions_*``)."""
@@ -165,6 +166,28 @@ class Producer(Protocol):
         """Send one record and wait for its acknowledgement (its metadata: ``partition``, ``offset``)."""
 
 
+class TransactionalProducer(Protocol):
+    """A producer holding a transactional id: what it sends in one transaction lands whole or not at all.
+
+    Starting it fences every earlier producer of the same id: their sends and commits raise
+    :class:`ProducerFenced` from then on. Read-committed readers never see an aborted transaction.
+    """
+
+    async def start(self) -> None:
+        """Connect and take the transactional id (fencing every earlier holder of it)."""
+
+    async def stop(self) -> None:
+        """Disconnect (a transaction still open is aborted)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """Begin a transaction; commit it on leaving the block, abort it if the block raises."""
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Queue one record inside the open transaction."""
+
+
 class LagReader(Protocol):
     """Reads how far a consumer group is behind, without joining it (the router's view of the workers)."""
 
@@ -194,6 +217,9 @@ class Transport(Protocol):
 
     def lag_reader(self, role: str) -> LagReader:
         """A reader of consumer groups' lag (nothing connects until ``start``)."""
+
+    def transactional_producer(self, role: str, transactional_id: str) -> TransactionalProducer:
+        """A producer of whole transactions under ``transactional_id`` (nothing connects until ``start``)."""
 
     async def ensure_topics(self, specs: Sequence[Any], *, replication_factor: int | None = None) -> list[str]:
         """Create the topics of ``specs`` (``streams.topics.TopicSpec``) that do not exist yet; return their names."""

@@ -1,4 +1,6 @@
-"""The rules lifecycle on a real broker: publish, history, rollback, hot reload without losing a request."""
+"""The rules lifecycle on a real broker: racing publishers fenced by Kafka's transactions, a rogue writer, hot
+reload without losing a request. Numbering, history, rollback and compare-and-set run on the in-memory transport
+(``test_rules_publisher.py``)."""
 
 from __future__ import annotations
 
@@ -38,28 +40,6 @@ def with_canary(rules, percent: float) -> dict:
 
 async def create_rules_topic(kafka, layout) -> None:
     await ensure_topics(kafka.bootstrap, [s for s in layout.specs(()) if s.name == layout.rules])
-
-
-async def test_publish_keeps_every_version_and_rollback_republishes(kafka, layout, rules):
-    publisher = RulesPublisher(kafka, layout, published_by="test")
-    first, second = with_canary(rules, 0), with_canary(rules, 50)
-
-    assert (await publisher.publish(first)).version == 1
-    published = await publisher.publish_version(second)
-    assert (published.rules.version, published.previous_version) == (2, 1)
-    assert published.rules.objectives["title-ranking"].canary.percent == 50
-
-    history = await publisher.history()
-    assert [r.version for r in history] == [1, 2]
-    assert [r.published_by for r in history] == ["test", "test"]
-    assert (await publisher.get(1)).doc == first | {"version": 1}
-    assert (await publisher.latest()).version == 2
-
-    rolled = await publisher.rollback(1)
-    assert rolled.version == 3
-    assert rolled.objectives == (await publisher.get(1)).rules().objectives
-    assert (await publisher.latest()).doc == first | {"version": 3}
-    assert [r.version for r in await publisher.history()] == [1, 2, 3]
 
 
 async def test_bad_publish_is_refused_and_a_bad_record_is_skipped(kafka, layout, rules, caplog):
@@ -190,17 +170,3 @@ async def test_hot_reload_mid_stream_loses_and_duplicates_nothing(kafka, layout,
     assert all(model_of[(3, u)] == model_of[(1, u)] == "title-ranking@v1"
                for u in moved if (3, u) in model_of and (1, u) in model_of)
     assert any((3, u) in model_of for u in moved)
-
-
-async def test_a_publish_based_on_a_version_that_is_no_longer_the_latest_is_refused(kafka, layout, rules):
-    """Compare-and-set: ``if_version`` is the version the document was made from; another publish since refuses it."""
-    publisher = RulesPublisher(kafka, layout, published_by="test")
-    with pytest.raises(RulesConflict, match="version 0 is the latest"):
-        await publisher.publish_version(with_canary(rules, 10), if_version=3)  # nothing published: 0 is latest
-    assert (await publisher.publish_version(with_canary(rules, 10), if_version=0)).record.version == 1
-    assert (await publisher.publish_version(with_canary(rules, 20), if_version=1)).record.version == 2
-    with pytest.raises(RulesConflict) as refused:  # made from version 1, but 2 landed since
-        await publisher.publish_version(with_canary(rules, 30), if_version=1)
-    assert refused.value.code == "rules_conflict" and "version 2 is the latest" in str(refused.value)
-    latest = await publisher.latest()
-    assert latest.version == 2 and latest.rules().objectives["title-ranking"].canary.percent == 20  # not overwritten
