@@ -25,6 +25,7 @@ from schemas.messages import Status
 from streams.client.score_client import ScoreClient, ScoreTimeout, now_ms
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.topics import TopicLayout
+from streams.transport.kafka import KafkaTransport
 from streams.transport.settings import KafkaSettings
 from streams.transport.tail import TopicTail
 from workflows import ModelRegistry, sample_items
@@ -143,8 +144,9 @@ def _shadows(request, rules: Rules) -> int:
 async def _send_bad(client: ScoreClient, kafka: KafkaSettings, layout: TopicLayout, rules: Rules, plan: DemoPlan,
                     run: str) -> None:
     """A known number of every kind of bad input, published the way a careless producer would."""
-    producer = kafka.producer("demo-bad")
+    producer = KafkaTransport(kafka).producer("demo-bad")
     await producer.start()
+    sent: list[asyncio.Future[Any]] = []
     try:
         objective = "title-ranking" if "title-ranking" in rules.objectives else sorted(rules.objectives)[0]
         for i in range(plan.bad_per_kind):
@@ -168,14 +170,14 @@ async def _send_bad(client: ScoreClient, kafka: KafkaSettings, layout: TopicLayo
             }
             for kind, (value, expected) in bodies.items():
                 plan.expectations[rid.format(kind)] = expected
-                await producer.send(layout.requests, value)
+                sent.append(await producer.send(layout.requests, value))
             expired = client.request(objective, base["context"], base["payload"], request_id=rid.format("expired"),
                                      deadline_ms=now_ms() - 60_000)
             # Expiry is decided by the worker: the request is routed (and maybe shadowed) first.
             plan.expectations[expired.request_id] = Expected(Status.EXPIRED, False, _shadows(expired, rules))
             await client.submit(objective, expired.context, expired.payload, request_id=expired.request_id,
                                 deadline_ms=expired.deadline_ms)
-        await producer.flush()
+        await asyncio.gather(*sent)  # every bad input on the topic before the tally starts counting
     finally:
         await producer.stop()
 

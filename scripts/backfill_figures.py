@@ -53,6 +53,7 @@ from streams.bench.client_load import percentiles  # noqa: E402
 from streams.client.score_client import ScoreClient  # noqa: E402
 from streams.topics import TopicLayout, TopicSpec  # noqa: E402
 from streams.transport.admin import ensure_topics  # noqa: E402
+from streams.transport.kafka import aiokafka_producer  # noqa: E402
 from streams.transport.settings import KafkaSettings  # noqa: E402
 from workflows import sample_items  # noqa: E402
 
@@ -210,7 +211,7 @@ def comparisons(n: int) -> list[bytes]:
 
 
 async def publish(bootstrap: str, topic: str, values: list[bytes], offset: int = 0) -> None:
-    producer = KafkaSettings(bootstrap).producer("figures")
+    producer = aiokafka_producer(KafkaSettings(bootstrap), "figures")
     await producer.start()
     try:
         for i, value in enumerate(values, start=offset):

@@ -215,7 +215,20 @@ def _kafka_client_imports() -> list[str]:
                 wrong.append(f"{module} imports {name}")
             if top in ("faust", "mode") and not (in_room or module in FAUST_MODULES):
                 wrong.append(f"{module} imports {name}")
+        for name in _imported_names(ast.parse(path.read_text())):
+            if name in RAW_CLIENTS and not module.startswith(tuple(f"{r}." for r in KAFKA_CLIENT_ROOMS)):
+                wrong.append(f"{module} imports {name}")  # aiokafka's own clients, by another name
     return wrong
+
+
+RAW_CLIENTS = ("aiokafka_consumer", "aiokafka_producer")
+"""The transport's builders of aiokafka's own clients (``streams.transport.kafka``)."""
+
+
+def _imported_names(tree: ast.AST) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            yield from (a.name for a in node.names)
 
 
 def test_only_the_transport_the_broker_and_the_bench_import_the_kafka_client():

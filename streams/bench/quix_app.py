@@ -25,7 +25,7 @@ Settings, each set the way Quix's documentation presents it for throughput at lo
   one round trip a second).
 - ``consumer_extra_config``: ``fetch.wait.max.ms=5`` (librdkafka's 500 ms default would add up
   to half a second per hop at low load; 5 ms is the load generator's; scoreline's service
-  consumers wait up to 50 ms, ``KafkaSettings.consumer``),
+  consumers wait up to 50 ms, ``transport.kafka.aiokafka_consumer``),
   ``fetch.min.bytes=1``, ``queued.max.messages.kbytes`` left at its default (64 MB of prefetch).
 - ``producer_extra_config``: ``linger.ms=2`` (librdkafka's default is 5; 2 is ``KafkaSettings``'
   default and faust's; scoreline's service producers and the load generator use 0, since they

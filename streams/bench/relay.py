@@ -23,6 +23,7 @@ import orjson
 
 from routing import partition_for
 from streams.bench.layout import CLIENT, bench_layout
+from streams.transport.kafka import aiokafka_consumer, aiokafka_producer
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["Hop", "main"]
@@ -39,8 +40,8 @@ class Hop:
 
     async def run(self) -> None:
         # No linger, as scoreline's producers: whole batches are handed over, so lingering only delays them.
-        producer = self.kafka.producer(f"relay-{self.group}", linger_ms=0)
-        consumer = self.kafka.consumer(self.source, group_id=self.group, role=f"relay-{self.group}")
+        producer = aiokafka_producer(self.kafka, f"relay-{self.group}", linger_ms=0)
+        consumer = aiokafka_consumer(self.kafka, self.source, group_id=self.group, role=f"relay-{self.group}")
         await producer.start()
         await consumer.start()
         committing: asyncio.Task | None = None

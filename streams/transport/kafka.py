@@ -1,5 +1,9 @@
 """The default transport: aiokafka consumers and producers made from :class:`KafkaSettings`.
 
+:func:`aiokafka_producer` and :func:`aiokafka_consumer` build aiokafka's own clients (one place for
+their defaults: idempotence, no auto-commit, timeouts); the transport wraps them into its Protocol
+types. Outside ``transport/``, ``broker/`` and ``bench/`` only tests call them, as a plain Kafka client.
+
 aiokafka's errors for partitions a member no longer owns are translated here into
 :class:`~streams.errors.PartitionRevoked`, so the batch loop knows one error type.
 """
@@ -19,7 +23,46 @@ from streams.transport.admin_client import ClusterAdmin
 from streams.transport.protocols import Batch, RebalanceListener
 from streams.transport.settings import KafkaSettings
 
-__all__ = ["KafkaConsumer", "KafkaLagReader", "KafkaReader", "KafkaTransport"]
+__all__ = ["KafkaConsumer", "KafkaLagReader", "KafkaReader", "KafkaTransport", "aiokafka_consumer", "aiokafka_producer"]
+
+
+
+def aiokafka_producer(settings: KafkaSettings, role: str, **options: Any) -> AIOKafkaProducer:
+    """An idempotent producer with acks from all replicas: retries never duplicate a record.
+
+    ``options`` override the tuning (e.g. ``linger_ms=0`` for a producer fed whole batches).
+    """
+    config: dict[str, Any] = dict(
+        bootstrap_servers=settings.bootstrap,
+        client_id=f"{settings.client_id}-{role}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.linger_ms,
+        max_batch_size=settings.max_batch_bytes,
+    )
+    config.update(settings.security)
+    config.update(options)
+    return AIOKafkaProducer(**config)
+
+
+def aiokafka_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, role: str,
+                      **options: Any) -> AIOKafkaConsumer:
+    """A consumer that commits only what scoreline says it may (no auto-commit)."""
+    defaults: dict[str, Any] = dict(
+        bootstrap_servers=settings.bootstrap,
+        client_id=f"{settings.client_id}-{role}",
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.fetch_max_records,
+        fetch_max_wait_ms=50,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        rebalance_timeout_ms=20_000,
+    )
+    defaults.update(settings.security)
+    defaults.update(options)
+    return AIOKafkaConsumer(*topics, **defaults)
 
 
 class KafkaConsumer:
@@ -197,7 +240,7 @@ class KafkaLagReader:
                 raise
             self._admin = admin
         if self._offsets is None:
-            offsets = self._settings.consumer(group_id=None, role=f"{self._role}-lag")
+            offsets = aiokafka_consumer(self._settings, group_id=None, role=f"{self._role}-lag")
             try:
                 await offsets.start()
             except BaseException:
@@ -247,25 +290,25 @@ class KafkaTransport:
 
     def consumer(self, topics: Sequence[str], *, group_id: str, role: str,
                  pattern: str | None = None, listener: RebalanceListener | None = None) -> KafkaConsumer:
-        """A consumer that commits only what it is told to (see :meth:`KafkaSettings.consumer`)."""
+        """A consumer that commits only what it is told to (see :func:`aiokafka_consumer`)."""
         if listener is not None and pattern is None:  # subscribed with the listener once started
-            return KafkaConsumer(self.settings.consumer(group_id=group_id, role=role), settings=self.settings,
+            return KafkaConsumer(aiokafka_consumer(self.settings, group_id=group_id, role=role), settings=self.settings,
                                  group_id=group_id, listener=listener, topics=topics)
         if pattern is None:
-            return KafkaConsumer(self.settings.consumer(*topics, group_id=group_id, role=role),
+            return KafkaConsumer(aiokafka_consumer(self.settings, *topics, group_id=group_id, role=role),
                                  settings=self.settings, group_id=group_id)
         # New topics matching the pattern (a client's own request topic) are found on metadata
         # refresh: every 10 s rather than aiokafka's default 5 minutes.
-        return KafkaConsumer(self.settings.consumer(group_id=group_id, role=role, metadata_max_age_ms=10_000),
+        return KafkaConsumer(aiokafka_consumer(self.settings, group_id=group_id, role=role, metadata_max_age_ms=10_000),
                              pattern, settings=self.settings, group_id=group_id, listener=listener)
 
     def producer(self, role: str) -> AIOKafkaProducer:
         """An idempotent producer that does not linger: the outbox hands it whole batches at flush."""
-        return self.settings.producer(role, linger_ms=0)
+        return aiokafka_producer(self.settings, role, linger_ms=0)
 
     def transactional_producer(self, role: str, transactional_id: str) -> AIOKafkaProducer:
         """aiokafka's transactional producer (``transaction()`` commits on exit, aborts on an exception)."""
-        return self.settings.producer(role, transactional_id=transactional_id)
+        return aiokafka_producer(self.settings, role, transactional_id=transactional_id)
 
     def lag_reader(self, role: str) -> KafkaLagReader:
         """Reads other groups' lag without joining them."""
@@ -279,6 +322,6 @@ class KafkaTransport:
     def reader(self, role: str, *, read_committed: bool = False, max_records: int = 5000,
                fetch_wait_ms: int = 50) -> KafkaReader:
         """A consumer without a group."""
-        return KafkaReader(self.settings.consumer(
+        return KafkaReader(aiokafka_consumer(self.settings,
             group_id=None, role=role, fetch_max_wait_ms=fetch_wait_ms, max_poll_records=max_records,
             isolation_level="read_committed" if read_committed else "read_uncommitted"))

@@ -1,4 +1,11 @@
-"""How scoreline's Kafka clients are made: one place for connection, security and tuning."""
+"""How scoreline reaches Kafka: one place for connection, security and tuning.
+
+:class:`KafkaSettings` makes no consumer or producer itself: a
+:class:`~streams.transport.kafka.KafkaTransport` over it does, as the transport's Protocol types.
+aiokafka's own clients with these settings come from ``aiokafka_consumer`` and ``aiokafka_producer``
+in :mod:`streams.transport.kafka`, for the transport's adapters, the broker tooling, the bench, and
+tests acting as a plain Kafka client (``tests/test_import_graph.py`` holds everything else to that).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from streams.transport.admin_client import ClusterAdmin
 from streams.transport.aiokafka_fixes import install as _install_aiokafka_fixes
 
 __all__ = ["KafkaSettings", "SASL_MECHANISMS"]
 
-_install_aiokafka_fixes()  # every consumer scoreline makes is built here (aiokafka_fixes.py says why)
+_install_aiokafka_fixes()  # every process that connects imports this, faust's consumer included (aiokafka_fixes.py)
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 """The SASL mechanisms scoreline's clients (aiokafka and faust) speak."""
@@ -96,38 +101,3 @@ class KafkaSettings:
                                          mechanism=self.security.get("sasl_mechanism", "PLAIN"),
                                          ssl_context=self.security.get("ssl_context"))
         return faust.SSLCredentials(self.security.get("ssl_context"))
-
-    def producer(self, role: str, **options: Any) -> AIOKafkaProducer:
-        """An idempotent producer with acks from all replicas: retries never duplicate a record.
-
-        ``options`` override the tuning (e.g. ``linger_ms=0`` for a producer fed whole batches).
-        """
-        settings: dict[str, Any] = dict(
-            bootstrap_servers=self.bootstrap,
-            client_id=f"{self.client_id}-{role}",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=self.linger_ms,
-            max_batch_size=self.max_batch_bytes,
-        )
-        settings.update(self.security)
-        settings.update(options)
-        return AIOKafkaProducer(**settings)
-
-    def consumer(self, *topics: str, group_id: str | None, role: str, **options: Any) -> AIOKafkaConsumer:
-        """A consumer that commits only what scoreline says it may (no auto-commit)."""
-        defaults: dict[str, Any] = dict(
-            bootstrap_servers=self.bootstrap,
-            client_id=f"{self.client_id}-{role}",
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.fetch_max_records,
-            fetch_max_wait_ms=50,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            rebalance_timeout_ms=20_000,
-        )
-        defaults.update(self.security)
-        defaults.update(options)
-        return AIOKafkaConsumer(*topics, **defaults)

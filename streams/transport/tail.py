@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from streams.transport.kafka import aiokafka_consumer
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["TopicTail"]
@@ -40,7 +41,7 @@ class TopicTail:
 
     async def start(self) -> None:
         """Assign every partition and fix the starting offsets before returning."""
-        self._consumer = consumer = self.kafka.consumer(group_id=None, role="tail", fetch_max_wait_ms=20)
+        self._consumer = consumer = aiokafka_consumer(self.kafka, group_id=None, role="tail", fetch_max_wait_ms=20)
         await consumer.start()
         try:
             partitions = await self._partitions()

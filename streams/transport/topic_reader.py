@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
+from streams.transport.kafka import aiokafka_consumer
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["TopicSpan", "read_topic"]
@@ -71,7 +72,7 @@ class TopicSpan:
         await self.stop()
 
     async def start(self) -> None:
-        consumer = self.kafka.consumer(group_id=None, role="report", fetch_max_wait_ms=50,
+        consumer = aiokafka_consumer(self.kafka, group_id=None, role="report", fetch_max_wait_ms=50,
                                        isolation_level="read_committed", max_poll_records=self.max_records)
         await consumer.start()
         self._consumer = consumer

@@ -27,6 +27,7 @@ from streams.rollouts.client import RolloutClient
 from streams.rollouts.records import FINISHED, Rollout, RolloutSpec
 from streams.rules.publisher import RulesPublisher
 from streams.services.pipeline import Pipeline, PipelineOptions
+from streams.transport.kafka import aiokafka_producer
 from workflows import Item, ModelRegistry, Outcome, sample_items
 
 __all__ = ["RolloutOutcome", "ROLLOUT_SCENARIOS", "CANDIDATE", "INCUMBENT"]
@@ -233,7 +234,7 @@ async def controller_paused_past_its_session(env: Env) -> dict[str, Any]:
         first.procs[-1].send_signal(signal.SIGCONT)
         # What A would write as it resumes, still believing the lease is its own: the running step, epoch A.
         stale = dataclasses.replace(running, epoch=seen["epoch_a"], reason="written by the deposed controller")
-        producer = env.kafka.producer("test-stale-controller")
+        producer = aiokafka_producer(env.kafka, "test-stale-controller")
         await producer.start()
         try:
             await producer.send_and_wait(env.layout.rollouts, encode(stale), key=b"title-ranking", partition=0)
@@ -358,7 +359,7 @@ async def shadow_gate(env: Env) -> dict[str, Any]:
     step is published, beside the other objective's rollout.
     """
     client = RolloutClient(env.kafka, env.layout)
-    producer = env.kafka.producer("test-comparisons", linger_ms=5)
+    producer = aiokafka_producer(env.kafka, "test-comparisons", linger_ms=5)
     await producer.start()
     try:
         for i in range(200):

@@ -21,6 +21,7 @@ from streams.broker.local import SaslListener
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.topics import TopicLayout, TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.kafka import aiokafka_consumer, aiokafka_producer
 from streams.transport.settings import KafkaSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "faults"))
@@ -59,7 +60,7 @@ def as_user(bootstrap: str, user: str, mechanism: str, monkeypatch) -> KafkaSett
 
 
 async def produce(kafka: KafkaSettings, topic: str) -> None:
-    producer = kafka.producer("acl-test", request_timeout_ms=10_000)
+    producer = aiokafka_producer(kafka, "acl-test", request_timeout_ms=10_000)
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"{}", key=b"k")
@@ -70,7 +71,7 @@ async def produce(kafka: KafkaSettings, topic: str) -> None:
 async def read_one(kafka: KafkaSettings, topic: str, timeout_ms: int = 10_000) -> bytes | None:
     """The first record of partition 0, or None if none can be read (for an unauthorized topic
     aiokafka logs "not authorized" and returns nothing rather than raising)."""
-    consumer = kafka.consumer(group_id=None, role="acl-test", request_timeout_ms=10_000)
+    consumer = aiokafka_consumer(kafka, group_id=None, role="acl-test", request_timeout_ms=10_000)
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)

@@ -34,6 +34,7 @@ from streams.services.pipeline import Pipeline
 from streams.topics import TopicLayout
 from streams.transport.admin import ensure_topics
 from streams.transport.headers import headers_of
+from streams.transport.kafka import aiokafka_producer
 from streams.transport.tail import TopicTail
 from workflows import sample_items
 
@@ -197,7 +198,7 @@ async def test_replay_republishes_exactly_the_time_range(kafka, layout):
     await ensure_topics(kafka.bootstrap, layout.specs([]))
     base = int(time.time() * 1000) - 60_000
     sent: dict[str, int] = {}
-    producer = kafka.producer("test-replay")
+    producer = aiokafka_producer(kafka, "test-replay")
     await producer.start()
     try:
         async with ScoreClient(kafka, "demo", layout=layout) as client:

@@ -14,6 +14,7 @@ from schemas.messages import Result, Status
 from streams import ClientClosed, ScoreClient, ScoreTimeout
 from streams.client.score_client import choose_reply_partition
 from streams.services.pipeline import Pipeline
+from streams.transport.kafka import aiokafka_producer
 from workflows import sample_items
 
 
@@ -97,7 +98,7 @@ async def test_late_and_duplicate_replies_are_counted_never_delivered(kafka, lay
     async with ScoreClient(kafka, "demo", layout=layout, reply_partition=0, on_reply=seen.append) as client:
         with pytest.raises(ScoreTimeout):
             await client.score("title-ranking", {"user_id": "u-1"}, request_id="late-1", timeout=0.1)
-        producer = kafka.producer("test-late")
+        producer = aiokafka_producer(kafka, "test-late")
         await producer.start()
         try:
             for request_id in ("late-1", "late-1", "someone-else"):

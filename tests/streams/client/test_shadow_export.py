@@ -17,6 +17,7 @@ from streams.client import shadow_export
 from streams.client.shadow_export import STATE_FILE, export_comparisons, read_export
 from streams.topics import TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.kafka import aiokafka_producer
 from streams.transport.settings import KafkaSettings
 from streams.transport.topic_reader import read_topic
 
@@ -44,7 +45,7 @@ def _probability(i: int) -> Comparison:
 
 
 async def _publish(kafka, topic: str, values: list[bytes]) -> None:
-    producer = kafka.producer("test-export")
+    producer = aiokafka_producer(kafka, "test-export")
     await producer.start()
     try:
         for i, value in enumerate(values):

@@ -12,6 +12,7 @@ from schemas import headers as H
 from streams.ops.tracing import TRACESTATE, trace_headers, trace_id
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.transport.headers import headers_of
+from streams.transport.kafka import aiokafka_producer
 from streams.transport.tail import TopicTail
 
 
@@ -50,7 +51,7 @@ async def test_a_traced_request_yields_a_reply_shadow_records_and_dead_letters_i
         await pipeline.wait_ready()
         async with TopicTail(kafka, [layout.replies("demo")]) as replies, \
                 TopicTail(kafka, [layout.shadow_results, layout.deadletter]) as sidecar:
-            producer = kafka.producer("test-trace")
+            producer = aiokafka_producer(kafka, "test-trace")
             await producer.start()
             try:
                 await producer.send_and_wait(layout.requests, orjson.dumps(body), headers=[

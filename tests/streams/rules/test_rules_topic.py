@@ -25,6 +25,7 @@ from streams.rules.publisher import (
 )
 from streams.services.pipeline import Pipeline
 from streams.transport.admin import ensure_topics
+from streams.transport.kafka import aiokafka_producer
 from streams.transport.settings import KafkaSettings
 from streams.transport.tail import TopicTail
 
@@ -58,7 +59,7 @@ async def test_bad_publish_is_refused_and_a_bad_record_is_skipped(kafka, layout,
         assert (await publisher.read()).highest == 1
 
         # A writer that skips validation (kcat, a bug): readers validate too and keep version 1.
-        producer = kafka.producer("test-rogue")
+        producer = aiokafka_producer(kafka, "test-rogue")
         await producer.start()
         try:
             await producer.send_and_wait(layout.rules, encode_record(RulesRecord(2, 0, "rogue", bad)),

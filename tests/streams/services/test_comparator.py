@@ -23,6 +23,7 @@ from streams.services import pairing
 from streams.services.pipeline import Pipeline, PipelineOptions
 from streams.topics import TopicSpec
 from streams.transport.admin import ensure_topics
+from streams.transport.kafka import aiokafka_consumer, aiokafka_producer
 from streams.transport.protocols import TopicPartition
 from streams.transport.tail import TopicTail
 from workflows import sample_items
@@ -267,7 +268,7 @@ async def test_sigkill_loses_no_pair_and_repeats_only_identical_ones(kafka, layo
             sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
         await wait_for_log(log_path, "scoreline running", 90, sides.procs[-1])
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
-            producer = kafka.producer("test-sides")
+            producer = aiokafka_producer(kafka, "test-sides")
             await producer.start()
             killed = asyncio.Event()
             sender = asyncio.create_task(sides.send_all(producer, {len(sides.pairs) // 2: killed}))
@@ -312,7 +313,7 @@ async def test_a_second_comparator_joining_then_the_first_leaving_loses_no_pair(
             sides.procs.append(start_comparator(kafka, layout, rules_file, log_file))
         await wait_for_log(logs[0], "scoreline running", 90, sides.procs[0])
         async with TopicTail(kafka, [layout.shadow_comparisons]) as out:
-            producer = kafka.producer("test-sides")
+            producer = aiokafka_producer(kafka, "test-sides")
             await producer.start()
             joined, left = asyncio.Event(), asyncio.Event()
             third = len(sides.pairs) // 3
@@ -344,7 +345,7 @@ async def wait_committed(kafka, group: str, topic: str, partitions: int, timeout
     """Return once ``group`` has committed an offset above 0 on some partition of ``topic``."""
     from aiokafka import TopicPartition
 
-    probe = kafka.consumer(group_id=group, role="test-committed")  # never joins: no subscribe
+    probe = aiokafka_consumer(kafka, group_id=group, role="test-committed")  # never joins: no subscribe
     await probe.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -372,7 +373,7 @@ async def test_a_side_without_partner_times_out(kafka, layout, shadow_all_rules)
     async with TopicTail(kafka, [layout.shadow_comparisons]) as out, \
             Comparator(kafka, layout, window_s=1.0, tick_s=0.2) as comparator:
         await comparator.wait_assigned()
-        producer = kafka.producer("test-lone")
+        producer = aiokafka_producer(kafka, "test-lone")
         await producer.start()
         try:
             lone = ShadowResult(**{**{f: getattr(primary, f) for f in primary.__slots__},
@@ -397,7 +398,7 @@ async def test_a_backlog_older_than_the_window_is_compared_not_timed_out(kafka, 
     # Ticks written before the crash and not yet processed are read again, interleaved with the backlog.
     ticks = f"{layout.prefix}comparator-ticks"
     await ensure_topics(kafka.bootstrap, [TopicSpec(ticks, layout.shard_partitions)])
-    producer = kafka.producer("test-backlog")
+    producer = aiokafka_producer(kafka, "test-backlog")
     await producer.start()
     try:
         now = str(int(time.time() * 1000)).encode()
@@ -436,7 +437,7 @@ async def test_a_side_committed_before_a_restart_finds_its_partner_after_it(kafk
     pairs = [synthetic_pair(i, rng) for i in range(total)]
     group = f"{layout.prefix}comparator"
     parts = [TopicPartition(layout.shadow_results, p) for p in range(layout.shard_partitions)]
-    producer = kafka.producer("test-restore")
+    producer = aiokafka_producer(kafka, "test-restore")
     await producer.start()
     lag = KafkaTransport(kafka).lag_reader("test-restore")
     await lag.start()

@@ -9,6 +9,7 @@ from aiokafka.admin import NewTopic
 
 from streams.services.batch import Batch, BatchService
 from streams.topics import TopicLayout
+from streams.transport.kafka import aiokafka_producer
 from streams.transport.outbox import Outbox
 from streams.transport.settings import KafkaSettings
 
@@ -33,7 +34,7 @@ async def test_live_records_come_before_a_backlog_of_backfill(kafka_bootstrap, k
     await kafka_admin.create_topics([NewTopic(t, 1, 1) for t in (live, backfill)])
     kafka_admin.created.extend([live, backfill])
     kafka = KafkaSettings(bootstrap=kafka_bootstrap, backfill_slice=50)
-    producer = kafka.producer("test-fill")
+    producer = aiokafka_producer(kafka, "test-fill")
     await producer.start()
     try:
         for i in range(1000):

@@ -13,6 +13,7 @@ from scoreline.demo import BAD_KINDS, DemoPlan, run_demo
 from streams.client.score_client import ScoreClient
 from streams.services.pipeline import Pipeline
 from streams.transport.admin import ensure_topics
+from streams.transport.kafka import aiokafka_producer
 from streams.transport.tail import TopicTail
 from workflows import sample_items
 
@@ -75,7 +76,7 @@ async def test_raw_json_without_headers_is_scored(kafka, layout, rules, registry
     async with Pipeline(kafka, layout, rules, registry) as pipeline:
         await pipeline.wait_ready()
         async with TopicTail(kafka, [layout.replies("demo")]) as replies:
-            producer = kafka.producer("test-raw")
+            producer = aiokafka_producer(kafka, "test-raw")
             await producer.start()
             try:
                 await producer.send_and_wait(layout.requests, orjson.dumps(body))

@@ -11,6 +11,7 @@ from routing import parse_rules, rules_to_doc
 from schemas import codec
 from streams.client.score_client import ScoreClient
 from streams.services.pipeline import Pipeline, PipelineOptions
+from streams.transport.kafka import aiokafka_producer
 from streams.transport.tail import TopicTail
 from workflows import sample_items
 
@@ -42,7 +43,7 @@ async def test_a_request_on_another_clients_topic_is_rejected_without_reply(kafk
         await pipeline.wait_ready()
         async with TopicTail(kafka, [layout.deadletter]) as letters, \
                 TopicTail(kafka, [layout.replies("demo")]) as demo_replies:
-            producer = kafka.producer("test-spoof")
+            producer = aiokafka_producer(kafka, "test-spoof")
             await producer.start()
             try:
                 await producer.send_and_wait(layout.client_requests("homepage"), orjson.dumps(body))
