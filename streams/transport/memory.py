@@ -609,6 +609,7 @@ class MemoryReader(_PositionedReads):
             out[tp] = OffsetAndTimestamp(found.offset, found.timestamp) if found is not None else None
         return out
 
+
 class MemoryLagReader:
     """Lag as the double's broker has it: log end less the group's committed offset."""
 

@@ -1,7 +1,8 @@
 """Reading every partition of some topics from "now" on, without a consumer group.
 
 The demo, the tests and the reports use it to watch reply, dead-letter and shadow topics
-without joining (or disturbing) any group.
+without joining (or disturbing) any group. It reads with the transport's group-less
+:class:`~streams.transport.protocols.Reader`, so it watches the in-memory transport the same way.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-
-from streams.transport.kafka import aiokafka_consumer
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import Reader, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["TopicTail"]
@@ -22,13 +22,14 @@ class TopicTail:
     """Collects the records that arrive on ``topics`` after ``start`` (or from the beginning)."""
 
     def __init__(self, kafka: KafkaSettings, topics: Iterable[str], *, from_beginning: bool = False,
-                 on_record: Callable[[ConsumerRecord], None] | None = None) -> None:
+                 on_record: Callable[[Record], None] | None = None, transport: Transport | None = None) -> None:
         self.kafka = kafka
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.topics = list(topics)
         self.from_beginning = from_beginning
         self.on_record = on_record
-        self.records: list[ConsumerRecord] = []
-        self._consumer: AIOKafkaConsumer | None = None
+        self.records: list[Record] = []
+        self._consumer: Reader | None = None
         self._task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
 
@@ -41,10 +42,10 @@ class TopicTail:
 
     async def start(self) -> None:
         """Assign every partition and fix the starting offsets before returning."""
-        self._consumer = consumer = aiokafka_consumer(self.kafka, group_id=None, role="tail", fetch_max_wait_ms=20)
+        self._consumer = consumer = self.transport.reader("tail", fetch_wait_ms=20)
         await consumer.start()
         try:
-            partitions = await self._partitions()
+            partitions = await self._partitions(consumer)
         except BaseException:
             await consumer.stop()
             raise
@@ -57,23 +58,17 @@ class TopicTail:
             await consumer.position(tp)
         self._task = asyncio.create_task(self._read(consumer))
 
-    async def _partitions(self) -> list[TopicPartition]:
-        admin = self.kafka.admin()
-        await admin.start()
-        try:
-            partitions = []
-            for topic in self.topics:
-                for _ in range(50):  # a topic created a moment ago may not be in the metadata yet
-                    (described,) = await admin.describe_topics([topic])
-                    if not described["error_code"] and described["partitions"]:
-                        break
-                    await asyncio.sleep(0.1)
-                else:
-                    raise LookupError(f"topic {topic} does not exist")
-                partitions += [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-            return partitions
-        finally:
-            await admin.close()
+    async def _partitions(self, reader: Reader) -> list[TopicPartition]:
+        partitions: dict[str, set[int]] = {}
+        for _ in range(50):  # a topic created a moment ago may not be in the metadata yet
+            partitions = await reader.partitions(*self.topics)
+            if all(partitions.get(topic) for topic in self.topics):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            missing = [topic for topic in self.topics if not partitions.get(topic)]
+            raise LookupError(f"topic {missing[0]} does not exist")
+        return [TopicPartition(topic, p) for topic in self.topics for p in sorted(partitions[topic])]
 
     async def stop(self) -> None:
         """Stop reading and disconnect (what was collected stays in ``records``)."""
@@ -84,7 +79,7 @@ class TopicTail:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+    async def _read(self, consumer: Reader) -> None:
         while True:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():

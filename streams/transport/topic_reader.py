@@ -2,25 +2,25 @@
 
 Reports and exports use it (``scoreline shadow report``, ``shadow export``): no consumer group, no commits,
 every partition assigned by hand, and a stopping point fixed before reading
-so that a busy topic still gives a finite answer.
+so that a busy topic still gives a finite answer. It reads with the transport's group-less
+:class:`~streams.transport.protocols.Reader` (read committed).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
-
-from streams.transport.kafka import aiokafka_consumer
+from streams.transport.kafka import KafkaTransport
+from streams.transport.protocols import Reader, Record, TopicPartition, Transport
 from streams.transport.settings import KafkaSettings
 
 __all__ = ["TopicSpan", "read_topic"]
 
 
 async def read_topic(kafka: KafkaSettings, topic: str, *, since_ms: int | None = None,
-                     from_offsets: Mapping[int, int] | None = None, timeout: float = 60.0) -> list[ConsumerRecord]:
+                     from_offsets: Mapping[int, int] | None = None, timeout: float = 60.0,
+                     transport: Transport | None = None) -> list[Record]:
     """Every record of ``topic`` from ``since_ms`` (epoch ms; None: the beginning) to its current end.
 
     ``from_offsets`` (partition -> offset) starts those partitions there instead: a reader that
@@ -30,8 +30,9 @@ async def read_topic(kafka: KafkaSettings, topic: str, *, since_ms: int | None =
         LookupError: the topic does not exist.
         TimeoutError: the end was not reached within ``timeout`` seconds.
     """
-    records: list[ConsumerRecord] = []
-    async with TopicSpan(kafka, topic, since_ms=since_ms, from_offsets=from_offsets, timeout=timeout) as span:
+    records: list[Record] = []
+    async with TopicSpan(kafka, topic, since_ms=since_ms, from_offsets=from_offsets, timeout=timeout,
+                         transport=transport) as span:
         async for batch in span:
             records.extend(batch)
     return records
@@ -48,8 +49,9 @@ class TopicSpan:
 
     def __init__(self, kafka: KafkaSettings, topic: str, *, since_ms: int | None = None,
                  from_offsets: Mapping[int, int] | None = None, timeout: float = 60.0,
-                 max_records: int = 10_000) -> None:
+                 max_records: int = 10_000, transport: Transport | None = None) -> None:
         self.kafka = kafka
+        self.transport = transport if transport is not None else KafkaTransport(kafka)
         self.topic = topic
         self.since_ms = since_ms
         self.from_offsets = from_offsets
@@ -57,7 +59,7 @@ class TopicSpan:
         self.max_records = max_records
         self.start_offsets: dict[int, int] = {}
         self.end_offsets: dict[int, int] = {}
-        self._consumer: Any = None
+        self._consumer: Reader | None = None
         self._tps: list[TopicPartition] = []
 
     @property
@@ -72,16 +74,14 @@ class TopicSpan:
         await self.stop()
 
     async def start(self) -> None:
-        consumer = aiokafka_consumer(self.kafka, group_id=None, role="report", fetch_max_wait_ms=50,
-                                       isolation_level="read_committed", max_poll_records=self.max_records)
+        consumer = self.transport.reader("report", read_committed=True, max_records=self.max_records)
         await consumer.start()
         self._consumer = consumer
-        partitions = None
-        for _ in range(20):  # fresh metadata may not list a topic created a moment ago
-            partitions = consumer.partitions_for_topic(self.topic)
+        partitions: set[int] = set()
+        for _ in range(20):  # a topic created a moment ago may not be in the metadata yet
+            partitions = (await consumer.partitions(self.topic)).get(self.topic, set())
             if partitions:
                 break
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
             await asyncio.sleep(0.1)
         if not partitions:
             raise LookupError(f"topic {self.topic} does not exist")
@@ -90,10 +90,10 @@ class TopicSpan:
         end = await consumer.end_offsets(tps)
         if self.since_ms is None:
             await consumer.seek_to_beginning(*tps)
-            first = await consumer.beginning_offsets(tps)
             for tp in tps:
                 if self.from_offsets and tp.partition in self.from_offsets:
-                    consumer.seek(tp, max(self.from_offsets[tp.partition], first[tp]))
+                    first = await consumer.position(tp)  # the first record still in the log
+                    consumer.seek(tp, max(self.from_offsets[tp.partition], first))
         else:
             found = await consumer.offsets_for_times({tp: self.since_ms for tp in tps})
             for tp in tps:
@@ -107,7 +107,7 @@ class TopicSpan:
             await self._consumer.stop()
             self._consumer = None
 
-    async def __aiter__(self) -> AsyncIterator[list[ConsumerRecord]]:
+    async def __aiter__(self) -> AsyncIterator[list[Record]]:
         consumer = self._consumer
         assert consumer is not None, "start() first"
         end = {tp: self.end_offsets[tp.partition] for tp in self._tps}
