@@ -74,6 +74,7 @@ class Recovery(_Recovery):
     _follower: Follower | None = None
     _whole: frozenset = frozenset()
     """The changelog partitions whose every record is in the table (replayed, and kept since)."""
+    _restoring: asyncio.Lock
 
     def revoke(self, tp: TP) -> None:
         """As faust's; a partition given up must be replayed whole if it comes back (others wrote to it meanwhile)."""
@@ -89,7 +90,17 @@ class Recovery(_Recovery):
 
     @Service.task
     async def _slurp_changelogs(self) -> None:
-        """Nothing to slurp: no changelog record reaches faust's queue (its partitions stay paused)."""
+        """faust's reader of its changelog queue. Nothing should reach it (the changelog partitions stay paused in
+        faust's consumer); whatever does is dropped, never blocking faust's delivery: the recovery reads it all."""
+        queue = self.tables.changelog_queue
+        while not self.should_stop:
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=1.0)
+            except TimeoutError:
+                continue
+            message = event.message
+            log.warning("changelog record %s:%s@%s reached faust's queue; dropped (the recovery reads the changelog "
+                        "itself)", message.topic, message.partition, message.offset)
 
     @Service.task
     async def _restart_recovery(self) -> None:
@@ -121,6 +132,11 @@ class Recovery(_Recovery):
 
     async def _restore(self, changelogs: set[TP]) -> None:
         """Replay the changelog partitions the table does not hold whole yet, from their first record to their end."""
+        # One replay at a time: faust cancels an interrupted one without waiting for it to end.
+        async with self._restoring:
+            await self._replay(changelogs)
+
+    async def _replay(self, changelogs: set[TP]) -> None:
         consumer: Any = self.app.consumer
         if changelogs:  # faust pauses them in faust; in aiokafka too, so its fetcher does not read them for nothing
             consumer.pause_partitions(changelogs)
@@ -144,6 +160,7 @@ class Recovery(_Recovery):
                     await table.on_changelog_event(event)
                 table.apply_changelog_batch(events)
                 applied += len(events)
+        await follower.follow(())  # nothing fetched between recoveries: the table takes its own writes
         self._whole = frozenset(changelogs)
         log.info("Replayed %d changelog records", applied)
 
@@ -238,7 +255,7 @@ class TableManager(_TableManager):
     def recovery(self) -> Recovery:
         if self._recovery is None:
             recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
-            recovery.transport = self.transport
+            recovery.transport, recovery._restoring = self.transport, asyncio.Lock()
             self._recovery = recovery
         return cast(Recovery, self._recovery)
 
