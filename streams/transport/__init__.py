@@ -24,6 +24,7 @@ from streams.transport.protocols import (
     Record,
     RecordBatch,
     TopicPartition,
+    TransactionalProducer,
     Transport,
 )
 from streams.transport.settings import SASL_MECHANISMS, KafkaSettings
@@ -54,6 +55,7 @@ __all__ = [
     "RecordRefused",
     "TopicPartition",
     "TopicTail",
+    "TransactionalProducer",
     "Transport",
     "ensure_topics",
     "read_to_end",
