@@ -11,7 +11,7 @@ aiokafka's errors for partitions a member no longer owns are translated here int
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -218,6 +218,16 @@ class KafkaReader:
         return await self.kafka.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
 
 
+async def _start_or_close(start: Callable[[], Awaitable[object]], close: Callable[[], Awaitable[object]]) -> None:
+    """Start a client; if that fails or is cancelled, close it before re-raising (nothing half-open leaks)."""
+    try:
+        await start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await close()
+        raise
+
+
 class KafkaLagReader:
     """A group's lag from the cluster: committed offsets from the admin API, end offsets from a group-less consumer."""
 
@@ -232,21 +242,11 @@ class KafkaLagReader:
         """Connect both clients (again after a start that failed or was cancelled half way: nothing leaks)."""
         if self._admin is None:
             admin = self._settings.admin(client_id=f"{self._settings.client_id}-{self._role}-lag")
-            try:
-                await admin.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await admin.close()
-                raise
+            await _start_or_close(admin.start, admin.close)
             self._admin = admin
         if self._offsets is None:
             offsets = aiokafka_consumer(self._settings, group_id=None, role=f"{self._role}-lag")
-            try:
-                await offsets.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await offsets.stop()
-                raise
+            await _start_or_close(offsets.start, offsets.stop)
             self._offsets = offsets
 
     async def stop(self) -> None:
